@@ -1,0 +1,26 @@
+"""Errors raised at the boundaries (user batches, op names, magnitudes, files).
+
+Every error a user can cause is an `AutoaugInputError`: its message names the field (and the file,
+where there is one) and the allowed values, and the CLI turns it into exit code 2 and one line.
+"""
+
+from __future__ import annotations
+
+
+class AutoaugInputError(ValueError):
+    """Bad input from a user: the message says what was wrong and what is allowed."""
+
+
+class BatchValidationError(AutoaugInputError):
+    """A `MultimodalBatch` field has the wrong shape, dtype or device, or an op needs a missing one."""
+
+
+class UnknownOpError(AutoaugInputError, KeyError):
+    """An op name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class OpArgumentError(AutoaugInputError):
+    """A magnitude, an option or a params dict an op cannot accept."""

@@ -1,0 +1,138 @@
+"""The contract every registered op follows (autoaug/ops/base.py), checked for each op by name.
+
+Op-specific semantics live in the per-family test files; this file makes sure no op can skip the
+shared rules: magnitude 0 is the identity, inactive samples are untouched, replay is exact, the same
+seed gives the same batch, the input is never mutated, bad magnitudes raise a clear error, and at
+magnitude 1 the op actually changes something.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autoaug import MultimodalBatch, ops
+from autoaug.errors import OpArgumentError
+from conftest import assert_batches_equal, batch_for, generator
+
+ALL_OPS = ops.names()
+
+
+def test_catalogue_names_are_registered():
+    required = {
+        "vision_token_dropout", "text_token_dropout", "modality_dropout", "text_mask",
+        "vision_random_mask", "vision_block_mask", "vision_grid_mask", "vision_attention_mask",
+        "embedding_noise", "text_token_substitution", "vision_patch_substitution", "token_mixup",
+        "token_cutmix", "mergemix", "vision_permute_order", "vision_scramble_positions",
+        "vision_block_shuffle", "vision_reversal", "modality_order_swap", "frame_reversal",
+        "frame_shuffle", "random_truncation", "saliency_truncation", "vision_token_budget",
+        "padding_side",
+    }
+    assert required <= set(ALL_OPS), sorted(required - set(ALL_OPS))
+    assert len(ops.names(stage="pixel")) >= 5
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_metadata(name):
+    row = ops.op_class(name).describe()
+    assert row["stage"] in ops.STAGES and row["modality"] in ops.MODALITIES
+    low, high = row["magnitude_range"]
+    assert math.isfinite(low) and math.isfinite(high)
+    assert isinstance(row["mixes_labels"], bool) and row["summary"]
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_magnitude_zero_is_identity(name, device):
+    op = ops.get(name)
+    batch = batch_for(op, device)
+    out = op(batch, 0.0, generator(0))
+    assert_batches_equal(out, batch)
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_changes_something_at_full_magnitude(name, device):
+    op = ops.get(name)
+    batch = batch_for(op, device, with_saliency=True)
+    out = op(batch, 1.0, generator(0))
+    changed = [field for field, tensor in out.tensors().items()
+               if field != "augmented" and not torch.equal(tensor, batch.tensors()[field])]
+    assert changed, f"{name} at magnitude 1 changed nothing"
+    assert out.augmented.any()
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_inactive_samples_are_untouched(name, device):
+    op = ops.get(name)
+    batch = batch_for(op, device, with_saliency=True)
+    active = torch.tensor([True, False] * 4, device=device)
+    out = op(batch, 1.0, generator(1), active=active)
+    for field, tensor in out.tensors().items():
+        before = batch.tensors()[field]
+        if tensor.dim() == 0 or tensor.shape[0] != batch.batch_size or field == "text_embedding_table":
+            continue
+        assert torch.equal(tensor[~active], before[~active]), f"{name} changed inactive samples' {field}"
+    assert not out.augmented[~active].any()
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_replay_is_exact_and_seed_is_deterministic(name, device):
+    op = ops.get(name)
+    batch = batch_for(op, device, with_saliency=True)
+    params = op.sample_params(batch, 0.7, generator(3))
+    first, second = op.apply(batch, params), op.apply(batch, params)
+    assert_batches_equal(first, second)
+    assert_batches_equal(first, op(batch, 0.7, generator(3)))
+    for key, value in params.items():
+        assert isinstance(value, torch.Tensor), f"{name}: param {key} is not a tensor"
+        assert value.device.type == torch.device(device).type, f"{name}: param {key} on {value.device}"
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_input_batch_is_not_mutated(name, device):
+    op = ops.get(name)
+    batch = batch_for(op, device, with_saliency=True, with_alignment=True)
+    snapshot = {field: tensor.clone() for field, tensor in batch.tensors().items()}
+    op(batch, 1.0, generator(0))
+    for field, tensor in batch.tensors().items():
+        assert torch.equal(tensor, snapshot[field]), f"{name} mutated its input's {field}"
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", None, True])
+def test_bad_magnitude_is_a_clear_error(name, bad):
+    op = ops.get(name)
+    with pytest.raises(OpArgumentError, match=rf"{name}: magnitude must be a number in \[0, 1\]"):
+        op.sample_params(batch_for(op), bad, generator(0))
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_small_and_odd_batches(name, batch_size):
+    op = ops.get(name)
+    out = op(batch_for(op, batch_size=batch_size, with_saliency=True), 1.0, generator(0))
+    assert isinstance(out, MultimodalBatch) and out.batch_size == batch_size
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_output_labels_stay_a_distribution(name):
+    op = ops.get(name)
+    out = op(batch_for(op), 1.0, generator(0))
+    sums = out.labels.sum(1)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    assert (out.labels >= 0).all()
+    if not op.mixes_labels:
+        assert torch.equal(out.labels, batch_for(op).labels)
+
+
+def test_unknown_op_names_close_matches():
+    with pytest.raises(KeyError, match="did you mean 'vision_token_dropout'"):
+        ops.get("vision_token_dropuot")
+
+
+def test_bad_active_mask_is_a_clear_error():
+    op = ops.get("vision_token_dropout")
+    batch = batch_for(op)
+    with pytest.raises(OpArgumentError, match="active must be a bool tensor of shape"):
+        op.sample_params(batch, 0.5, generator(0), active=torch.ones(3, dtype=torch.bool))
