@@ -26,6 +26,12 @@ app = typer.Typer(
 stderr = Console(stderr=True)
 
 
+def stdout_console() -> Console:
+    """Tables on stdout; wide enough to stay readable when stdout is a pipe or a file."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def emit_json(result: dict) -> None:
     """Print the result as the last line of stdout."""
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -56,7 +62,45 @@ def list_ops(
         low, high = row["magnitude_range"]
         table.add_row(row["name"], row["stage"], row["modality"], f"{row['parameter']}: {low:g} → {high:g}",
                       "yes" if row["mixes_labels"] else "", row["summary"])
-    Console().print(table)
+    stdout_console().print(table)
+
+
+@app.command("show")
+def show_policy(
+    policy_ref: str = typer.Argument(..., metavar="FILE_OR_PRESET", help="A policy file or a preset name."),
+    as_json: bool = typer.Option(False, "--json", help="End stdout with the validated policy as JSON."),
+) -> None:
+    """Print a policy as a table: op, stage, modality, p, magnitude, schedule (drawn), balance."""
+    from autoaug.policy import Policy
+
+    policy = Policy.load(policy_ref)
+    config = policy.config
+    console = stdout_console()
+    title = f"policy {config.name or policy.source}: {config.selection}"
+    if config.selection == "random_n":
+        title += f" (n={config.n} per sample)"
+    table = Table(title=title, caption=_policy_caption(config))
+    for column in ("#", "op", "stage", "modality", "p", "magnitude", "balance", "schedule", "0 → 1"):
+        table.add_column(column, overflow="fold")
+    for index, entry in enumerate(config.entries):
+        balance = getattr(config.balance, entry.modality)
+        table.add_row(str(index), entry.op, entry.stage, entry.modality, f"{entry.p:g}" + (" ×sched" if entry.schedule_p else ""),
+                      f"{entry.magnitude:g}", f"×{balance:g}", entry.schedule.describe(), entry.schedule.sparkline())
+    console.print(table)
+    if as_json:
+        emit_json({"policy": policy.to_dict()})
+
+
+def _policy_caption(config) -> str:
+    parts = [f"clean fraction {config.clean_fraction:g}", f"augmented loss weight {config.augmented_loss_weight:g}"]
+    if config.magnitude_sampling == "uniform":
+        parts.append("magnitude drawn uniformly in [0, magnitude]")
+    if config.consistency is not None:
+        parts.append(f"consistency KL weight {config.consistency.weight:g} (T={config.consistency.temperature:g})")
+    if config.provenance is not None:
+        fields = config.provenance.model_dump(exclude_none=True, exclude_defaults=True)
+        parts.append("provenance: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    return "; ".join(parts)
 
 
 @app.callback()

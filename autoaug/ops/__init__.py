@@ -11,7 +11,9 @@ from autoaug.ops.base import MODALITIES, STAGES, Op, Params, check_magnitude, wh
 from autoaug.ops.registry import describe, get, names, op_class, register
 
 # Importing the families registers their ops.
-from autoaug.ops import dropout  # noqa: E402,F401  isort: skip
+from autoaug.ops import (  # noqa: E402,F401  isort: skip
+    dropout, masking, perturbation, mixing, mergemix, order, length, pixel,
+)
 
 __all__ = [
     "MODALITIES", "STAGES", "Op", "Params", "check_magnitude", "where_active",

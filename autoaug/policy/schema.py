@@ -1,0 +1,242 @@
+"""The policy file format (DESIGN §6): a versioned, validated description of an augmentation policy.
+
+A policy is data, not code. Example (YAML)::
+
+    schema_version: 1
+    name: moderate
+    selection: sequential        # or random_n (RandAugment-style: n entries per sample)
+    clean_fraction: 0.4          # share of each batch left untouched (seed 000: 30-50 %)
+    augmented_loss_weight: 1.0   # loss weight written into the batch for augmented samples
+    balance: {vision: 1.0, text: 1.0, cross: 1.0}   # magnitude multipliers per modality
+    entries:
+      - {op: vision_token_dropout, p: 0.5, magnitude: 0.5, schedule: warmup_peak_cooldown}
+
+Errors name the file, the field path (``entries[2].magnitude``) and the allowed values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoaug import ops
+from autoaug.errors import AutoaugInputError
+from autoaug.ops.base import STAGES
+from autoaug.policy.schedules import SCHEDULES, Constant, Schedule, Unit
+
+SCHEMA_VERSION = 1
+
+
+class PolicyError(AutoaugInputError):
+    """A policy file or dict that does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyEntry(_Strict):
+    """One op of the policy with its probability, magnitude and schedule."""
+
+    op: str
+    p: Unit = 1.0
+    magnitude: Unit = 0.5
+    schedule: Schedule = Field(default_factory=Constant)
+    schedule_p: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, name: str) -> str:
+        if name not in ops.names():
+            close = difflib.get_close_matches(name, ops.names(), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"unknown op {name!r}; {hint}allowed: {', '.join(ops.names())}")
+        return name
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"kind": value}
+        if isinstance(value, dict) and "kind" in value and value["kind"] not in SCHEDULES:
+            raise ValueError(f"unknown schedule kind {value['kind']!r}; allowed: {', '.join(SCHEDULES)}")
+        return value
+
+    @property
+    def stage(self) -> str:
+        return ops.op_class(self.op).stage
+
+    @property
+    def modality(self) -> str:
+        return ops.op_class(self.op).modality
+
+
+class Balance(_Strict):
+    """Magnitude multipliers per modality (seed 000: balance augmentation across modalities)."""
+
+    vision: float = Field(1.0, ge=0.0, le=4.0)
+    text: float = Field(1.0, ge=0.0, le=4.0)
+    cross: float = Field(1.0, ge=0.0, le=4.0)
+
+
+class Consistency(_Strict):
+    """Consistency regularisation: ``weight`` × KL(clean prediction ‖ augmented prediction)."""
+
+    weight: float = Field(0.0, ge=0.0)
+    temperature: float = Field(1.0, gt=0.0)
+
+
+class Provenance(_Strict):
+    """Where a policy came from: which search and trial, how good, and on what."""
+
+    study: Optional[str] = None
+    trial: Optional[int] = None
+    metric: Optional[str] = None
+    value: Optional[float] = None
+    seeds: dict[str, int] = Field(default_factory=dict)
+    search_space: Optional[str] = None
+    search_space_hash: Optional[str] = None
+    data_fingerprint: Optional[str] = None
+    task: Optional[str] = None
+    package_version: Optional[str] = None
+
+
+class PolicyConfig(_Strict):
+    """A whole policy (see the module docstring)."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: Optional[str] = None
+    description: Optional[str] = None
+    selection: Literal["sequential", "random_n"] = "sequential"
+    n: int = Field(1, ge=1, description="entries per sample in random_n mode")
+    magnitude_sampling: Literal["fixed", "uniform"] = "fixed"
+    clean_fraction: Unit = 0.4
+    augmented_loss_weight: float = Field(1.0, ge=0.0)
+    balance: Balance = Field(default_factory=Balance)
+    consistency: Optional[Consistency] = None
+    seed: Optional[int] = None
+    entries: list[PolicyEntry] = Field(default_factory=list)
+    provenance: Optional[Provenance] = None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported_version(cls, version: int) -> int:
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {version} is newer than this autoaug supports ({SCHEMA_VERSION}); "
+                "upgrade autoaug to read it"
+            )
+        if version < 1:
+            raise ValueError(f"schema_version must be >= 1, got {version}")
+        return version
+
+    @model_validator(mode="after")
+    def _stage_order_and_n(self) -> "PolicyConfig":
+        # Stages run in pipeline order, so entries must be listed in that order too: a pixel op
+        # listed after a token op could never see the pixels it needs.
+        latest = 0
+        for index, entry in enumerate(self.entries):
+            rank = STAGES.index(entry.stage)
+            if rank < latest:
+                raise _FieldError(
+                    ("entries", index, "op"),
+                    f"{entry.op!r} is a {entry.stage}-stage op listed after {STAGES[latest]}-stage "
+                    f"entries; order entries by stage: {' → '.join(STAGES)}",
+                )
+            latest = rank
+        if self.selection == "random_n" and self.entries and self.n > len(self.entries):
+            raise _FieldError(("n",), f"n={self.n} exceeds the number of entries ({len(self.entries)})")
+        return self
+
+
+class _FieldError(ValueError):
+    """A model-level error that knows the field path it belongs to."""
+
+    def __init__(self, location: tuple, message: str) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+def field_path(location: tuple) -> str:
+    """``("entries", 2, "magnitude")`` → ``entries[2].magnitude``."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path or "<policy>"
+
+
+def validate_policy(data: Any, source: Union[str, Path] = "<dict>") -> PolicyConfig:
+    """Validate raw policy data; errors name ``source``, the field path and the allowed values."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy must be a mapping, got {type(data).__name__}")
+    try:
+        return PolicyConfig.model_validate(data)
+    except ValidationError as error:
+        raise PolicyError(_format_validation_error(error, source)) from None
+
+
+def _format_validation_error(error: ValidationError, source: Union[str, Path]) -> str:
+    details = error.errors(include_url=False)
+    first = details[0]
+    location = tuple(part for part in first["loc"] if part not in SCHEDULES)  # drop union tags
+    message = first["msg"].removeprefix("Value error, ")
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldError):
+        location, message = cause.location, str(cause)
+    elif first["type"] == "extra_forbidden":
+        message = f"unknown field; allowed here: {_allowed_fields(location)}"
+    elif first["type"] == "union_tag_invalid":
+        message = f"unknown schedule kind; allowed: {', '.join(SCHEDULES)}"
+    elif {"ge", "le", "gt", "lt"} & set(first.get("ctx", {})):
+        message = f"{message}, got {first['input']!r}{_allowed_range(location, first['ctx'])}"
+    more = f" (and {len(details) - 1} more problem{'s' * (len(details) > 2)})" if len(details) > 1 else ""
+    return f"{source}: {field_path(location)}: {message}{more}"
+
+
+def _allowed_range(location: tuple, failed: dict) -> str:
+    """`` (allowed: [0.0, 1.0])`` from the field's declared bounds (or from the bound that failed)."""
+    bounds = dict(failed)
+    model = _model_at(location)
+    field = model.model_fields.get(location[-1]) if model is not None else None
+    for constraint in getattr(field, "metadata", []):
+        for name in ("ge", "le", "gt", "lt"):
+            if getattr(constraint, name, None) is not None:
+                bounds[name] = getattr(constraint, name)
+    low = f"[{bounds['ge']}" if "ge" in bounds else f"({bounds['gt']}" if "gt" in bounds else "(-inf"
+    high = f"{bounds['le']}]" if "le" in bounds else f"{bounds['lt']})" if "lt" in bounds else "inf)"
+    return f" (allowed: {low}, {high})"
+
+
+def _model_at(location: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model that holds the last field of ``location``."""
+    model: Any = PolicyConfig
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _model_in(model.model_fields[part].annotation)
+    return model
+
+
+def _allowed_fields(location: tuple) -> str:
+    model = _model_at(location)
+    return ", ".join(model.model_fields) if model is not None else "?"
+
+
+def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
+    """The pydantic model inside an annotation such as ``list[PolicyEntry]`` or ``Optional[Balance]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
