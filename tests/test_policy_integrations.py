@@ -1,0 +1,110 @@
+"""The policy in a user's training: Lightning callback (training batches only) and DataLoader collator."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from autoaug import MultimodalBatch, Policy
+from autoaug.synthetic import example_batch
+
+POOL = example_batch(batch_size=48, grid=4, patch_dim=6, text_len=8, num_classes=3, seed=5)
+
+
+def collate_from_pool(indices: list[int]) -> MultimodalBatch:
+    """A base collate: slices the synthetic pool (what a user's collate would build from samples)."""
+    index = torch.tensor(indices)
+    return MultimodalBatch(
+        vision=POOL.vision[index], text_ids=POOL.text_ids[index], text_mask=POOL.text_mask[index],
+        labels=POOL.labels[index], vocab=POOL.vocab,
+    )
+
+
+def strong_policy(seed: int = 0) -> Policy:
+    return Policy.from_dict({
+        "seed": seed, "clean_fraction": 0.0,
+        "entries": [{"op": "vision_token_dropout", "magnitude": 1.0},
+                    {"op": "text_token_dropout", "magnitude": 1.0},
+                    {"op": "embedding_noise", "magnitude": 1.0}],
+    })
+
+
+class Recorder(L.LightningModule):
+    """Tiny model that records what each step saw, and uses `augment` for the embedding stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed_text = torch.nn.Embedding(POOL.vocab.vocab_size, 6)
+        self.head = torch.nn.Linear(6, 3)
+        self.seen: dict[str, list[MultimodalBatch]] = {"train": [], "val": [], "test": []}
+        self.embedding_stage_changed: list[bool] = []
+
+    def _forward(self, batch: MultimodalBatch, split: str) -> torch.Tensor:
+        self.seen[split].append(batch.replace())
+        embedded = batch.replace(text_embeddings=self.embed_text(batch.text_ids))
+        augmented = self.augment(embedded, "embedding")
+        if split == "train":
+            self.embedding_stage_changed.append(not torch.equal(augmented.text_embeddings, embedded.text_embeddings))
+        else:
+            assert augmented is embedded
+        keep = augmented.vision_mask.unsqueeze(-1).float()
+        pooled = (augmented.vision * keep).sum(1) / keep.sum(1).clamp_min(1) + augmented.text_embeddings.mean(1)
+        return torch.nn.functional.cross_entropy(self.head(pooled), augmented.labels)
+
+    def training_step(self, batch, batch_idx):
+        return self._forward(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._forward(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._forward(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def loader() -> DataLoader:
+    return DataLoader(list(range(48)), batch_size=16, collate_fn=collate_from_pool, shuffle=False)
+
+
+def test_lightning_callback_augments_training_batches_only():
+    module = Recorder()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[strong_policy().lightning_callback()])
+    trainer.fit(module, train_dataloaders=loader(), val_dataloaders=loader())
+    trainer.test(module, dataloaders=loader(), verbose=False)
+    clean = [collate_from_pool(list(range(start, start + 16))) for start in (0, 16, 32)]
+    assert len(module.seen["train"]) == 3
+    for seen, original in zip(module.seen["train"], clean):
+        assert seen.augmented.all()
+        assert not torch.equal(seen.vision_mask, original.vision_mask)
+    assert all(module.embedding_stage_changed)
+    for split in ("val", "test"):
+        assert module.seen[split], split
+        for seen, original in zip(module.seen[split], clean):
+            for name, tensor in original.tensors().items():
+                assert torch.equal(seen.tensors()[name], tensor), (split, name)
+
+
+def test_collator_under_a_dataloader_with_workers():
+    policy = strong_policy(seed=3)
+    policy.set_progress(1, 2)
+
+    def run(seed: int) -> list[MultimodalBatch]:
+        data = DataLoader(list(range(48)), batch_size=8, num_workers=2, shuffle=True,
+                          collate_fn=policy.collator(collate_from_pool),
+                          generator=torch.Generator().manual_seed(seed))
+        return list(data)
+
+    first, again, other = run(0), run(0), run(1)
+    assert len(first) == 6
+    for batch in first:
+        assert isinstance(batch, MultimodalBatch) and batch.augmented.all()
+    for left, right in zip(first, again):  # a seeded DataLoader repeats exactly
+        assert torch.equal(left.vision_mask, right.vision_mask) and torch.equal(left.text_mask, right.text_mask)
+    assert any(not torch.equal(left.vision_mask, right.vision_mask) for left, right in zip(first, other))
+    masks = torch.stack([batch.vision_mask for batch in first])
+    assert not all(torch.equal(masks[0], mask) for mask in masks[1:])  # batches differ from each other
