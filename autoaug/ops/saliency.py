@@ -24,8 +24,14 @@ def vision_saliency(batch: MultimodalBatch) -> Tensor:
 
 
 def distinctiveness(tokens: Tensor, keep: Tensor) -> Tensor:
-    """Squared distance of each token from the mean of the kept tokens of its sample (float32)."""
+    """Squared distance of each token from the mean of the kept tokens of its sample (float32).
+
+    Expanded as |t|² - 2 t·m + |m|² with batched matrix products, so no [B, N, D] temporary is made:
+    this runs on every attention-guided op call, on the largest tensor of the batch.
+    """
     tokens = tokens.float()
-    weights = keep.unsqueeze(-1).to(tokens.dtype)
-    mean = (tokens * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)
-    return (tokens - mean).pow(2).sum(-1)
+    weights = keep.to(tokens.dtype).unsqueeze(1)                       # [B, 1, N]
+    mean = torch.bmm(weights, tokens) / weights.sum(-1, keepdim=True).clamp_min(1.0)  # [B, 1, D]
+    squared_norms = torch.linalg.vector_norm(tokens, dim=-1).square()  # [B, N]
+    cross = torch.bmm(tokens, mean.transpose(1, 2)).squeeze(-1)        # [B, N]
+    return (squared_norms - 2.0 * cross + mean.square().sum(-1)).clamp_min(0.0)
