@@ -21,6 +21,7 @@ can trust what it receives.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -92,6 +93,12 @@ class MultimodalBatch:
         self._fill_defaults()
         self._check_optional()
 
+    def validate(self) -> "MultimodalBatch":
+        """Check every field's shape, dtype and device again (construction already did once)."""
+        self._check_core()
+        self._check_optional()
+        return self
+
     # ------------------------------------------------------------------ sizes
     @property
     def batch_size(self) -> int:
@@ -123,8 +130,18 @@ class MultimodalBatch:
 
     # ------------------------------------------------------------------ helpers
     def replace(self, **changes) -> "MultimodalBatch":
-        """A new batch with some fields changed (the input batch is never mutated by ops)."""
-        return dataclasses.replace(self, **changes)
+        """A new batch with some fields changed (the input batch is never mutated by ops).
+
+        Inside the library the batch was validated when the user built it, and ops are trusted to
+        keep shapes (the contract tests call `validate` on every op's output), so this is a plain
+        shallow copy: it runs once per op call and must cost microseconds, not a re-validation.
+        """
+        unknown = changes.keys() - self.__dataclass_fields__.keys()
+        if unknown:
+            raise TypeError(f"MultimodalBatch has no field(s) {', '.join(sorted(unknown))}")
+        clone = copy.copy(self)
+        clone.__dict__.update(changes)
+        return clone
 
     def to(self, device: torch.device | str) -> "MultimodalBatch":
         moved = {

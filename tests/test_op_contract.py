@@ -57,6 +57,7 @@ def test_changes_something_at_full_magnitude(name, device):
     op = ops.get(name)
     batch = batch_for(op, device, with_saliency=True)
     out = op(batch, 1.0, generator(0))
+    out.validate()  # shapes, dtypes and devices still agree
     before = batch.tensors()
     changed = [field for field, tensor in out.tensors().items()
                if field != "augmented" and (field not in before or not torch.equal(tensor, before[field]))]
@@ -119,6 +120,7 @@ def test_small_and_odd_batches(name, batch_size):
     op = ops.get(name)
     out = op(batch_for(op, batch_size=batch_size, with_saliency=True), 1.0, generator(0))
     assert isinstance(out, MultimodalBatch) and out.batch_size == batch_size
+    out.validate()
 
 
 @pytest.mark.parametrize("name", ALL_OPS)
