@@ -10,6 +10,7 @@ text ↔ patch pairs are never left erased on both sides (`spare_aligned`).
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -40,17 +41,35 @@ def fraction_ceil(fraction: float, counts: Tensor) -> Tensor:
     return torch.ceil(exact - _TOLERANCE).long().clamp(min=0).minimum(counts.long())
 
 
-def lowest_scored(scores: Tensor, candidates: Tensor, count: Tensor) -> Tensor:
+def lowest_scored(scores: Tensor, candidates: Tensor, count: Tensor, limit: int) -> Tensor:
     """``[B, N]`` bool: the ``count[b]`` candidates of row ``b`` with the lowest scores.
 
-    Ties break by position (stable sort), so the choice is deterministic on every device. Fewer
-    than ``count`` candidates: all of them.
+    ``limit`` (a Python int) bounds every ``count[b]``, so a ``topk`` of ``limit`` replaces a full
+    sort without a host sync. Ties go to the earlier slot on every device (the sort key is the
+    score's order-preserving integer image, then the slot). Fewer than ``count`` candidates: all.
     """
-    ranked = scores.float().masked_fill(~candidates, float("inf"))
-    order = ranked.argsort(dim=1, stable=True)
-    ranks = torch.arange(scores.shape[1], device=scores.device)
-    chosen_in_order = ranks.unsqueeze(0) < count.unsqueeze(1)
+    tokens = scores.shape[1]
+    limit = max(0, min(int(limit), tokens))
+    if limit == 0:
+        return torch.zeros_like(candidates)
+    ranked = scores.float().masked_fill(~candidates, float("inf")).contiguous()
+    _, order = order_key(ranked).topk(limit, dim=1, largest=False, sorted=True)
+    chosen_in_order = torch.arange(limit, device=scores.device).unsqueeze(0) < count.unsqueeze(1)
     return torch.zeros_like(candidates).scatter(1, order, chosen_in_order) & candidates
+
+
+def order_key(scores: Tensor) -> Tensor:
+    """int64 keys ordered like the float32 ``scores`` [B, N], ties broken by slot (earlier first)."""
+    bits = scores.view(torch.int32)
+    monotone = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # IEEE-754 float order as signed-int order
+    slots = torch.arange(scores.shape[1], device=scores.device)
+    return monotone.long() * scores.shape[1] + slots
+
+
+def largest_floor(fraction: float, tokens: int) -> int:
+    """``floor(fraction * tokens) + 1``, at most ``tokens``: a Python-int bound on `fraction_floor`
+    (and on a budget's drop count) for every count up to ``tokens``, so no host sync is needed."""
+    return min(tokens, math.floor(max(fraction, 0.0) * tokens) + 1)
 
 
 def droppable_patches(batch: MultimodalBatch) -> Tensor:
@@ -122,7 +141,8 @@ class SaliencyTruncation(Op):
 
     def _sample(self, batch: MultimodalBatch, strength: float, generator: torch.Generator) -> Params:
         count = fraction_floor(strength, batch.vision_mask.sum(dim=1))
-        drop = lowest_scored(vision_saliency(batch), droppable_patches(batch), count)
+        limit = largest_floor(strength, batch.num_vision_tokens)
+        drop = lowest_scored(vision_saliency(batch), droppable_patches(batch), count, limit)
         return {"drop": drop, "applies": drop.any(dim=1)}
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
@@ -168,7 +188,9 @@ class VisionTokenBudget(Op):
         candidates = droppable_patches(batch)
         if self.mode == "random":
             scores = sampling.random_scores(generator, candidates.shape, batch.device)
-            drop = lowest_scored(scores, candidates, kept - budget)
+            # kept - ceil((1 - f) kept) <= f kept + tolerance, which largest_floor bounds.
+            limit = largest_floor(strength, batch.num_vision_tokens)
+            drop = lowest_scored(scores, candidates, kept - budget, limit)
         else:
             keep = self._sub_grid(batch, budget.double() / kept.clamp(min=1).double(), generator)
             drop = candidates & ~keep
@@ -178,17 +200,18 @@ class VisionTokenBudget(Op):
     def _sub_grid(batch: MultimodalBatch, ratio: Tensor, generator: torch.Generator) -> Tensor:
         """``[B, Nv]`` slots on evenly spaced rows × columns covering about ``ratio`` of the grid."""
         positions = batch.vision_positions.long()
-        extent = (positions.amax(dim=1) + 1).double()  # [B, 2]: rows, cols per sample
-        rows, cols = extent[:, 0], extent[:, 1]
+        extent = positions.amax(dim=1) + 1  # [B, 2]: rows, cols per sample
+        rows, cols = extent[:, 0].double(), extent[:, 1].double()
         keep_rows = torch.round(rows * ratio.sqrt()).clamp(min=1).minimum(rows)
         keep_cols = torch.round(ratio * rows * cols / keep_rows).clamp(min=1).minimum(cols)
-        phase = sampling.uniform(generator, (batch.batch_size, 2), batch.device).double()
-        chosen = torch.stack((keep_rows, keep_cols), dim=1)  # [B, 2]
-        step = (chosen / extent).unsqueeze(1)  # [B, 1, 2]
-        index = positions.double()
-        # Row i is picked when floor(i * k / n + phase) steps up: exactly k of n, evenly spaced.
-        picked = torch.floor((index + 1) * step + phase.unsqueeze(1)) > torch.floor(index * step + phase.unsqueeze(1))
-        return picked.all(dim=2)
+        chosen = torch.stack((keep_rows, keep_cols), dim=1).long().unsqueeze(1)  # [B, 1, 2]
+        draws = sampling.uniform(generator, (batch.batch_size, 2), batch.device)
+        offset = (draws * extent).long().minimum(extent - 1).unsqueeze(1)  # random phase in [0, n)
+        size = extent.unsqueeze(1)
+        # Index i of n is picked when floor((i k + offset) / n) steps up: exactly k of n, evenly spaced.
+        after = torch.div((positions + 1) * chosen + offset, size, rounding_mode="floor")
+        before = torch.div(positions * chosen + offset, size, rounding_mode="floor")
+        return (after > before).all(dim=2)
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
         erase, _ = spare_aligned(batch, erase_vision=params["drop"] & batch.vision_mask & active.unsqueeze(1))
