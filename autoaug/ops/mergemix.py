@@ -119,26 +119,29 @@ def merge_tokens(tokens: Tensor, size: Tensor, source: Tensor, num_merged: int) 
     """
     batch, tokens_count, width = tokens.shape
     r = tokens_count - num_merged
-    count_a = (tokens_count + 1) // 2
-    unmerged = count_a - r
-    values, size = tokens.float(), size.float()
-    values_a, values_b = values[:, ::2], values[:, 1::2]
+    unmerged = (tokens_count + 1) // 2 - r
+    rows = tokens.float().reshape(batch * tokens_count, width)  # row-wise index_select beats gather
+    size = size.float()
     size_a, size_b = size[:, ::2], size[:, 1::2]
     slot_a = source[:, ::2]
-    is_merged = slot_a >= unmerged
     # Stable: the unmerged A tokens first, in original order (= their slots), then the merged ones.
-    order = is_merged.to(torch.uint8).argsort(dim=1, stable=True)
+    order = (slot_a >= unmerged).to(torch.uint8).argsort(dim=1, stable=True)
     keep_index, merge_index = order[:, :unmerged], order[:, unmerged:]
+    first_row = torch.arange(batch, device=tokens.device).unsqueeze(1) * tokens_count
+
+    def take(slots: Tensor) -> Tensor:  # [B, m] original slots -> [B, m, D] rows
+        return rows.index_select(0, (first_row + slots).reshape(-1)).view(batch, -1, width)
+
     kept_size = size_a.gather(1, keep_index)
-    kept_sum = values_a.gather(1, keep_index.unsqueeze(-1).expand(-1, -1, width)) * kept_size.unsqueeze(-1)
+    kept = take(2 * keep_index).mul_(kept_size.unsqueeze(-1))
     onto = slot_a.gather(1, merge_index) - unmerged  # [B, r]: the B token each merged A joins
     weights = torch.zeros(batch, tokens_count // 2, r, device=tokens.device)
     weights.scatter_(1, onto.unsqueeze(1), size_a.gather(1, merge_index).unsqueeze(1))
-    moved = values_a.gather(1, merge_index.unsqueeze(-1).expand(-1, -1, width))
-    b_sum = values_b * size_b.unsqueeze(-1) + weights @ moved
+    joined = torch.bmm(weights, take(2 * merge_index))  # contiguous: bmm into a slice is very slow
+    joined.addcmul_(tokens.float()[:, 1::2], size_b.unsqueeze(-1))
+    merged = torch.cat((kept, joined), dim=1)
     merged_size = torch.cat((kept_size, size_b + weights.sum(dim=2)), dim=1)
-    merged_sum = torch.cat((kept_sum, b_sum), dim=1)
-    return merged_sum / merged_size.clamp_min(1e-12).unsqueeze(-1), merged_size
+    return merged.div_(merged_size.clamp_min(1e-12).unsqueeze(-1)), merged_size
 
 
 def proportional_attention_scores(merged: Tensor, merged_size: Tensor) -> Tensor:
@@ -330,7 +333,8 @@ class MergeMix(Op):
             changes["saliency"] = from_partner(batch.saliency)
         if batch.alignment is not None:
             changes["alignment"] = batch.alignment & ~paste.unsqueeze(1)
-        lam = params["lam"].to(batch.labels.dtype).unsqueeze(1)
-        mixed = (1 - lam) * batch.labels + lam * batch.labels[partner]
+        lam = params["lam"].float().unsqueeze(1)  # mix in float32, even for half-precision labels
+        labels = batch.labels.float()
+        mixed = ((1 - lam) * labels + lam * labels[partner]).to(batch.labels.dtype)
         changes["labels"] = where_active(active, mixed, batch.labels)
         return batch.replace(**changes)
