@@ -20,6 +20,7 @@ from torch import Tensor
 from autoaug.batch import MultimodalBatch
 from autoaug.ops import sampling
 from autoaug.ops.base import Op, Params, where_active
+from autoaug.ops.perturbation import out_buffer
 from autoaug.ops.registry import register
 
 
@@ -49,7 +50,7 @@ def _blend(tokens: Tensor, partner: Tensor, lam: Tensor, active: Tensor) -> Tens
     mixed = tokens.index_select(0, partner)
     shape = (-1, *([1] * (tokens.dim() - 1)))
     mixed.lerp_(tokens, lam.to(tokens.dtype).view(shape))
-    return torch.where(active.view(shape), mixed, tokens, out=mixed)  # in place: one allocation
+    return torch.where(active.view(shape), mixed, tokens, out=out_buffer(mixed))  # one allocation
 
 
 @register
@@ -158,7 +159,7 @@ class TokenCutmix(Op):
         def paste(field: Tensor) -> Tensor:
             incoming = field[source_sample, source_slot]
             condition = take.view(*take.shape, *([1] * (field.dim() - 2)))
-            return torch.where(condition, incoming, field, out=incoming)
+            return torch.where(condition, incoming, field, out=out_buffer(incoming))
 
         return batch.replace(
             vision=paste(batch.vision),

@@ -36,6 +36,13 @@ def _editable_vision(batch: MultimodalBatch) -> Tensor:
     return batch.vision_mask & ~batch.vision_masked
 
 
+def out_buffer(target: Tensor, *inputs: Tensor) -> Optional[Tensor]:
+    """``target`` to reuse as the ``out=`` of an op on ``inputs``, or None where autograd records the
+    op (``out=`` cannot be differentiated, and embeddings from a model's forward require grad)."""
+    recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (target, *inputs))
+    return None if recorded else target
+
+
 @register
 class EmbeddingNoise(Op):
     """Add Gaussian noise scaled by each token's RMS to the vision and text embeddings.
@@ -49,11 +56,12 @@ class EmbeddingNoise(Op):
     Params: ``sigma`` [B] float; ``noise_seed`` [B] int64 (one seed for the whole batch, repeated so
     every param has the batch dimension). `_apply` expands the seed into ``ε`` with a generator on the
     batch's device (vision noise ``[B, Nv, D]`` first, then text noise ``[B, Nt, D]``), so replay is
-    exact on the same device type (CPU and CUDA streams differ). Why a seed and not the noise itself:
-    the noise is as large as the embeddings (50 MB for B=64, Nv=196, Nt=64, D=768 in float32) and a
-    logged params dict would carry it every step, while drawing it costs the same in either half;
-    on CUDA a seed also lets the noise come from the device generator instead of a CPU draw and a
-    host-to-device copy (see ``benchmarks/ops.py``).
+    exact on the same device type (CPU and CUDA streams differ). Why a seed and not the noise itself
+    (measured on the benchmark batch B=64, Nv=196, Nt=64, D=768, CPU, one thread): stored noise is
+    48.75 MiB of params per call against 832 bytes, and drawing it costs the same in either half
+    (61 ms to draw ε in `_sample` against 70 ms for the whole seeded `_apply`), so storing buys
+    nothing but a params dict too large to log each step. On CUDA a seed also lets ε come from the
+    device generator instead of a CPU draw plus a 49 MiB host-to-device copy.
     """
 
     name = "embedding_noise"
@@ -73,22 +81,27 @@ class EmbeddingNoise(Op):
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
         noise_generator = torch.Generator(device=batch.device)
         noise_generator.manual_seed(int(params["noise_seed"][0]))
-        sigma = params["sigma"].to(batch.device) * active
-        vision = _add_relative_noise(batch.vision, _editable_vision(batch), sigma, noise_generator)
-        text = _add_relative_noise(batch.text_embeddings, _editable_text(batch), sigma, noise_generator)
+        sigma = params["sigma"].to(batch.device)
+        vision = _add_relative_noise(batch.vision, _editable_vision(batch), sigma, active, noise_generator)
+        text = _add_relative_noise(batch.text_embeddings, _editable_text(batch), sigma, active,
+                                   noise_generator)
         return batch.replace(vision=vision, text_embeddings=text)
 
 
-def _add_relative_noise(tokens: Tensor, editable: Tensor, sigma: Tensor,
+def _add_relative_noise(tokens: Tensor, editable: Tensor, sigma: Tensor, active: Tensor,
                         generator: torch.Generator) -> Tensor:
-    """``tokens + σ · rms · ε`` on editable tokens of samples with ``σ > 0``; the rest bit-identical."""
+    """``tokens + σ · rms · ε`` on editable tokens of active samples, one fused pass over the tokens.
+
+    Elsewhere in an active sample the scale is 0, so a token keeps its value (``e + 0·ε``; only a
+    ``-0.0`` could come back as ``+0.0``); inactive samples are copied back bit for bit.
+    """
     noise = torch.randn(tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
-    rms = torch.linalg.vector_norm(tokens, dim=-1, keepdim=True, dtype=torch.float32)
+    rms = torch.linalg.vector_norm(tokens.detach(), dim=-1, keepdim=True, dtype=torch.float32)
     rms = rms * (1.0 / math.sqrt(tokens.shape[-1]))
-    select = (editable & (sigma > 0).unsqueeze(1)).unsqueeze(-1)
-    scale = (rms * sigma.view(-1, 1, 1)).to(tokens.dtype)
-    noise.mul_(scale).add_(tokens)
-    return torch.where(select, noise, tokens, out=noise)  # in place: one allocation in all
+    scale = rms * (sigma * active).view(-1, 1, 1) * editable.unsqueeze(-1)
+    noisy = torch.addcmul(tokens, noise, scale.to(tokens.dtype), out=out_buffer(noise, tokens))
+    idle = (~active).nonzero().squeeze(1)
+    return noisy.index_copy_(0, idle, tokens.index_select(0, idle))
 
 
 @register
@@ -230,7 +243,7 @@ class VisionPatchSubstitution(Op):
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
         substitute = params["substitute"] & active.unsqueeze(1)
         incoming = batch.vision[params["source_sample"].unsqueeze(1), params["source_slot"]]
-        vision = torch.where(substitute.unsqueeze(-1), incoming, batch.vision, out=incoming)  # in place
+        vision = torch.where(substitute.unsqueeze(-1), incoming, batch.vision, out=out_buffer(incoming))
         return batch.replace(vision=vision)
 
 
