@@ -157,6 +157,14 @@ def _gather_slots(
 
 
 # ---------------------------------------------------------------------- patch order ops
+def _sample_kept_slot_permutation(batch: MultimodalBatch, strength: float, generator: torch.Generator) -> Params:
+    """A fraction ``strength`` of the kept slots of each frame permuted among themselves."""
+    eligible = _frame_rows(batch.vision_mask, batch.num_frames)
+    local, chosen = _permute_random_subset(generator, eligible, strength)
+    moved = (chosen.sum(1) >= 2).view(batch.batch_size, batch.num_frames).any(1)
+    return {"source": _rows_to_slots(local, batch.batch_size, batch.num_frames), "applies": moved}
+
+
 @register
 class VisionPermuteOrder(Op):
     """Permute the sequence order of a random fraction of the kept patch tokens, positions travelling along.
@@ -179,10 +187,7 @@ class VisionPermuteOrder(Op):
     default_range = (0.0, 1.0)
 
     def _sample(self, batch: MultimodalBatch, strength: float, generator: torch.Generator) -> Params:
-        eligible = _frame_rows(batch.vision_mask, batch.num_frames)
-        local, chosen = _permute_random_subset(generator, eligible, strength)
-        moved = (chosen.sum(1) >= 2).view(batch.batch_size, batch.num_frames).any(1)
-        return {"source": _rows_to_slots(local, batch.batch_size, batch.num_frames), "applies": moved}
+        return _sample_kept_slot_permutation(batch, strength, generator)
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
         return _gather_slots(batch, params["source"], active, move_positions=True)
@@ -209,10 +214,7 @@ class VisionScramblePositions(Op):
     default_range = (0.0, 0.5)
 
     def _sample(self, batch: MultimodalBatch, strength: float, generator: torch.Generator) -> Params:
-        eligible = _frame_rows(batch.vision_mask, batch.num_frames)
-        local, chosen = _permute_random_subset(generator, eligible, strength)
-        moved = (chosen.sum(1) >= 2).view(batch.batch_size, batch.num_frames).any(1)
-        return {"source": _rows_to_slots(local, batch.batch_size, batch.num_frames), "applies": moved}
+        return _sample_kept_slot_permutation(batch, strength, generator)
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
         return _gather_slots(batch, params["source"], active, move_positions=False)
