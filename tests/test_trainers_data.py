@@ -1,0 +1,502 @@
+"""The proxy task's data: the shapes-vqa generator, the tokenizer, the Parquet / WebDataset readers
+and the collate step."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import pickle
+import re
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from autoaug.batch import MultimodalBatch
+from autoaug.errors import AutoaugInputError
+from autoaug.trainers import data as data_module
+from autoaug.trainers.data import Collator, Example, load_data, load_task, load_task_or_data, to_batch
+from autoaug.trainers.shapes_vqa import (
+    ANSWERS,
+    COLOURS,
+    KINDS,
+    generate_examples,
+    make_shapes_vqa,
+    render,
+)
+from autoaug.trainers.tokenizer import TextTokenizer
+
+
+@contextlib.contextmanager
+def bad_input(match: str):
+    """Expect an AutoaugInputError whose one-line message matches ``match``."""
+    with pytest.raises(AutoaugInputError, match=match) as info:
+        yield info
+    assert "\n" not in str(info.value), str(info.value)
+
+
+# ====================================================================== shapes-vqa
+def _independent_answer(text: str, scene) -> str:
+    """Answer a question by parsing its text (not the generator's spec) against the scene."""
+    colour = "(red|green|blue|yellow)"
+    kind = "(circle|square|triangle)"
+    shapes = [(s.colour, s.kind, s.x) for s in scene.shapes]
+    if m := re.fullmatch(rf"(?:what color is the|which color does the) {kind}(?: have)?\?", text):
+        matches = [c for c, k, _ in shapes if k == m[1]]
+        assert len(matches) == 1, f"ambiguous question {text!r}"
+        return matches[0]
+    if m := re.fullmatch(rf"(?:how many|count the) {kind}s(?: are there\?|\.)", text):
+        return str(sum(k == m[1] for _, k, _ in shapes))
+    if m := re.fullmatch(rf"(?:how many|count the) {colour} shapes(?: are there\?|\.)", text):
+        return str(sum(c == m[1] for c, _, _ in shapes))
+    if m := re.fullmatch(rf"(?:is there|does the image contain) a {colour} {kind}\?", text):
+        return "yes" if (m[1], m[2]) in {(c, k) for c, k, _ in shapes} else "no"
+    if m := re.fullmatch(rf"(?:is|where is) the {colour} {kind} (?:left or right of|relative to) "
+                         rf"the {colour} {kind}(?:, left or right)?\?", text):
+        (first,) = [x for c, k, x in shapes if (c, k) == (m[1], m[2])]
+        (second,) = [x for c, k, x in shapes if (c, k) == (m[3], m[4])]
+        # the two shapes lie in different cell columns: their pixels do not overlap horizontally
+        cell = scene.image_size / 3
+        assert int(first // cell) != int(second // cell)
+        return "left" if first < second else "right"
+    raise AssertionError(f"question matches no template: {text!r}")
+
+
+def test_shapes_vqa_is_deterministic_and_splits_are_independent():
+    first = make_shapes_vqa(seed=3, train_size=50, val_size=40, test_size=30)
+    again = make_shapes_vqa(seed=3, train_size=50, val_size=40, test_size=30)
+    other = make_shapes_vqa(seed=4, train_size=50, val_size=40, test_size=30)
+    bigger = make_shapes_vqa(seed=3, train_size=80, val_size=40, test_size=30)
+    assert first.fingerprint == again.fingerprint
+    assert first.fingerprint != other.fingerprint
+    for split in ("train", "val", "test"):
+        for a, b in zip(first.split(split), again.split(split)):
+            assert torch.equal(a.image, b.image) and a.text == b.text and a.label == b.label
+            assert a.scene == b.scene
+    # resizing train leaves the clean val/test splits untouched
+    for split in ("val", "test"):
+        assert [e.text for e in first.split(split)] == [e.text for e in bigger.split(split)]
+        assert all(torch.equal(a.image, b.image) for a, b in zip(first.split(split), bigger.split(split)))
+    assert [e.text for e in first.train] == [e.text for e in bigger.train[:50]]
+    assert [e.text for e in first.train] != [e.text for e in first.val[:40]]
+    assert first.summary()["sizes"] == {"train": 50, "val": 40, "test": 30}
+
+
+def test_every_answer_follows_from_the_scene():
+    task = make_shapes_vqa(seed=0, train_size=400, val_size=100, test_size=100)
+    assert task.classes == ANSWERS
+    seen_types, seen_answers = set(), set()
+    for split in ("train", "val", "test"):
+        for example in task.split(split):
+            expected = _independent_answer(example.text, example.scene)
+            assert task.classes[example.label] == expected, example.text
+            seen_types.add(example.meta["question"]["type"])
+            seen_answers.add(expected)
+            assert 1 <= len(example.scene.shapes) <= 4
+            assert len({(s.colour, s.kind) for s in example.scene.shapes}) == len(example.scene.shapes)
+    assert seen_types == {"colour", "count", "presence", "relation"}
+    assert {"yes", "no", "left", "right", "red", "green", "blue", "yellow", "0", "1", "2"} <= seen_answers
+
+
+def test_images_show_the_scene():
+    examples = generate_examples(200, seed=1)
+    palette = {name: tuple(round(v * 255) for v in rgb) for name, rgb in COLOURS.items()}
+    for example in examples:
+        image = example.image
+        assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+        pixels = image.permute(1, 2, 0).reshape(-1, 3)
+        background = round(example.scene.background * 255)
+        for name, rgb in palette.items():
+            count = int((pixels == torch.tensor(rgb, dtype=torch.uint8)).all(1).sum())
+            shapes = example.scene.find(colour=name)
+            assert (count > 0) == bool(shapes), (name, example.scene)
+            if shapes:  # each shape's centre pixel carries its colour
+                for shape in shapes:
+                    centre = image[:, int(shape.y), int(shape.x)]
+                    assert tuple(centre.tolist()) == rgb
+                # a shape covers roughly its area (square 4r^2, circle pi r^2, triangle 2r^2)
+                area = sum({"square": 4.0, "circle": np.pi, "triangle": 2.0}[s.kind] * s.size ** 2
+                           for s in shapes)
+                assert 0.5 * area < count < 1.6 * area + 4
+        others = ~torch.stack([(pixels == torch.tensor(rgb, dtype=torch.uint8)).all(1)
+                               for rgb in palette.values()]).any(0)
+        assert (pixels[others] == background).all()
+
+
+def test_render_distinguishes_kinds():
+    from autoaug.trainers.shapes_vqa import Scene, Shape
+
+    scenes = [Scene((Shape(kind, "red", 16.0, 16.0, 8.0),), 0.0, 32) for kind in KINDS]
+    masks = render(scenes)[:, 0] > 0
+    circle, square, triangle = (int(m.sum()) for m in masks)
+    assert square == 16 * 16
+    assert abs(circle - np.pi * 64) < 12
+    assert abs(triangle - 16 * 16 / 2) < 20
+    assert masks[2, 9, 16] and not masks[2, 9, 9]  # apex at the top: narrow there
+
+
+def test_generation_is_fast():
+    generate_examples(20)  # warm-up
+    start = time.perf_counter()
+    examples = generate_examples(2000, seed=7)
+    elapsed = time.perf_counter() - start
+    assert len(examples) == 2000
+    assert elapsed < 4.0, f"generating 2000 examples took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize("options", [{"train_size": 0}, {"image_size": 8}, {"max_shapes": 12}])
+def test_shapes_vqa_rejects_bad_options(options):
+    with pytest.raises(AutoaugInputError):
+        make_shapes_vqa(**options)
+
+
+def test_load_task_by_name():
+    task = load_task("shapes-vqa", seed=1, train_size=10, val_size=5, test_size=5)
+    assert len(task.train) == 10 and task.name == "shapes-vqa"
+    with bad_input("unknown task 'nope'.*shapes-vqa"):
+        load_task("nope")
+    with bad_input("exactly one"):
+        load_task_or_data()
+    with bad_input("exactly one"):
+        load_task_or_data(task="shapes-vqa", data="x")
+
+
+# ====================================================================== tokenizer
+TEXTS = ["Is there a red circle?", "how many squares are there?", "What color is the triangle?"]
+
+
+@pytest.mark.parametrize("kind, vocab_size", [("wordlevel", 200), ("bpe", 40)])
+def test_tokenizer_round_trip_and_layout(kind, vocab_size):
+    tokenizer = TextTokenizer.fit(TEXTS, kind=kind, vocab_size=vocab_size)
+    if kind == "bpe":  # a small BPE vocabulary splits words into pieces
+        assert any(token.startswith("##") for token in tokenizer.tokens(TEXTS[0]))
+    ids, mask = tokenizer.encode(TEXTS)
+    assert ids.dtype == torch.long and mask.dtype == torch.bool
+    assert ids.shape == mask.shape == (3, tokenizer.max_length)
+    lengths = mask.sum(1)
+    assert int(lengths.max()) == tokenizer.max_length  # fitted to the longest training text
+    assert (ids[:, 0] == tokenizer.cls_id).all()
+    assert (ids[torch.arange(3), lengths - 1] == tokenizer.sep_id).all()
+    assert (ids[~mask] == tokenizer.pad_id).all()
+    assert (mask[:, :-1] | ~mask[:, 1:]).all()  # right padding: no kept token after a pad
+    assert tokenizer.decode(ids) == [t.lower() for t in TEXTS]
+    assert tokenizer.tokens(TEXTS[0])[0] == "[CLS]" and tokenizer.tokens(TEXTS[0])[-1] == "[SEP]"
+    assert (tokenizer.special_mask(ids) == (~mask | (ids == tokenizer.cls_id) | (ids == tokenizer.sep_id))).all()
+
+
+def test_tokenizer_specials_unknowns_and_truncation():
+    tokenizer = TextTokenizer.fit(TEXTS, max_length=6)
+    assert (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.unk_id) == (0, 1, 2, 3, 4)
+    vocabulary = tokenizer.vocabulary
+    assert vocabulary.vocab_size == tokenizer.vocab_size and vocabulary.mask_id == 3
+    assert set(vocabulary.special_ids) == {0, 1, 2, 3}
+    ids, mask = tokenizer.encode(["IS THERE a purple hexagon and more words?"])
+    assert ids.shape == (1, 6) and bool(mask.all())
+    assert ids[0].tolist() == [1, tokenizer.token_id("is"), tokenizer.token_id("there"),
+                               tokenizer.token_id("a"), tokenizer.unk_id, tokenizer.sep_id]
+    with pytest.raises(AutoaugInputError):
+        tokenizer.encode("one string")
+    with pytest.raises(AutoaugInputError):
+        TextTokenizer.fit([])
+    with bad_input("kind"):
+        TextTokenizer.fit(TEXTS, kind="sentencepiece")
+
+
+def test_tokenizer_save_load_and_pickle(tmp_path):
+    tokenizer = TextTokenizer.fit(TEXTS)
+    path = tokenizer.save(tmp_path / "sub" / "tokenizer.json")
+    loaded = TextTokenizer.load(path)
+    probe = TEXTS + ["is there a blue circle?"]
+    for other in (loaded, pickle.loads(pickle.dumps(tokenizer))):
+        assert other.max_length == tokenizer.max_length and other.vocab_size == tokenizer.vocab_size
+        for a, b in zip(tokenizer.encode(probe), other.encode(probe)):
+            assert torch.equal(a, b)
+    with bad_input("not found"):
+        TextTokenizer.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with bad_input("bad.json"):
+        TextTokenizer.load(tmp_path / "bad.json")
+
+
+# ====================================================================== collate
+def test_to_batch_is_a_pixel_stage_batch():
+    task = make_shapes_vqa(seed=0, train_size=20, val_size=5, test_size=5)
+    tokenizer = TextTokenizer.fit(task.texts("train"))
+    batch = to_batch(task.train[:6], tokenizer, task.num_classes)
+    assert isinstance(batch, MultimodalBatch) and batch.vision is None
+    assert batch.images.shape == (6, 3, 32, 32) and batch.images.dtype == torch.float32
+    assert 0.0 <= float(batch.images.min()) and float(batch.images.max()) <= 1.0
+    assert torch.equal((batch.images[0] * 255).round().to(torch.uint8), task.train[0].image)
+    assert batch.labels.shape == (6, task.num_classes)
+    assert batch.labels.argmax(1).tolist() == [e.label for e in task.train[:6]]
+    assert torch.equal(batch.labels.sum(1), torch.ones(6))
+    assert batch.vocab == tokenizer.vocabulary
+    assert batch.text_special[:, 0].all()  # [CLS]
+    assert torch.equal(batch.text_special, ~batch.text_mask | (batch.text_ids == tokenizer.sep_id)
+                       | (batch.text_ids == tokenizer.cls_id))
+    loader = torch.utils.data.DataLoader(task.train, batch_size=8, collate_fn=Collator(tokenizer, task.num_classes))
+    sizes = [b.batch_size for b in loader]
+    assert sizes == [8, 8, 4]
+    with pytest.raises(AutoaugInputError):
+        to_batch([], tokenizer, task.num_classes)
+
+
+# ====================================================================== user data: fixtures
+def _png(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def source_task():
+    """A small shapes-vqa task whose val/test answers all occur in train (as user data must)."""
+    task = make_shapes_vqa(seed=5, train_size=40, val_size=12, test_size=12)
+    known = {e.label for e in task.train}
+    task.val = [e for e in task.val if e.label in known][:8]
+    task.test = [e for e in task.test if e.label in known][:8]
+    assert len(task.val) == len(task.test) == 8
+    return task
+
+
+def _records(task):
+    """(image png, text, label name, split) rows of a task, in split order."""
+    return [(_png(e.image), e.text, task.classes[e.label], split)
+            for split in ("train", "val", "test") for e in task.split(split)]
+
+
+def _write_parquet(path, rows, *, with_split=True, drop=None, label_ints=None, metadata=None):
+    columns = {
+        "image": pa.array([{"bytes": png, "path": None} for png, *_ in rows],
+                          type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "text": pa.array([text for _, text, _, _ in rows]),
+        "label": pa.array(label_ints if label_ints is not None else [label for _, _, label, _ in rows]),
+    }
+    if with_split:
+        columns["split"] = pa.array([split for *_, split in rows])
+    if drop:
+        del columns[drop]
+    table = pa.table(columns)
+    if metadata:
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path)
+    return path
+
+
+def _write_shards(folder, rows, *, per_shard=15, label_as="cls", with_split=True, skip=None):
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard in range(0, len(rows), per_shard):
+        with wds.TarWriter(str(folder / f"shard-{shard // per_shard:04d}.tar")) as sink:
+            for index, (png, text, label, split) in enumerate(rows[shard:shard + per_shard], start=shard):
+                sample = {"__key__": f"sample{index:05d}", "png": png, "txt": text}
+                meta = {}
+                if label_as == "cls":
+                    sample["cls"] = label
+                else:
+                    meta["label"] = label
+                if with_split:
+                    meta["split"] = split
+                if meta:
+                    sample["json"] = json.dumps(meta).encode()
+                if skip:
+                    sample.pop(skip, None)
+                sink.write(sample)
+    return folder
+
+
+def _as_tuples(task):
+    return {split: [(e.image, e.text, task.classes[e.label]) for e in task.split(split)]
+            for split in ("train", "val", "test")}
+
+
+def _assert_same_records(loaded, source):
+    got, want = _as_tuples(loaded), _as_tuples(source)
+    for split in ("train", "val", "test"):
+        assert len(got[split]) == len(want[split])
+        for (image_a, text_a, label_a), (image_b, text_b, label_b) in zip(got[split], want[split]):
+            assert torch.equal(image_a, image_b) and text_a == text_b and label_a == label_b
+
+
+# ====================================================================== user data: readers
+def test_parquet_and_webdataset_load_to_the_same_records(tmp_path, source_task):
+    rows = _records(source_task)
+    from_parquet = load_data(_write_parquet(tmp_path / "data.parquet", rows))
+    from_tar = load_data(_write_shards(tmp_path / "shards", rows))
+    from_json = load_data(_write_shards(tmp_path / "shards_json", rows, label_as="json"))
+    for loaded in (from_parquet, from_tar, from_json):
+        _assert_same_records(loaded, source_task)
+        assert loaded.split_record["method"] == "column"
+        assert loaded.image_size == 32
+        assert all(e.scene is None for e in loaded.train)
+    assert from_parquet.classes == from_tar.classes
+    assert from_parquet.fingerprint == from_tar.fingerprint == from_json.fingerprint
+    assert from_parquet.train[3].source.endswith("data.parquet: row 3")
+    assert "sample00003" in from_tar.train[3].source
+
+
+def test_parquet_folder_int_labels_image_paths_and_resize(tmp_path, source_task):
+    rows = _records(source_task)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write_parquet(folder / "part-0.parquet", rows[:20])
+    _write_parquet(folder / "part-1.parquet", rows[20:])
+    _assert_same_records(load_data(folder), source_task)
+
+    # int labels named by the Hugging Face ClassLabel metadata
+    names = sorted({label for _, _, label, _ in rows})
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"label": {
+        "_type": "ClassLabel", "names": names}}}}).encode()}
+    path = _write_parquet(tmp_path / "ints.parquet", rows, label_ints=[names.index(r[2]) for r in rows],
+                          metadata=metadata)
+    _assert_same_records(load_data(path), source_task)
+
+    # image given by a path relative to the Parquet file, and resized to the model's size
+    big = Image.new("RGB", (64, 48), (10, 200, 30))
+    big.save(tmp_path / "big.png")
+    table = pa.table({
+        "image": pa.array([{"bytes": None, "path": "big.png"}] * 3,
+                          type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "text": ["a", "b", "c"], "label": [7, 7, 7], "split": ["train", "val", "test"]})
+    pq.write_table(table, tmp_path / "paths.parquet")
+    loaded = load_data(tmp_path / "paths.parquet", image_size=16)
+    assert loaded.train[0].image.shape == (3, 16, 16)
+    assert loaded.train[0].image[:, 5, 5].tolist() == [10, 200, 30]
+    assert loaded.classes == ("7",)
+
+
+def test_stratified_split_without_a_split_column(tmp_path, source_task):
+    rows = _records(source_task)
+    path = _write_parquet(tmp_path / "nosplit.parquet", rows, with_split=False)
+    first = load_data(path, seed=1)
+    again = load_data(path, seed=1)
+    other = load_data(path, seed=2)
+    record = first.split_record
+    assert record["method"] == "stratified" and record["seed"] == 1
+    assert sum(record["counts"].values()) == len(rows)
+    assert all(record["counts"][s] == len(first.split(s)) > 0 for s in ("train", "val", "test"))
+    assert first.fingerprint == again.fingerprint != other.fingerprint
+    assert [e.text for e in first.val] == [e.text for e in again.val]
+    # stratified: every class of the data is in train
+    assert set(first.classes) == {label for _, _, label, _ in rows}
+    tars = load_data(_write_shards(tmp_path / "nosplit", rows, with_split=False), seed=1)
+    assert tars.split_record["method"] == "stratified"
+    assert [e.text for e in tars.test] == [e.text for e in first.test]
+
+
+def test_fingerprint_follows_the_rows(tmp_path, source_task):
+    rows = _records(source_task)
+    base = load_data(_write_parquet(tmp_path / "a.parquet", rows)).fingerprint
+    changed = list(rows)
+    png, text, label, split = changed[0]
+    changed[0] = (png, text + " please", label, split)
+    assert load_data(_write_parquet(tmp_path / "b.parquet", changed)).fingerprint != base
+    assert load_data(_write_parquet(tmp_path / "c.parquet", rows)).fingerprint == base
+
+
+# ====================================================================== user data: bad input
+def test_missing_path(tmp_path):
+    with bad_input("nothing-here.parquet: no such file"):
+        load_data(tmp_path / "nothing-here.parquet")
+    (tmp_path / "empty").mkdir()
+    with bad_input("empty: the folder holds no"):
+        load_data(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("hello")
+    with bad_input("notes.txt: expected a .parquet file"):
+        load_data(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("column", ["image", "text", "label"])
+def test_missing_parquet_column(tmp_path, source_task, column):
+    path = _write_parquet(tmp_path / "data.parquet", _records(source_task)[:6], drop=column)
+    with bad_input(rf"data.parquet: missing column '{column}'") as info:
+        load_data(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("member", ["png", "txt", "cls"])
+def test_missing_webdataset_member(tmp_path, source_task, member):
+    folder = _write_shards(tmp_path / "shards", _records(source_task)[:6], skip=member)
+    expected = {"png": "no image", "txt": "no .txt member", "cls": "no label"}[member]
+    with bad_input(rf"shard-0000.tar: sample 'sample00000': {expected}"):
+        load_data(folder)
+
+
+def test_undecodable_image_names_the_row(tmp_path, source_task):
+    rows = _records(source_task)
+    rows[3] = (b"definitely not a png", *rows[3][1:])
+    path = _write_parquet(tmp_path / "broken.parquet", rows)
+    with bad_input(r"broken.parquet: row 3: the image could not be decoded"):
+        load_data(path)
+    rows_tar = _records(source_task)
+    rows_tar[2] = (_png(source_task.train[2].image)[:40], *rows_tar[2][1:])  # truncated PNG
+    with bad_input(r"shard-0000.tar: sample 'sample00002': the image could not"):
+        load_data(_write_shards(tmp_path / "shards", rows_tar))
+
+
+def test_label_seen_only_in_test(tmp_path, source_task):
+    rows = _records(source_task)
+    index = len(rows) - 1  # the last test row
+    rows[index] = (*rows[index][:2], "octagon", "test")
+    with pytest.raises(AutoaugInputError,
+                       match=rf"data.parquet: row {index}: label 'octagon' appears in the test split but never in train"):
+        load_data(_write_parquet(tmp_path / "data.parquet", rows))
+
+
+def test_empty_split(tmp_path, source_task):
+    rows = [(png, text, label, "train" if split == "val" else split)
+            for png, text, label, split in _records(source_task)]
+    with bad_input(r"data.parquet: the val split is empty"):
+        load_data(_write_parquet(tmp_path / "data.parquet", rows))
+    with bad_input(r"the val split is empty"):
+        load_data(_write_shards(tmp_path / "shards", rows))
+
+
+def test_bad_split_value_and_null_cells(tmp_path, source_task):
+    rows = _records(source_task)
+    rows[4] = (*rows[4][:3], "holdout")
+    with bad_input(r"row 4: column 'split' is 'holdout'; expected one of train, val, test"):
+        load_data(_write_parquet(tmp_path / "split.parquet", rows))
+    table = pa.table({
+        "image": pa.array([{"bytes": _png(source_task.train[0].image), "path": None}] * 2,
+                          type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "text": ["fine", None], "label": ["a", "a"]})
+    pq.write_table(table, tmp_path / "nulls.parquet")
+    with bad_input(r"nulls.parquet: row 1: column 'text' is null"):
+        load_data(tmp_path / "nulls.parquet")
+    table = pa.table({"image": pa.array([1, 2]), "text": ["a", "b"], "label": ["a", "b"]})
+    pq.write_table(table, tmp_path / "ints.parquet")
+    with bad_input(r"ints.parquet: column 'image' must be struct\{bytes, path\}"):
+        load_data(tmp_path / "ints.parquet")
+
+
+def test_unreadable_files(tmp_path):
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with bad_input("junk.parquet: not a readable Parquet file"):
+        load_data(tmp_path / "junk.parquet")
+    folder = tmp_path / "tars"
+    folder.mkdir()
+    (folder / "junk.tar").write_bytes(b"not a tar file" * 100)
+    with bad_input("junk.tar"):
+        load_data(folder)
+
+
+def test_bad_fractions(tmp_path, source_task):
+    path = _write_parquet(tmp_path / "data.parquet", _records(source_task)[:6], with_split=False)
+    with bad_input("val_fraction"):
+        load_data(path, val_fraction=0.0)
+    with bad_input("below 1"):
+        load_data(path, val_fraction=0.6, test_fraction=0.5)
+
+
+def test_examples_pickle_small(source_task):
+    example = source_task.train[0]
+    assert isinstance(example, Example)
+    assert len(pickle.dumps(example)) < 8000  # the image owns its storage (no view of a big tensor)
+    assert data_module.SPLITS == ("train", "val", "test")

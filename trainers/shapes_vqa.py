@@ -1,0 +1,323 @@
+"""The built-in proxy task ``shapes-vqa``: visual question answering on generated shape scenes.
+
+Each image (default 32x32 RGB, uint8) shows 1 to ``max_shapes`` shapes (circle, square, triangle) in
+a few colours on a plain grey background. Each question is templated text that needs the image *and*
+the text to answer:
+
+- ``colour``:   "what color is the circle?"                  -> red / green / blue / yellow
+- ``count``:    "how many squares are there?" / "how many red shapes are there?" -> 0 .. max_shapes
+- ``presence``: "is there a blue triangle?"                  -> yes / no
+- ``relation``: "is the red circle left or right of the green square?" -> left / right
+
+Answers are classes of the fixed vocabulary `ANSWERS` and are computed from the example's `Scene`
+(kept on the example), never read off the pixels.
+
+Layout: the image is cut into a 3x3 grid of cells and every shape lies inside its own cell (random
+size and position within it), so shapes never overlap (a count is always visible) and two shapes in
+different cell columns are unambiguously left/right of each other. (colour, kind) pairs are unique
+within a scene, so "the red circle" always names one shape.
+
+Everything is drawn from a seed (numpy ``SeedSequence([seed, split, chunk])``): the same seed gives
+the same bytes; each split has its own streams, so resizing ``train_size`` leaves val and test
+unchanged, and a smaller split is a prefix of a larger one.
+Drawing is one batched tensor program over every shape of every image, each evaluated on a small
+window around the shape (2000 examples take a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from autoaug.errors import AutoaugInputError
+
+from .data import Example, TaskData
+
+TASK_NAME = "shapes-vqa"
+
+KINDS: tuple[str, ...] = ("circle", "square", "triangle")
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.12, 0.10),
+    "green": (0.12, 0.78, 0.22),
+    "blue": (0.15, 0.32, 0.95),
+    "yellow": (0.95, 0.85, 0.10),
+}
+QUESTION_TYPES: tuple[str, ...] = ("colour", "count", "presence", "relation")
+GRID_CELLS = 3  # the image is a GRID_CELLS x GRID_CELLS grid of cells, one shape per cell at most
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "colour": ("what color is the {kind}?", "which color does the {kind} have?"),
+    "count_kind": ("how many {kind}s are there?", "count the {kind}s."),
+    "count_colour": ("how many {colour} shapes are there?", "count the {colour} shapes."),
+    "presence": ("is there a {colour} {kind}?", "does the image contain a {colour} {kind}?"),
+    "relation": (
+        "is the {colour} {kind} left or right of the {other_colour} {other_kind}?",
+        "where is the {colour} {kind} relative to the {other_colour} {other_kind}, left or right?",
+    ),
+}
+
+_SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
+CHUNK = 64  # examples per random stream (see generate_examples)
+
+
+def answer_vocabulary(max_shapes: int = 4) -> tuple[str, ...]:
+    """The fixed answer classes: colours, counts 0..max_shapes, yes/no, left/right."""
+    return (*COLOURS, *(str(n) for n in range(max_shapes + 1)), "yes", "no", "left", "right")
+
+
+ANSWERS: tuple[str, ...] = answer_vocabulary(4)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape: its kind, colour name, centre (x, y) in pixels and half-extent ``size`` in pixels."""
+
+    kind: str
+    colour: str
+    x: float
+    y: float
+    size: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What an image shows: the shapes (in drawing order) and the background grey level in [0, 1]."""
+
+    shapes: tuple[Shape, ...]
+    background: float
+    image_size: int
+
+    def find(self, colour: Optional[str] = None, kind: Optional[str] = None) -> list[Shape]:
+        return [s for s in self.shapes
+                if (colour is None or s.colour == colour) and (kind is None or s.kind == kind)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def answer(scene: Scene, question: dict) -> str:
+    """The answer to a question spec (``{"type": ..., "kind"/"colour"/"other_*": ...}``) on a scene."""
+    kind = question.get("type")
+    if kind == "colour":
+        (shape,) = scene.find(kind=question["kind"])
+        return shape.colour
+    if kind == "count":
+        return str(len(scene.find(colour=question.get("colour"), kind=question.get("kind"))))
+    if kind == "presence":
+        return "yes" if scene.find(colour=question["colour"], kind=question["kind"]) else "no"
+    if kind == "relation":
+        (first,) = scene.find(colour=question["colour"], kind=question["kind"])
+        (second,) = scene.find(colour=question["other_colour"], kind=question["other_kind"])
+        return "left" if first.x < second.x else "right"
+    raise ValueError(f"unknown question type {kind!r}")
+
+
+def make_shapes_vqa(
+    seed: int = 0,
+    train_size: int = 300,
+    val_size: int = 300,
+    test_size: int = 300,
+    image_size: int = 32,
+    max_shapes: int = 4,
+) -> TaskData:
+    """The ``shapes-vqa`` task: train / clean val / clean test splits, deterministic from ``seed``.
+
+    The default sizes (300 train) let a tiny transformer overfit without augmentation; they are
+    parameters so a benchmark can tune them.
+    """
+    for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+        if not isinstance(value, int) or value < 1:
+            raise AutoaugInputError(f"shapes-vqa: {name} must be a positive int, got {value!r}")
+    if not isinstance(image_size, int) or image_size < 12:
+        raise AutoaugInputError(f"shapes-vqa: image_size must be an int >= 12, got {image_size!r}")
+    if not isinstance(max_shapes, int) or not 1 <= max_shapes <= GRID_CELLS * GRID_CELLS:
+        raise AutoaugInputError(
+            f"shapes-vqa: max_shapes must be an int in [1, {GRID_CELLS * GRID_CELLS}], got {max_shapes!r}"
+        )
+    classes = answer_vocabulary(max_shapes)
+    splits = {
+        split: generate_examples(size, seed=seed, split=split, image_size=image_size,
+                                 max_shapes=max_shapes, classes=classes)
+        for split, size in (("train", train_size), ("val", val_size), ("test", test_size))
+    }
+    options = dict(seed=seed, train_size=train_size, val_size=val_size, test_size=test_size,
+                   image_size=image_size, max_shapes=max_shapes)
+    return TaskData(
+        name=TASK_NAME,
+        classes=classes,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        image_size=image_size,
+        fingerprint=examples_fingerprint(splits),
+        split_record={"method": "generated", **options},
+        source=f"{TASK_NAME} (generated)",
+    )
+
+
+def generate_examples(
+    count: int,
+    seed: int = 0,
+    split: str = "train",
+    image_size: int = 32,
+    max_shapes: int = 4,
+    classes: Optional[tuple[str, ...]] = None,
+) -> list[Example]:
+    """``count`` examples of one split (scenes, images and questions), deterministic from (seed, split).
+
+    Examples are drawn in chunks of `CHUNK` with their own random streams, so the first ``n``
+    examples are the same whatever ``count >= n`` is asked for (a smaller train split is a prefix of
+    a larger one).
+    """
+    if split not in _SPLIT_STREAM:
+        raise AutoaugInputError(f"shapes-vqa: split must be one of train, val, test; got {split!r}")
+    classes = classes if classes is not None else answer_vocabulary(max_shapes)
+    class_index = {name: i for i, name in enumerate(classes)}
+    scenes: list[Scene] = []
+    texts: list[str] = []
+    specs: list[dict] = []
+    for chunk in range(-(-count // CHUNK)):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], chunk]))
+        chunk_scenes = _sample_scenes(rng, CHUNK, image_size, max_shapes)
+        for scene in chunk_scenes:
+            question = _sample_question(rng, scene)
+            template = TEMPLATES[question.pop("template")]
+            texts.append(template[int(rng.integers(len(template)))].format(**question))
+            specs.append(question)
+        scenes.extend(chunk_scenes)
+    del scenes[count:], texts[count:], specs[count:]
+    images = render(scenes, image_size)
+    examples = []
+    for index, (scene, text, spec) in enumerate(zip(scenes, texts, specs)):
+        examples.append(Example(
+            image=images[index].clone(),  # own storage: pickling one example stays small
+            text=text,
+            label=class_index[answer(scene, spec)],
+            scene=scene,
+            meta={"question": spec},
+            source=f"{TASK_NAME} {split} #{index}",
+        ))
+    return examples
+
+
+# ---------------------------------------------------------------------- scenes and questions
+def _sample_scenes(rng: np.random.Generator, count: int, image_size: int, max_shapes: int) -> list[Scene]:
+    combos = [(colour, kind) for colour in COLOURS for kind in KINDS]
+    cells = GRID_CELLS * GRID_CELLS
+    numbers = rng.integers(1, max_shapes + 1, size=count)
+    combo_order = np.argsort(rng.random((count, len(combos))), axis=1)[:, :max_shapes]
+    cell_order = np.argsort(rng.random((count, cells)), axis=1)[:, :max_shapes]
+    cell = image_size / GRID_CELLS
+    low, high = 0.08 * image_size, min(0.14 * image_size, cell / 2 - 0.5)
+    sizes = rng.uniform(low, high, size=(count, max_shapes))
+    offsets = rng.random((count, max_shapes, 2))
+    backgrounds = rng.uniform(0.05, 0.30, size=count)
+    # Centres stay inside the cell by at least the half-extent: shapes never cross a cell border.
+    rows, cols = cell_order // GRID_CELLS, cell_order % GRID_CELLS
+    xs = cols * cell + sizes + offsets[..., 0] * (cell - 2 * sizes)
+    ys = rows * cell + sizes + offsets[..., 1] * (cell - 2 * sizes)
+    scenes = []
+    for i in range(count):
+        shapes = tuple(
+            Shape(kind=combos[c][1], colour=combos[c][0], x=round(float(xs[i, j]), 3),
+                  y=round(float(ys[i, j]), 3), size=round(float(sizes[i, j]), 3))
+            for j, c in enumerate(combo_order[i, : numbers[i]])
+        )
+        scenes.append(Scene(shapes=shapes, background=round(float(backgrounds[i]), 3),
+                            image_size=image_size))
+    return scenes
+
+
+def _sample_question(rng: np.random.Generator, scene: Scene) -> dict:
+    """A question spec (with its template family) the scene can answer unambiguously."""
+    unique_kinds = [k for k in KINDS if len(scene.find(kind=k)) == 1]
+    cell = scene.image_size / GRID_CELLS
+    pairs = [(a, b) for a in scene.shapes for b in scene.shapes
+             if int(a.x // cell) != int(b.x // cell)]
+    feasible = ["count", "presence"]
+    if unique_kinds:
+        feasible.append("colour")
+    if pairs:
+        feasible.append("relation")
+    kind = sorted(feasible, key=QUESTION_TYPES.index)[int(rng.integers(len(feasible)))]
+    if kind == "colour":
+        return {"type": "colour", "template": "colour",
+                "kind": unique_kinds[int(rng.integers(len(unique_kinds)))]}
+    if kind == "count":
+        if rng.random() < 0.5:
+            return {"type": "count", "template": "count_kind", "kind": KINDS[int(rng.integers(len(KINDS)))]}
+        colours = list(COLOURS)
+        return {"type": "count", "template": "count_colour",
+                "colour": colours[int(rng.integers(len(colours)))]}
+    if kind == "presence":
+        present = {(s.colour, s.kind) for s in scene.shapes}
+        want_yes = rng.random() < 0.5
+        pool = sorted(present) if want_yes else \
+            [(c, k) for c in COLOURS for k in KINDS if (c, k) not in present]
+        colour, shape_kind = pool[int(rng.integers(len(pool)))]
+        return {"type": "presence", "template": "presence", "colour": colour, "kind": shape_kind}
+    first, second = pairs[int(rng.integers(len(pairs)))]
+    return {"type": "relation", "template": "relation", "colour": first.colour, "kind": first.kind,
+            "other_colour": second.colour, "other_kind": second.kind}
+
+
+# ---------------------------------------------------------------------- drawing
+def render(scenes: list[Scene], image_size: int = 32) -> torch.Tensor:
+    """Draw scenes as uint8 images ``[N, 3, S, S]`` in one batched tensor program.
+
+    A pixel belongs to a shape when its centre does: circle ``|p - c| <= size``, square
+    ``max(|dx|, |dy|) <= size``, upward triangle (apex at ``y - size``, base at ``y + size``)
+    ``|dy| <= size and |dx| <= (dy + size) / 2``. Each shape is evaluated only on the small window
+    around it, and all windows of all images at once; shapes of one scene must not overlap (the
+    generator guarantees it), as overlapping pixels would be painted in no defined order.
+    """
+    count = len(scenes)
+    background = _to_uint8(torch.tensor([scene.background for scene in scenes], dtype=torch.float32))
+    images = background.view(count, 1, 1, 1).expand(count, image_size, image_size, 3).clone()  # [N, H, W, 3]
+    flat = [shape for scene in scenes for shape in scene.shapes]
+    if flat:
+        owner = torch.tensor([i for i, scene in enumerate(scenes) for _ in scene.shapes])
+        geometry = torch.tensor([(s.x, s.y, s.size) for s in flat], dtype=torch.float32)
+        kinds = torch.tensor([KINDS.index(s.kind) for s in flat])
+        colours = _to_uint8(torch.tensor([COLOURS[s.colour] for s in flat], dtype=torch.float32))
+        x, y, size = geometry.unbind(1)
+        window = int(math.ceil(2 * float(size.max()))) + 2
+        offsets = torch.arange(window)
+        cols = (x - size).floor().long().unsqueeze(1) + offsets          # [S, w] pixel columns
+        rows = (y - size).floor().long().unsqueeze(1) + offsets          # [S, w] pixel rows
+        dx = (cols + 0.5 - x.unsqueeze(1)).unsqueeze(1)                   # [S, 1, w]
+        dy = (rows + 0.5 - y.unsqueeze(1)).unsqueeze(2)                   # [S, w, 1]
+        size = size.view(-1, 1, 1)
+        circle = dx.square() + dy.square() <= size.square()
+        square = (dx.abs() <= size) & (dy.abs() <= size)
+        triangle = (dy.abs() <= size) & (dx.abs() <= (dy + size) / 2)
+        inside = torch.stack((circle, square, triangle))[kinds, torch.arange(len(flat))]  # [S, w, w]
+        inside &= ((rows >= 0) & (rows < image_size)).unsqueeze(2)
+        inside &= ((cols >= 0) & (cols < image_size)).unsqueeze(1)
+        pixel = (owner.view(-1, 1, 1) * image_size + rows.clamp(0, image_size - 1).unsqueeze(2)) \
+            * image_size + cols.clamp(0, image_size - 1).unsqueeze(1)
+        shape_of = torch.arange(len(flat)).view(-1, 1, 1).expand_as(inside)
+        images.view(-1, 3)[pixel[inside]] = colours[shape_of[inside]]
+    return images.permute(0, 3, 1, 2).contiguous()
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return (images * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def examples_fingerprint(splits: dict[str, list[Example]]) -> str:
+    """sha256 over every example's split, image bytes, text and label, in order."""
+    digest = hashlib.sha256()
+    for split in sorted(splits):
+        for example in splits[split]:
+            digest.update(split.encode())
+            digest.update(example.image.numpy().tobytes())
+            digest.update(example.text.encode())
+            digest.update(str(example.label).encode())
+    return digest.hexdigest()
+
