@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -24,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stderr = Console(stderr=True)
+DEFAULT_EPOCHS = 30  # keep equal to autoaug.trainers.train.DEFAULT_MAX_EPOCHS (not imported: it loads torch)
 
 
 def stdout_console() -> Console:
@@ -101,6 +104,56 @@ def _policy_caption(config) -> str:
         fields = config.provenance.model_dump(exclude_none=True, exclude_defaults=True)
         parts.append("provenance: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
     return "; ".join(parts)
+
+
+@app.command("train")
+def train(
+    task: Optional[str] = typer.Option(None, "--task", help="Built-in task (shapes-vqa) or module:function of your own."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Parquet file/folder (HF image layout) or WebDataset shards."),
+    policy: str = typer.Option("none", "--policy", metavar="FILE_OR_PRESET", help="Policy file or preset name."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything: data split, model init, data order, policy."),
+    max_epochs: int = typer.Option(DEFAULT_EPOCHS, "--max-epochs", help="Training epochs."),
+    variant: str = typer.Option("encoder", "--variant", help="Tiny VLM variant: encoder or causal."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
+    learning_rate: float = typer.Option(3e-3, "--learning-rate", help="AdamW learning rate."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
+    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the run's tokenizer and policy are saved."),
+    as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
+) -> None:
+    """One full training run with a policy, evaluated on the clean test split (and under corruptions)."""
+    from autoaug.policy import Policy
+    from autoaug.trainers.train import run_training
+
+    if (task is None) == (data is None):
+        raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
+    resolved = Policy.load(policy)  # fail on a bad policy before any data is read
+    name = task.replace(":", "_") if task else Path(data).stem
+    run_dir = workdir / "train" / f"{name}-{resolved.config.name or Path(policy).stem}-seed{seed}-{int(time.time())}"
+    _quiet_lightning()
+    result = run_training(task=task, data=data, policy=resolved, seed=seed, max_epochs=max_epochs,
+                          variant=variant, batch_size=batch_size, learning_rate=learning_rate,
+                          accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal)
+    summary = Table(title=f"{result['task']} with policy {result['policy']} (seed {seed})")
+    for column in ("val", "test", "robust", "train-val gap", "epochs", "seconds"):
+        summary.add_column(column)
+    summary.add_row(f"{result['val_accuracy']:.3f}", f"{result['test_accuracy']:.3f}",
+                    f"{result['robust_accuracy']:.3f}", f"{result['train_val_gap']:+.3f}",
+                    str(result["epochs"]), f"{result['seconds']:.1f}")
+    stderr.print(summary)
+    stderr.print(f"run saved in {run_dir}")
+    if as_json:
+        emit_json(result)
+
+
+def _quiet_lightning() -> None:
+    """Lightning's banners go to the log, not the terminal: stdout is kept for the result."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
 
 
 @app.callback()

@@ -48,6 +48,7 @@ class Op(ABC):
     parameter: ClassVar[str]
     default_range: ClassVar[tuple[float, float]]
     mixes_labels: ClassVar[bool] = False
+    uses_saliency: ClassVar[bool] = False  # reads batch.saliency (a trainer fills it before the op runs)
 
     def __init__(self, magnitude_range: Optional[tuple[float, float]] = None) -> None:
         low, high = self.default_range if magnitude_range is None else magnitude_range

@@ -134,6 +134,7 @@ class SaliencyTruncation(Op):
     """
 
     name = "saliency_truncation"
+    uses_saliency = True
     stage = "token"
     modality = "vision"
     parameter = "fraction of kept patches dropped (least salient first)"

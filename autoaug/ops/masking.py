@@ -373,6 +373,7 @@ class VisionAttentionMask(_VisionMaskingOp):
     """
 
     name = "vision_attention_mask"
+    uses_saliency = True
     parameter = "fraction of kept patches masked (most salient first)"
     default_range = (0.0, 0.25)
 

@@ -257,6 +257,7 @@ class MergeMix(Op):
     """
 
     name = "mergemix"
+    uses_saliency = True
     stage = "embedding"
     modality = "vision"
     parameter = "mask ratio: fraction of slots that receive the partner's most attended patches"

@@ -1,0 +1,105 @@
+"""The proxy trial as Lightning code: a module that runs the full pipeline, and its data module.
+
+Training step (DESIGN §2)::
+
+    pixel batch ─(PolicyCallback: pixel ops)─► to_token_stage ─► [saliency from a no-grad forward,
+    only when an op reads it] ─► augment("token") ─► embed ─► augment("embedding") ─► model ─► loss
+
+``augment`` is installed by the policy's `PolicyCallback` and is the identity outside training, so
+validation and test batches are always clean. Validation reports clean accuracy every epoch
+(``val_accuracy``), which is what early stopping and the search read.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from autoaug.batch import MultimodalBatch
+from autoaug.policy import Policy
+
+from .data import Collator, TaskData
+from .model import TinyVLM, soft_cross_entropy
+
+
+class ProxyTrialModule(L.LightningModule):
+    """Trains a `TinyVLM` with soft-label cross-entropy (mixing ops mix labels), per-sample loss
+    weights from the policy, and the policy's optional consistency term."""
+
+    def __init__(self, model: TinyVLM, policy: Optional[Policy] = None, learning_rate: float = 3e-3,
+                 weight_decay: float = 0.05) -> None:
+        super().__init__()
+        self.model = model
+        self.policy = policy
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.needs_saliency = policy is not None and any(op.uses_saliency for op in policy.ops)
+        self.wants_consistency = policy is not None and policy.config.consistency is not None \
+            and policy.config.consistency.weight > 0
+
+    def augment(self, batch: MultimodalBatch, stage: str) -> MultimodalBatch:
+        """Identity until a `PolicyCallback` replaces it (then: the policy's entries of ``stage``)."""
+        return batch
+
+    def training_step(self, batch: MultimodalBatch, batch_idx: int) -> torch.Tensor:
+        tokens = self.model.to_token_stage(batch)
+        if self.needs_saliency:
+            tokens = self.model.with_saliency(tokens)
+        clean_tokens = tokens
+        tokens = self.augment(tokens, "token")
+        embedded = self.augment(self.model.embed(tokens), "embedding")
+        output = self.model(embedded)
+        loss = soft_cross_entropy(output.logits, embedded.labels, embedded.loss_weight)
+        if self.wants_consistency:
+            clean_logits = self.model(self.model.embed(clean_tokens)).logits
+            loss = loss + self.policy.consistency_loss(clean_logits, output.logits)
+        accuracy = (output.logits.argmax(-1) == embedded.labels.argmax(-1)).float().mean()
+        self.log_dict({"train_loss": loss.detach(), "train_accuracy": accuracy},
+                      on_step=False, on_epoch=True, batch_size=batch.batch_size)
+        return loss
+
+    def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        logits = self.model.predict(batch).logits
+        loss = soft_cross_entropy(logits, batch.labels)
+        accuracy = (logits.argmax(-1) == batch.labels.argmax(-1)).float().mean()
+        self.log_dict({"val_loss": loss, "val_accuracy": accuracy}, on_step=False, on_epoch=True,
+                      batch_size=batch.batch_size)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        # Lightning's default deep-copies dataclasses field by field; `to` moves the tensors once.
+        return batch.to(device) if isinstance(batch, MultimodalBatch) else \
+            super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+
+class ProxyDataModule(L.LightningDataModule):
+    """Train / val / test loaders of a `TaskData`, collated into pixel-stage batches.
+
+    Shuffling uses its own seeded generator, so the data order is part of the run's seed.
+    """
+
+    def __init__(self, task: TaskData, tokenizer, batch_size: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        self.task = task
+        self.collate = Collator(tokenizer, task.num_classes)
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.task.train, batch_size=self.batch_size, shuffle=True, drop_last=False,
+                          collate_fn=self.collate, generator=torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def loader(self, split: str, batch_size: int = 256) -> DataLoader:
+        """An in-order loader of one split (evaluation)."""
+        return DataLoader(self.task.split(split), batch_size=batch_size, shuffle=False, collate_fn=self.collate)

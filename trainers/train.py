@@ -1,0 +1,168 @@
+"""One full proxy training run with a policy: what `autoaug train` does and what a search trial runs.
+
+    result = run_training(task="shapes-vqa", policy="moderate", seed=0)
+
+The run is seeded everywhere (`lightning.seed_everything`, the policy's generator, the data order),
+validates on the clean val split every epoch, and ends with clean test accuracy and robust accuracy
+(see `autoaug.trainers.evaluation`). The tokenizer is fitted on the training texts and saved with
+the run.
+
+Plugging in your own task (``--task my_module:make_task``): ``make_task(seed: int)`` returns a
+`TaskData` (your splits of `Example`; the tiny VLM is used), or a `TaskPlugin` that also gives
+``build_model(tokenizer, task) -> model``. The model must follow `TinyVLM`'s stage interface:
+``to_token_stage(batch)``, ``embed(batch)``, ``forward(batch) -> VLMOutput``, ``predict(batch)`` and
+``with_saliency(batch)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import lightning as L
+import torch
+
+from autoaug import __version__
+from autoaug.errors import AutoaugInputError
+from autoaug.policy import Policy
+
+from . import evaluation
+from .data import TaskData, load_task_or_data
+from .lightning_module import ProxyDataModule, ProxyTrialModule
+from .model import VARIANTS, build_model
+from .tokenizer import TextTokenizer
+
+DEFAULT_MAX_EPOCHS = 30
+
+
+@dataclass
+class TaskPlugin:
+    """What a user's ``make_task(seed)`` may return when it brings its own model."""
+
+    data: TaskData
+    build_model: Optional[Callable[[TextTokenizer, TaskData], torch.nn.Module]] = None
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch (training and validation included)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.seconds.append(time.perf_counter() - self._start)
+
+
+def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: int,
+                 task_options: Optional[dict] = None) -> TaskPlugin:
+    """``--task NAME`` (built-in), ``--task module:function`` (a user's plug-in) or ``--data PATH``."""
+    if task is not None and ":" in task:
+        module_name, _, function_name = task.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as error:
+            raise AutoaugInputError(f"--task {task}: cannot import {function_name!r} from {module_name!r} ({error})") from None
+        made = factory(seed=seed, **(task_options or {}))
+        if isinstance(made, TaskData):
+            return TaskPlugin(made)
+        if isinstance(made, TaskPlugin):
+            return made
+        raise AutoaugInputError(f"--task {task}: expected a TaskData or TaskPlugin, got {type(made).__name__}")
+    return TaskPlugin(load_task_or_data(task=task, data=data, seed=seed, **(task_options or {})))
+
+
+def resolve_policy(policy: Union[str, Path, Policy, None], seed: int) -> Policy:
+    """A `Policy` from a file, a preset name or an instance; an unseeded policy takes the run's seed."""
+    resolved = Policy.load(policy if policy is not None else "none") if not isinstance(policy, Policy) else policy
+    if resolved.config.seed is None:
+        resolved.seed = seed
+    return resolved
+
+
+def run_training(
+    task: Optional[str] = None,
+    data: Optional[Union[str, Path]] = None,
+    policy: Union[str, Path, Policy, None] = "none",
+    seed: int = 0,
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    variant: str = "encoder",
+    batch_size: int = 32,
+    learning_rate: float = 3e-3,
+    accelerator: str = "auto",
+    run_dir: Optional[Union[str, Path]] = None,
+    progress: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+    task_options: Optional[dict] = None,
+) -> dict[str, Any]:
+    """Train once and return the result dict (`autoaug train --json` prints it)."""
+    if not isinstance(max_epochs, int) or max_epochs < 1:
+        raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {max_epochs!r}")
+    if variant not in VARIANTS:
+        raise AutoaugInputError(f"--variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+    started = time.perf_counter()
+    policy = resolve_policy(policy, seed)
+    L.seed_everything(seed, workers=True, verbose=False)
+    plugin = resolve_task(task, data, seed, task_options)
+    task_data = plugin.data
+    tokenizer = TextTokenizer.fit(task_data.texts("train"))
+    L.seed_everything(seed, workers=True, verbose=False)  # model init independent of data loading
+    model = plugin.build_model(tokenizer, task_data) if plugin.build_model else \
+        build_model(tokenizer, task_data.num_classes, image_size=task_data.image_size, variant=variant)
+    module = ProxyTrialModule(model, policy, learning_rate=learning_rate)
+    datamodule = ProxyDataModule(task_data, tokenizer, batch_size=batch_size, seed=seed)
+    timer = EpochTimer()
+    all_callbacks: list[L.Callback] = [policy.lightning_callback(), timer, *callbacks]
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        all_callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))
+    trainer = L.Trainer(
+        max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+        num_sanity_val_steps=0, callbacks=all_callbacks, deterministic="warn",
+    )
+    trainer.fit(module, datamodule=datamodule)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    device = module.device
+    test_loader, val_loader = datamodule.loader("test"), datamodule.loader("val")
+    robust = evaluation.robust_accuracies(model, test_loader, device)
+    robust_val = evaluation.robust_accuracies(model, val_loader, device)
+    train_accuracy = evaluation.accuracy(model, datamodule.loader("train"), device=device)
+    val_accuracy = evaluation.accuracy(model, val_loader, device=device)
+    result = {
+        "task": task_data.name,
+        "policy": policy.config.name or policy.source,
+        "variant": model.config.variant if hasattr(model, "config") else "custom",
+        "seed": seed,
+        "val_accuracy": val_accuracy,
+        "test_accuracy": evaluation.accuracy(model, test_loader, device=device),
+        "robust_accuracy": sum(robust.values()) / len(robust),
+        "robust_val_accuracy": sum(robust_val.values()) / len(robust_val),
+        "robust_breakdown": robust,
+        "train_accuracy": train_accuracy,
+        "train_val_gap": train_accuracy - val_accuracy,
+        "epochs": trainer.current_epoch,
+        "seconds": time.perf_counter() - started,
+        "seconds_per_epoch": sum(timer.seconds) / max(len(timer.seconds), 1),
+        "device": str(device),
+        "data_fingerprint": task_data.fingerprint,
+        "split": task_data.split_record,
+        "sizes": {split: len(task_data.split(split)) for split in ("train", "val", "test")},
+        "package_version": __version__,
+    }
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(run_dir / "tokenizer.json")
+        policy.dump(run_dir / "policy.yaml")
+        result["run_dir"] = str(run_dir)
+    return result
