@@ -26,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stderr = Console(stderr=True)
+SEARCH_EPOCHS = 12  # proxy trials are short; ASHA stops weak ones earlier still
 DEFAULT_EPOCHS = 30  # keep equal to autoaug.trainers.train.DEFAULT_MAX_EPOCHS (not imported: it loads torch)
 
 
@@ -154,6 +155,72 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
+
+
+@app.command("search")
+def search(
+    space: str = typer.Option(..., "--space", metavar="FILE_OR_NAME", help="Search space file or shipped name (vlm_default, randaugment, pba_schedule)."),
+    name: str = typer.Option(..., "--name", metavar="STUDY", help="Study name: one name is one resumable search."),
+    task: Optional[str] = typer.Option(None, "--task", help="Built-in task (shapes-vqa) or module:function."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Parquet file/folder or WebDataset shards."),
+    trials: int = typer.Option(24, "--trials", help="Searched trials to finish (baselines come on top)."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe, random, cmaes, nsga2 (clean vs robust val), grid."),
+    scheduler: str = typer.Option("asha", "--scheduler", help="asha (stop weak trials early), pbt, none."),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial (fractions below 1 allowed)."),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs per trial (fractions allowed)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster (ray start --head ...)."),
+    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Embedded Optuna/MLflow stores and Ray results."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (e.g. postgresql+psycopg://...)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (e.g. http://mlflow:5000)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training."),
+    max_epochs: int = typer.Option(SEARCH_EPOCHS, "--max-epochs", help="Epochs of each proxy trial."),
+    baselines: bool = typer.Option(False, "--baselines", help="Also run every preset as a trial of the study."),
+    as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
+) -> None:
+    """Run (or resume) a policy search: Optuna proposes, Ray Tune runs and stops trials, MLflow records."""
+    from autoaug.search.controller import SearchRequest, run_search
+
+    _quiet_lightning()
+    request = SearchRequest(space=space, name=name, task=task, data=str(data) if data else None, trials=trials,
+                            sampler=sampler, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
+                            gpus_per_trial=gpus_per_trial, address=address, workdir=str(workdir), storage=storage,
+                            tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines)
+    result = run_search(request, console=stderr)
+    table = Table(title=f"search {name}")
+    for column in ("best val accuracy", "best trial", "complete", "stopped early", "failed", "seconds"):
+        table.add_column(column)
+    best = "—" if result["best_value"] is None else f"{result['best_value']:.4f}"
+    table.add_row(best, str(result["best_trial"]), str(result["n_complete"]), str(result["n_pruned"]),
+                  str(result["n_failed"]), f"{result['seconds']:.0f}")
+    stderr.print(table)
+    for label, value in result["baselines"].items():
+        stderr.print(f"  baseline {label}: val accuracy {value if value is None else round(value, 4)}")
+    stderr.print(f"best policy: {result['best_policy_path']}")
+    stderr.print(f"records: MLflow {result['tracking_uri']} (experiment {result['mlflow_experiment_id']}), "
+                 f"Optuna {result['optuna_storage']}")
+    if result["tracking_uri"].startswith("sqlite:"):
+        stderr.print(f"compare trials: mlflow ui --backend-store-uri {result['tracking_uri']} --host 127.0.0.1",
+                     soft_wrap=True)
+    if as_json:
+        emit_json(result)
+
+
+@app.command("export")
+def export(
+    name: str = typer.Option(..., "--name", metavar="STUDY", help="The study to export from."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Policy file to write (.yaml or .json)."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best searched trial)."),
+    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the embedded Optuna store lives."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
+    as_json: bool = typer.Option(False, "--json", help="End stdout with {path, trial} as JSON."),
+) -> None:
+    """Write a trial's policy (best by default), with provenance, as a file Policy.load reads."""
+    from autoaug.search.export import export_from_storage
+
+    path, number = export_from_storage(name, out, workdir=workdir, storage=storage, trial=trial)
+    stderr.print(f"wrote trial {number} of {name} to {path}")
+    if as_json:
+        emit_json({"path": str(path), "trial": number, "study": name})
 
 
 @app.callback()

@@ -101,8 +101,15 @@ def run_training(
     progress: bool = False,
     callbacks: Sequence[L.Callback] = (),
     task_options: Optional[dict] = None,
+    evaluate: bool = True,
+    resume_from: Optional[Union[str, Path]] = None,
 ) -> dict[str, Any]:
-    """Train once and return the result dict (`autoaug train --json` prints it)."""
+    """Train once and return the result dict (`autoaug train --json` prints it).
+
+    ``evaluate=False`` skips the final test and robustness evaluation (a search trial must never look
+    at the test split); ``resume_from`` continues from a Lightning checkpoint (Population Based
+    Training restarts trials from cloned checkpoints).
+    """
     if not isinstance(max_epochs, int) or max_epochs < 1:
         raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {max_epochs!r}")
     if variant not in VARIANTS:
@@ -129,9 +136,12 @@ def run_training(
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, callbacks=all_callbacks, deterministic="warn",
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if not evaluate:
+        return {"epochs": trainer.current_epoch, "seconds": time.perf_counter() - started,
+                "data_fingerprint": task_data.fingerprint}
     device = module.device
     test_loader, val_loader = datamodule.loader("test"), datamodule.loader("val")
     robust = evaluation.robust_accuracies(model, test_loader, device)

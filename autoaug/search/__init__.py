@@ -1,0 +1,1 @@
+"""Policy search (DESIGN §7): declarative spaces, Optuna inside Ray Tune, MLflow records, export."""

@@ -1,0 +1,433 @@
+"""`run_search`: one resumable policy search (DESIGN §7), what `autoaug search` runs.
+
+One study name is one search. The Optuna study (in ``--storage``) is the search state: finished
+trials live there, so running the same command again resumes — trials that were running when a
+driver died (Optuna leaves them RUNNING: its heartbeat does not cover ask/tell) are marked failed
+and replaced, and the search stops at exactly ``trials`` finished search trials. A study created
+with another space or task is refused, nothing overwritten.
+
+Ray Tune runs the trials (`autoaug.search.trainable.proxy_trial`) with fractional resources; the
+Optuna sampler proposes policies through Ray's `OptunaSearch` (define-by-run); ASHA stops weak trials
+on clean validation accuracy; ``pbt`` runs Population Based Training over a ``pba_schedule`` space
+instead (Ray refuses a searcher together with PBT). MLflow gets a parent run per search and a child
+run per trial, written from the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from autoaug import __version__
+from autoaug.errors import AutoaugInputError
+from autoaug.policy import PRESETS, Policy
+from autoaug.search.records import (BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder,
+                                    RecordingOptunaSearch, SearchProgress)
+from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
+from autoaug.search.trainable import BASELINE_KEY, TrialSettings, proxy_trial
+from autoaug.storage import Locations, optuna_storage, prepare_tracking, redact, resolve
+
+SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
+SCHEDULERS = ("asha", "pbt", "none")
+BASELINES = ("none", "conservative", "moderate", "aggressive", "trivial", "randaugment")
+METRIC = "val_accuracy"
+ROBUST_METRIC = "robust_val_accuracy"
+
+
+@dataclass
+class SearchRequest:
+    """What `autoaug search` was asked (validated by `validate`)."""
+
+    space: str
+    name: str
+    task: Optional[str] = None
+    data: Optional[str] = None
+    trials: int = 24
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: Optional[str] = None
+    workdir: str = "autoaug-runs"
+    storage: Optional[str] = None
+    tracking_uri: Optional[str] = None
+    seed: int = 0
+    max_epochs: int = 12
+    baselines: bool = False
+    task_options: Optional[dict] = None
+
+    def validate(self) -> None:
+        if (self.task is None) == (self.data is None):
+            raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise AutoaugInputError(f"--trials: expected a positive integer, got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise AutoaugInputError(f"--sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise AutoaugInputError(f"--scheduler: {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if not 0 < self.cpus_per_trial <= 256 or (self.cpus_per_trial > 1 and self.cpus_per_trial != int(self.cpus_per_trial)):
+            raise AutoaugInputError(f"--cpus-per-trial: expected a fraction in (0, 1] or a whole number, got {self.cpus_per_trial}")
+        if not 0 <= self.gpus_per_trial <= 64:
+            raise AutoaugInputError(f"--gpus-per-trial: expected a number >= 0, got {self.gpus_per_trial}")
+        if self.max_epochs < 1:
+            raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {self.max_epochs}")
+        if not self.name or "/" in self.name:
+            raise AutoaugInputError(f"--name: expected a study name without '/', got {self.name!r}")
+
+
+def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
+    """Run (or resume) a search; returns the JSON result of DESIGN §11."""
+    request.validate()
+    space = load_space(request.space)
+    if request.scheduler == "pbt" and not isinstance(space.model, PbaScheduleSpace):
+        raise AutoaugInputError(f"--scheduler pbt needs a pba_schedule space (e.g. --space pba_schedule), got {space.name} ({space.kind})")
+    if isinstance(space.model, PbaScheduleSpace) and request.scheduler != "pbt":
+        raise AutoaugInputError(f"--space {space.name} is a pba_schedule space: run it with --scheduler pbt")
+    if request.sampler == "grid":
+        space.grid()  # fails clearly unless it is a randaugment space
+    locations = resolve(request.workdir, request.storage, request.tracking_uri)
+    fingerprint = _data_fingerprint(request)  # also proves --task / --data readable before Ray starts
+    storage = optuna_storage(locations.optuna_url)
+    identity = _task_identity(request)
+    study = _open_study(storage, request, space, identity)
+    if study.user_attrs.get("data_fingerprint") != fingerprint:
+        study.set_user_attr("data_fingerprint", fingerprint)
+    cleaned = _fail_stale_trials(study)
+    experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, f"autoaug-{request.name}")
+    _start_ray(request.address, locations)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=locations.tracking_uri)
+    parent = _parent_run(client, experiment_id, request, space, locations)
+    started = time.perf_counter()
+    settings = TrialSettings(
+        space_source=str(request.space), task=request.task, data=str(request.data) if request.data else None,
+        seed=request.seed, max_epochs=request.max_epochs, report_robust=request.sampler == "nsga2",
+        checkpoint_every_epoch=request.scheduler == "pbt", threads=max(1, int(request.cpus_per_trial)),
+        accelerator="gpu" if request.gpus_per_trial > 0 else "cpu", task_options=request.task_options or {},
+    )
+    try:
+        if request.baselines:
+            _run_baselines(request, study, settings, locations, client, experiment_id, parent, console)
+        if request.scheduler == "pbt":
+            from autoaug.search.pbt import run_pbt
+
+            run_pbt(request, study, space, settings, locations, client, experiment_id, parent, console)
+        else:
+            _run_searched_trials(request, study, space, settings, locations, client, experiment_id, parent, console)
+    finally:
+        client.set_terminated(parent, "FINISHED")
+    result = summarize(study, request, locations, experiment_id, cleaned)
+    result["seconds"] = time.perf_counter() - started
+    client.log_metric(parent, "search_seconds", result["seconds"])
+    if result["best_value"] is not None:
+        client.log_metric(parent, "best_val_accuracy", result["best_value"])
+    return result
+
+
+# ---------------------------------------------------------------------- study and resume
+def _data_fingerprint(request: SearchRequest) -> str:
+    from autoaug.trainers.train import resolve_task
+
+    return resolve_task(request.task, request.data, request.seed, request.task_options).data.fingerprint
+
+
+def _task_identity(request: SearchRequest) -> str:
+    if request.task:
+        options = json.dumps(request.task_options or {}, sort_keys=True)
+        return f"task:{request.task}:{options}"
+    return f"data:{Path(request.data).resolve()}"
+
+
+def _open_study(storage, request: SearchRequest, space: SearchSpace, identity: str):
+    """Create the study, or load it and check it is the same search (space, task, objective)."""
+    import optuna
+
+    directions = ["maximize", "maximize"] if request.sampler == "nsga2" else ["maximize"]
+    expected = {"space_hash": space.hash, "task": identity, "objectives": len(directions),
+                "max_epochs": request.max_epochs}
+    try:
+        study = optuna.load_study(study_name=request.name, storage=storage)
+    except KeyError:
+        study = optuna.create_study(study_name=request.name, storage=storage, directions=directions)
+        for key, value in {**expected, "space_name": space.name, "space": space.canonical(),
+                           "sampler": request.sampler, "scheduler": request.scheduler, "seed": request.seed,
+                           "package_version": __version__}.items():
+            study.set_user_attr(key, value)
+        return study
+    recorded = {key: study.user_attrs.get(key) for key in expected}
+    for key, value in expected.items():
+        if recorded[key] != value:
+            what = {"space_hash": f"search space (recorded {study.user_attrs.get('space_name')}, hash "
+                                  f"{str(recorded[key])[:12]}; now {space.name}, hash {space.hash[:12]})",
+                    "task": f"task/data (recorded {recorded[key]}; now {value})",
+                    "objectives": "objective (nsga2 has two objectives, other samplers one)",
+                    "max_epochs": f"--max-epochs (recorded {recorded[key]}; now {value})"}[key]
+            raise AutoaugInputError(
+                f"--name {request.name}: this study exists with a different {what}; resume it with the same "
+                "settings or choose another --name (nothing was changed)")
+    return study
+
+
+def _fail_stale_trials(study) -> int:
+    """Mark trials left RUNNING by a driver that died as failed; returns how many."""
+    from optuna.trial import TrialState
+
+    stale = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.RUNNING]
+    for trial in stale:
+        study._storage.set_trial_user_attr(trial._trial_id, STATE_ATTR, "failed")
+        study._storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, "the search driver stopped while this trial ran")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def searched_trials(study) -> list:
+    return [trial for trial in study.get_trials(deepcopy=False) if BASELINE_ATTR not in trial.user_attrs]
+
+
+def finished_count(study) -> int:
+    from optuna.trial import TrialState
+
+    return sum(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in searched_trials(study))
+
+
+class PolicyOf:
+    """A trial config's policy (a picklable callable for the searcher and the recorder)."""
+
+    def __init__(self, settings: TrialSettings, space: SearchSpace) -> None:
+        self.settings = settings
+        self.space = space
+
+    def __call__(self, config: dict) -> Policy:
+        return self.settings.policy_for(config, self.space)
+
+
+# ---------------------------------------------------------------------- Ray
+def _start_ray(address: Optional[str], locations: Locations) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                                  logging_level="error")
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["object_store_memory"] = 256 * 1024 * 1024  # small machines and CI
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"--address {address}" if address else "local Ray"
+        raise AutoaugInputError(f"{where}: cannot start or reach Ray ({str(error).splitlines()[0][:300]})") from None
+
+
+def _resources(request: SearchRequest) -> dict:
+    resources = {"cpu": request.cpus_per_trial}
+    if request.gpus_per_trial:
+        resources["gpu"] = request.gpus_per_trial
+    return resources
+
+
+def _sampler(request: SearchRequest, space: SearchSpace, offset: int):
+    """The Optuna sampler; seeded by the search seed plus the trials already in the study, so a
+    resumed search does not propose its first points again."""
+    import optuna
+
+    seed = request.seed + offset
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
+    }[request.sampler]()
+
+
+def _scheduler(request: SearchRequest):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if request.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(metric=METRIC, mode="max", max_t=request.max_epochs,
+                         grace_period=max(1, request.max_epochs // 4), reduction_factor=3)
+
+
+def _run_searched_trials(request, study, space, settings, locations, client, experiment_id, parent, console) -> None:
+    from ray import tune
+
+    total = request.trials
+    if request.sampler == "grid":
+        grid = space.grid()
+        size = 1
+        for values in grid.values():
+            size *= len(values)
+        total = min(total, size)
+    attempts = 0
+    while True:
+        remaining = total - finished_count(study)
+        if remaining <= 0 or attempts >= 3:
+            return
+        attempts += 1
+        before = finished_count(study)
+        metric = [METRIC, ROBUST_METRIC] if request.sampler == "nsga2" else METRIC
+        mode = ["max", "max"] if request.sampler == "nsga2" else "max"
+
+        policy_of = PolicyOf(settings, space)
+        searcher = RecordingOptunaSearch(
+            space=space.suggest, metric=metric, mode=mode, sampler=_sampler(request, space, len(study.trials)),
+            study_name=request.name, storage=study._storage, policy_of=policy_of, max_epochs=request.max_epochs,
+        )
+        progress = SearchProgress(console, remaining, METRIC, f"search {request.name}") if console else None
+        recorder = MlflowRecorder(
+            client, experiment_id, parent, request.name,
+            label_of=lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}", policy_of=policy_of,
+            max_epochs=request.max_epochs, on_finished=progress.record if progress else None,
+        )
+        callbacks = [recorder] + ([progress] if progress else [])
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(request), num_samples=remaining),
+            run_config=tune.RunConfig(name=f"{request.name}-{int(time.time())}", storage_path=str(locations.ray_dir),
+                                      callbacks=callbacks, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+        )
+        tuner.fit()
+        if finished_count(study) == before:  # nothing finished: failing trials would fail again
+            return
+
+
+def _run_baselines(request, study, settings, locations, client, experiment_id, parent, console) -> None:
+    """Run each preset not yet in the study as a trial of the same machinery, then add it to the study."""
+    import optuna
+    from optuna.trial import TrialState
+    from ray import tune
+
+    done = {trial.user_attrs[BASELINE_ATTR] for trial in study.get_trials(deepcopy=False)
+            if BASELINE_ATTR in trial.user_attrs and trial.state == TrialState.COMPLETE}
+    todo = [name for name in BASELINES if name not in done]
+    if not todo:
+        return
+    results: dict[str, Any] = {}
+
+    def remember(trial, state: str) -> None:
+        results[trial.config[BASELINE_KEY]] = (trial, state)
+
+    progress = SearchProgress(console, len(todo), METRIC, f"baselines {request.name}") if console else None
+
+    def finished(trial, state: str) -> None:
+        remember(trial, state)
+        if progress:
+            progress.record(trial, state)
+
+    recorder = MlflowRecorder(client, experiment_id, parent, request.name,
+                              label_of=lambda trial: f"baseline {trial.config[BASELINE_KEY]}",
+                              policy_of=settings.policy_for, max_epochs=request.max_epochs, on_finished=finished)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
+        param_space={BASELINE_KEY: tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max"),
+        run_config=tune.RunConfig(name=f"{request.name}-baselines-{int(time.time())}", storage_path=str(locations.ray_dir),
+                                  callbacks=[recorder] + ([progress] if progress else []), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+    )
+    tuner.fit()
+    objectives = len(study.directions)
+    for name, (trial, state) in results.items():
+        last = trial.last_result or {}
+        values = [last.get(METRIC), last.get(ROBUST_METRIC)][:objectives]
+        complete = state != "failed" and all(isinstance(v, (int, float)) for v in values)
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if complete else TrialState.FAIL,
+            values=values if complete else None,
+            user_attrs={BASELINE_ATTR: name, STATE_ATTR: state if complete else "failed",
+                        POLICY_ATTR: settings.policy_for({BASELINE_KEY: name}).to_dict()},
+        ))
+
+
+def _parent_run(client, experiment_id: str, request: SearchRequest, space: SearchSpace, locations: Locations) -> str:
+    """The search's parent MLflow run: reused on resume, created (with the space file) otherwise."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.autoaug_role = 'search' and tags.autoaug_study = '{request.name}'",
+                              max_results=1)
+    if runs:
+        run_id = runs[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "autoaug_resumed", "true")
+        return run_id
+    run = client.create_run(experiment_id, run_name=f"search {request.name}",
+                            tags={"autoaug_role": "search", "autoaug_study": request.name})
+    run_id = run.info.run_id
+    from mlflow.entities import Param
+
+    params = {"space": space.name, "space_hash": space.hash, "sampler": request.sampler,
+              "scheduler": request.scheduler, "trials": request.trials, "seed": request.seed,
+              "max_epochs": request.max_epochs, "task": request.task or "", "data": request.data or "",
+              "cpus_per_trial": request.cpus_per_trial, "gpus_per_trial": request.gpus_per_trial,
+              "optuna_storage": redact(locations.optuna_url), "package_version": __version__}
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+    client.log_text(run_id, json.dumps(space.canonical(), indent=2, sort_keys=True), f"search_space/{space.name}.json")
+    if Path(str(request.space)).is_file():
+        client.log_artifact(run_id, str(request.space), "search_space")
+    return run_id
+
+
+# ---------------------------------------------------------------------- result
+def best_trial(study, number: Optional[int] = None):
+    """The trial to export: ``number`` if given (must be complete), else the best searched trial
+    (nsga2: the Pareto-optimal trial with the best clean accuracy)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if number is not None:
+        matching = [trial for trial in trials if trial.number == number]
+        if not matching:
+            raise AutoaugInputError(f"--trial {number}: study {study.study_name} has no such trial (0..{len(trials) - 1})")
+        if matching[0].state != TrialState.COMPLETE:
+            raise AutoaugInputError(f"--trial {number}: trial is {matching[0].state.name.lower()}, only complete trials export")
+        return matching[0]
+    candidates = [trial for trial in searched_trials(study) if trial.state == TrialState.COMPLETE]
+    if not candidates:
+        return None
+    if len(study.directions) > 1:
+        front = {trial.number for trial in study.best_trials}
+        candidates = [trial for trial in candidates if trial.number in front] or candidates
+    return max(candidates, key=lambda trial: (trial.values[0], -trial.number))
+
+
+def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0) -> dict[str, Any]:
+    from autoaug.search.export import export_policy
+
+    from optuna.trial import TrialState
+
+    searched = searched_trials(study)
+    states = [trial.user_attrs.get(STATE_ATTR) for trial in searched]
+    best = best_trial(study)
+    best_path = None
+    if best is not None:
+        best_path = locations.exports_dir / f"{request.name}-best.yaml"
+        locations.exports_dir.mkdir(parents=True, exist_ok=True)
+        export_policy(study, best.number, best_path)
+    baselines = {trial.user_attrs[BASELINE_ATTR]: (trial.values[0] if trial.values else None)
+                 for trial in study.get_trials(deepcopy=False) if BASELINE_ATTR in trial.user_attrs}
+    return {
+        "study": request.name,
+        "best_value": best.values[0] if best is not None else None,
+        "best_trial": best.number if best is not None else None,
+        "n_complete": sum(trial.state == TrialState.COMPLETE and state != "pruned" for trial, state in zip(searched, states)),
+        "n_pruned": sum(state == "pruned" or trial.state == TrialState.PRUNED for trial, state in zip(searched, states)),
+        "n_failed": sum(trial.state == TrialState.FAIL for trial in searched),
+        "n_stale_marked_failed": cleaned,
+        "best_policy_path": str(best_path) if best_path else None,
+        "mlflow_experiment_id": experiment_id,
+        "tracking_uri": redact(locations.tracking_uri),
+        "optuna_storage": redact(locations.optuna_url),
+        "workdir": str(locations.workdir),
+        "sampler": request.sampler,
+        "scheduler": request.scheduler,
+        "baselines": baselines,
+    }

@@ -1,0 +1,216 @@
+"""Records of a search, written from the Tune driver (never from workers, so SQLite has one writer).
+
+- `RecordingOptunaSearch`: Ray's Optuna searcher that also stores, on each Optuna trial, the policy
+  it ran and how it ended (``complete``, ``pruned`` = stopped early by ASHA, ``failed``): Ray tells
+  Optuna "COMPLETE" for early-stopped trials, and our result distinguishes them.
+- `MlflowRecorder`: one child run per trial nested under the search's parent run (the
+  ``mlflow.parentRunId`` tag; Ray's own MLflow logger has no parent option), with the policy's
+  flattened params, every epoch's metrics, the policy YAML and the trial's state.
+- `SearchProgress`: live progress on stderr (done / running / pruned / failed, best so far).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Optional
+
+from ray.tune import Callback
+from ray.tune.search.optuna import OptunaSearch
+
+from autoaug.policy import Policy
+
+STATE_ATTR = "autoaug_state"
+POLICY_ATTR = "autoaug_policy"
+BASELINE_ATTR = "autoaug_baseline"
+ERROR_ATTR = "autoaug_error"
+
+
+def trial_state(trial, max_epochs: int) -> str:
+    """complete / pruned (stopped before ``max_epochs`` epochs) / failed, for a finished Tune trial."""
+    if trial.status == "ERROR":
+        return "failed"
+    reported = (trial.last_result or {}).get("training_iteration", 0)
+    return "complete" if reported >= max_epochs else "pruned"
+
+
+class RecordingOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that records each trial's policy and end state as Optuna user attributes."""
+
+    def __init__(self, *args, policy_of: Callable[[dict], Policy], max_epochs: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._policy_of = policy_of
+        self._max_epochs = max_epochs
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune checkpoints its searcher regularly; ours holds live storage handles, and our resume
+        reads the Optuna study instead, so the checkpoint only says where the state is."""
+        with open(checkpoint_path, "w") as handle:
+            json.dump({"optuna_study": self._study_name}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError("autoaug resumes from the Optuna study, not from Tune's searcher checkpoint")
+
+    def optuna_number(self, trial_id: str) -> Optional[int]:
+        trial = self._ot_trials.get(trial_id)
+        return None if trial is None else trial.number
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        config = super().suggest(trial_id)
+        if config is not None:
+            ot_trial = self._ot_trials[trial_id]
+            policy = self._policy_of(config)
+            ot_trial.set_user_attr(POLICY_ATTR, policy.to_dict())
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and trial_id not in self._completed_trials:
+            if error:
+                state = "failed"
+            elif not result:
+                state = "pruned"
+            else:
+                state = "complete" if result.get("training_iteration", 0) >= self._max_epochs else "pruned"
+            ot_trial.set_user_attr(STATE_ATTR, state)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def flatten_policy(policy: Policy) -> dict[str, Any]:
+    """MLflow params of a policy: ``entryK.*`` in order, plus one ``op.<name>.*`` column per op so
+    the compare view lines trials up by op whatever position the op had."""
+    config = policy.config
+    params: dict[str, Any] = {
+        "selection": config.selection, "n_entries": len(config.entries),
+        "clean_fraction": round(config.clean_fraction, 6),
+        "augmented_loss_weight": round(config.augmented_loss_weight, 6),
+        "balance.vision": config.balance.vision, "balance.text": config.balance.text,
+        "balance.cross": config.balance.cross,
+    }
+    if config.selection == "random_n":
+        params["n"] = config.n
+    for index, entry in enumerate(config.entries):
+        for key, value in (("op", entry.op), ("p", round(entry.p, 6)), ("magnitude", round(entry.magnitude, 6)),
+                           ("schedule", entry.schedule.describe())):
+            params[f"entry{index}.{key}"] = value
+        params[f"op.{entry.op}.magnitude"] = round(entry.magnitude, 6)
+        params[f"op.{entry.op}.p"] = round(entry.p, 6)
+    return params
+
+
+class MlflowRecorder(Callback):
+    """Child MLflow run per Tune trial, nested under the search's parent run."""
+
+    def __init__(self, client, experiment_id: str, parent_run_id: str, study: str,
+                 label_of: Callable[[Any], str], policy_of: Callable[[dict], Policy], max_epochs: int,
+                 on_finished: Optional[Callable[[Any, str], None]] = None) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.study = study
+        self.label_of = label_of
+        self.policy_of = policy_of
+        self.max_epochs = max_epochs
+        self.on_finished = on_finished
+        self.run_ids: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config for Tuner.restore, which autoaug never uses (resume reads the
+        # Optuna study); the live client stays out of that pickle.
+        return {**self.__dict__, "client": None}
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        from mlflow.entities import Param, RunTag
+
+        label = self.label_of(trial)
+        policy = self.policy_of(trial.config)
+        tags = {"mlflow.parentRunId": self.parent_run_id, "mlflow.runName": label,
+                "autoaug_study": self.study, "autoaug_trial": label, "autoaug_role": "trial",
+                "autoaug_ray_trial_id": trial.trial_id, "autoaug_state": "running"}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=label)
+        self.run_ids[trial.trial_id] = run.info.run_id
+        params = [Param(key, str(value)) for key, value in flatten_policy(policy).items()]
+        self.client.log_batch(run.info.run_id, params=params,
+                              tags=[RunTag("autoaug_policy_name", str(policy.config.name or ""))])
+        self.client.log_text(run.info.run_id, policy.dumps(), "policy.yaml")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        step = int(result.get("training_iteration", 0))
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), stamp, step) for key, value in result.items()
+                   if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
+                              "time_this_iter_s")]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, trial_state(trial, self.max_epochs))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, "failed")
+
+    def _finish(self, trial, state: str) -> None:
+        run_id = self.run_ids.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, "autoaug_state", state)
+        if state == "failed":
+            error = _error_text(trial)
+            self.client.set_tag(run_id, "autoaug_error", error[:4900])
+            self.client.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
+        if self.on_finished is not None:
+            self.on_finished(trial, state)
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        if path:
+            with open(path) as handle:
+                return handle.read().strip() or "trial failed"
+    except OSError:
+        pass
+    return str(getattr(trial, "error_msg", None) or "trial failed")
+
+
+class SearchProgress(Callback):
+    """One live status line on stderr: trials done / running / pruned / failed and the best value."""
+
+    def __init__(self, console, total: int, metric: str, label: str) -> None:
+        self.console = console
+        self.total = total
+        self.metric = metric
+        self.label = label
+        self.counts = {"complete": 0, "pruned": 0, "failed": 0}
+        self.best: Optional[float] = None
+        self.running = 0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "console": None}  # see MlflowRecorder.__getstate__
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running += 1
+        self._show()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and (self.best is None or value > self.best):
+            self.best = float(value)
+
+    def record(self, trial, state: str) -> None:
+        self.running = max(0, self.running - 1)
+        self.counts[state] += 1
+        self._show()
+
+    def _show(self) -> None:
+        done = sum(self.counts.values())
+        best = "—" if self.best is None else f"{self.best:.4f}"
+        self.console.print(
+            f"[{self.label}] {done}/{self.total} done ({self.counts['complete']} complete, "
+            f"{self.counts['pruned']} stopped early, {self.counts['failed']} failed), "
+            f"{self.running} running, best {self.metric} {best}", highlight=False, soft_wrap=True)
