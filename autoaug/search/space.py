@@ -175,7 +175,6 @@ class PbaScheduleSpace(_SpaceBase):
 
     kind: Literal["pba_schedule"] = "pba_schedule"
     ops: dict[str, OpRanges]
-    population: int = Field(4, ge=2, le=64)
     perturbation_interval: int = Field(2, ge=1, description="epochs between exploit/explore steps")
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
     initial_magnitude: float = Field(0.0, ge=0.0, le=1.0)
@@ -268,7 +267,7 @@ class SearchSpace:
                         "magnitude": float(params.get(f"{op}.magnitude", space.initial_magnitude))}
                        for op, ranges in space.ops.items()]
             return {"name": name, "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
-                    "entries": _stage_sorted(entries)}
+                    "entries": stage_sorted(entries)}
         entries, seen = [], set()
         for index in range(int(params["n_entries"])):
             op = params[f"entry{index}.op"]
@@ -287,7 +286,7 @@ class SearchSpace:
             "name": name,
             "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
             "augmented_loss_weight": _value(params, "augmented_loss_weight", space.augmented_loss_weight),
-            "entries": _stage_sorted(entries),
+            "entries": stage_sorted(entries),
         }
         if balance:
             data["balance"] = balance
@@ -306,7 +305,7 @@ def _value(params: dict, name: str, declared) -> float:
     return float(declared[0] if isinstance(declared, tuple) else declared)
 
 
-def _stage_sorted(entries: list[dict]) -> list[dict]:
+def stage_sorted(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=lambda entry: STAGES.index(ops.op_class(entry["op"]).stage))
 
 

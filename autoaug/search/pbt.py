@@ -1,0 +1,142 @@
+"""``--scheduler pbt``: Population Based Augmentation on token sequences (Ho et al. 2019).
+
+A population of ``--trials`` trials trains at once; every ``perturbation_interval`` epochs Ray Tune's Population
+Based Training replaces the worst quantile by copies of the best (weights from their checkpoint and
+hyper-parameters), then explores: each magnitude or probability moves by ±0.1 or, with probability
+0.2, is redrawn from its range (PBA's explore step). Ray refuses a search algorithm next to PBT, so no
+Optuna sampler runs here; the finished population is added to the study afterwards, so export,
+resume and the JSON result read the same place as for the other schedulers.
+
+What is exported is what PBA exports: the best trial's history of hyper-parameters (Ray's
+``pbt_policy_<trial>.txt`` log: [target, clone, target_iter, clone_iter, old_config, new_config] per
+exploit) turned into one ``piecewise`` magnitude schedule per op (values held between exploit steps,
+entry magnitude 1 so the schedule value *is* the magnitude); p is exported at its final value.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from autoaug.search.records import POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress
+from autoaug.search.space import PbaScheduleSpace, SearchSpace, stage_sorted
+from autoaug.search.trainable import proxy_trial
+
+EXPLORE_STEP = 0.1
+RESAMPLE_PROBABILITY = 0.2
+
+
+class PbaExplore:
+    """PBA's explore: ±``EXPLORE_STEP`` per hyper-parameter, or a fresh draw from its range."""
+
+    def __init__(self, ranges: dict[str, tuple[float, float]], seed: int) -> None:
+        self.ranges = ranges
+        self.rng = random.Random(seed)
+
+    def __call__(self, config: dict) -> dict:
+        for key, (low, high) in self.ranges.items():
+            if self.rng.random() < RESAMPLE_PROBABILITY:
+                config[key] = self.rng.uniform(low, high)
+            else:
+                step = EXPLORE_STEP if self.rng.random() < 0.5 else -EXPLORE_STEP
+                config[key] = min(max(config[key] + step, low), high)
+        return config
+
+
+def hyperparameter_ranges(space: PbaScheduleSpace) -> dict[str, tuple[float, float]]:
+    ranges: dict[str, tuple[float, float]] = {}
+    for op, op_ranges in space.ops.items():
+        ranges[f"{op}.magnitude"] = tuple(op_ranges.magnitude)
+        ranges[f"{op}.p"] = tuple(op_ranges.p)
+    return ranges
+
+
+def schedule_history(log_file: Path, final_config: dict) -> list[tuple[int, dict]]:
+    """[(epoch, config)] from a trial's PBT policy log: the config in force from each epoch on."""
+    if not log_file.is_file():
+        return [(0, final_config)]
+    steps = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    history = [(0, steps[0][4])] if steps else []
+    for _target, _clone, _target_iter, clone_iter, _old, new_config in steps:
+        history.append((int(clone_iter), new_config))
+    return history or [(0, final_config)]
+
+
+def piecewise_policy(space: SearchSpace, history: list[tuple[int, dict]], max_epochs: int, name: str) -> dict:
+    """The exported policy: one piecewise magnitude schedule per op, p at its final value."""
+    model = space.model
+    final = history[-1][1]
+    entries = []
+    for op in model.ops:
+        points: list[list[float]] = []
+        for epoch, config in history:
+            progress = round(min(epoch / max_epochs, 1.0), 6)
+            value = round(float(config.get(f"{op}.magnitude", model.initial_magnitude)), 6)
+            if points and points[-1][0] == progress:
+                points[-1][1] = value  # a later exploit at the same epoch wins
+            elif not points or points[-1][1] != value:
+                points.append([progress, value])
+        entries.append({"op": op, "p": round(float(final.get(f"{op}.p", model.ops[op].p[1])), 6), "magnitude": 1.0,
+                        "schedule": {"kind": "piecewise", "points": points, "interpolation": "step"}})
+    policy = space.policy_data({}, name=name)
+    policy["entries"] = stage_sorted(entries)
+    return policy
+
+
+def run_pbt(request, study, space: SearchSpace, settings, locations, client, experiment_id, parent, console) -> None:
+    """Run the population (unless the study already holds a finished one) and add it to the study."""
+    import optuna
+    from optuna.trial import TrialState
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from autoaug.search.controller import METRIC, _resources, finished_count
+
+    model: PbaScheduleSpace = space.model
+    population = request.trials  # --trials is the population size under PBT
+    if finished_count(study) >= population:
+        return
+    ranges = hyperparameter_ranges(model)
+    param_space: dict[str, Any] = {}
+    for op, op_ranges in model.ops.items():
+        param_space[f"{op}.magnitude"] = model.initial_magnitude
+        param_space[f"{op}.p"] = tune.uniform(*op_ranges.p)
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration", metric=METRIC, mode="max",
+        perturbation_interval=model.perturbation_interval,
+        hyperparam_mutations={key: tune.uniform(*bounds) for key, bounds in ranges.items()},
+        quantile_fraction=model.quantile_fraction, custom_explore_fn=PbaExplore(ranges, request.seed),
+        log_config=True,
+    )
+    progress = SearchProgress(console, population, METRIC, f"pbt {request.name}") if console else None
+    recorder = MlflowRecorder(client, experiment_id, parent, request.name,
+                              label_of=lambda trial: f"pbt {trial.trial_id}", policy_of=settings.policy_for,
+                              max_epochs=request.max_epochs, on_finished=progress.record if progress else None)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
+        run_config=tune.RunConfig(
+            name=f"{request.name}-pbt-{int(time.time())}", storage_path=str(locations.ray_dir),
+            callbacks=[recorder] + ([progress] if progress else []), verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+    )
+    results = tuner.fit()
+    experiment = Path(results.experiment_path)
+    for result in results:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        value = (result.metrics or {}).get(METRIC)
+        if result.error is not None or value is None or trial_id is None:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={STATE_ATTR: "failed"}))
+            continue
+        history = schedule_history(experiment / f"pbt_policy_{trial_id}.txt", result.config)
+        policy = piecewise_policy(space, history, request.max_epochs, name=f"{request.name}-pbt")
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, values=[float(value)],
+            user_attrs={STATE_ATTR: "complete", POLICY_ATTR: policy, "pbt_trial_id": trial_id,
+                        "pbt_exploits": len(history) - 1},
+        ))
