@@ -114,7 +114,8 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
     progress = SearchProgress(console, population, METRIC, f"pbt {request.name}") if console else None
     recorder = MlflowRecorder(client, experiment_id, parent, request.name,
                               label_of=lambda trial: f"pbt {trial.trial_id}", policy_of=settings.policy_for,
-                              max_epochs=request.max_epochs, on_finished=progress.record if progress else None)
+                              max_epochs=request.max_epochs, on_finished=progress.record if progress else None,
+                              track_config=True)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
         param_space=param_space,
@@ -122,7 +123,9 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
         run_config=tune.RunConfig(
             name=f"{request.name}-pbt-{int(time.time())}", storage_path=str(locations.ray_dir),
             callbacks=[recorder] + ([progress] if progress else []), verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT clones from other trials' checkpoints: deleting old ones races with that (Ray warns),
+            # and the tiny proxy model's checkpoints cost little, so all are kept.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     results = tuner.fit()

@@ -103,7 +103,7 @@ class MlflowRecorder(Callback):
 
     def __init__(self, client, experiment_id: str, parent_run_id: str, study: str,
                  label_of: Callable[[Any], str], policy_of: Callable[[dict], Policy], max_epochs: int,
-                 on_finished: Optional[Callable[[Any, str], None]] = None) -> None:
+                 on_finished: Optional[Callable[[Any, str], None]] = None, track_config: bool = False) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -112,6 +112,7 @@ class MlflowRecorder(Callback):
         self.policy_of = policy_of
         self.max_epochs = max_epochs
         self.on_finished = on_finished
+        self.track_config = track_config  # PBT: hyper-parameters change mid-trial; log them per epoch
         self.run_ids: dict[str, str] = {}
 
     def __getstate__(self) -> dict:
@@ -122,6 +123,8 @@ class MlflowRecorder(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         from mlflow.entities import Param, RunTag
 
+        if trial.trial_id in self.run_ids:  # PBT restarted it from a clone: same run, new config
+            return
         label = self.label_of(trial)
         policy = self.policy_of(trial.config)
         tags = {"mlflow.parentRunId": self.parent_run_id, "mlflow.runName": label,
@@ -145,6 +148,9 @@ class MlflowRecorder(Callback):
         metrics = [Metric(key, float(value), stamp, step) for key, value in result.items()
                    if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
                               "time_this_iter_s")]
+        if self.track_config:
+            metrics += [Metric(f"config.{key}", float(value), stamp, step) for key, value in trial.config.items()
+                        if isinstance(value, (int, float))]
         self.client.log_batch(run_id, metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -188,14 +194,15 @@ class SearchProgress(Callback):
         self.label = label
         self.counts = {"complete": 0, "pruned": 0, "failed": 0}
         self.best: Optional[float] = None
-        self.running = 0
+        self.running: set[str] = set()  # trial ids (PBT restarts trials: count each once)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "console": None}  # see MlflowRecorder.__getstate__
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.running += 1
-        self._show()
+        if trial.trial_id not in self.running:
+            self.running.add(trial.trial_id)
+            self._show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
@@ -203,7 +210,7 @@ class SearchProgress(Callback):
             self.best = float(value)
 
     def record(self, trial, state: str) -> None:
-        self.running = max(0, self.running - 1)
+        self.running.discard(trial.trial_id)
         self.counts[state] += 1
         self._show()
 
@@ -213,4 +220,4 @@ class SearchProgress(Callback):
         self.console.print(
             f"[{self.label}] {done}/{self.total} done ({self.counts['complete']} complete, "
             f"{self.counts['pruned']} stopped early, {self.counts['failed']} failed), "
-            f"{self.running} running, best {self.metric} {best}", highlight=False, soft_wrap=True)
+            f"{len(self.running)} running, best {self.metric} {best}", highlight=False, soft_wrap=True)
