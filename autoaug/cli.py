@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (one clear line on stderr), 1 any other failu
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -129,7 +130,8 @@ def train(
         raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
     resolved = Policy.load(policy)  # fail on a bad policy before any data is read
     name = task.replace(":", "_") if task else Path(data).stem
-    run_dir = workdir / "train" / f"{name}-{resolved.config.name or Path(policy).stem}-seed{seed}-{int(time.time())}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = workdir / "train" / f"{name}-{resolved.config.name or Path(policy).stem}-seed{seed}-{stamp}-{os.getpid()}"
     _quiet_lightning()
     result = run_training(task=task, data=data, policy=resolved, seed=seed, max_epochs=max_epochs,
                           variant=variant, batch_size=batch_size, learning_rate=learning_rate,

@@ -35,6 +35,7 @@ from .lightning_module import ProxyDataModule, ProxyTrialModule
 from .model import VARIANTS, build_model
 from .tokenizer import TextTokenizer
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DEFAULT_MAX_EPOCHS = 30
 
 
@@ -70,7 +71,10 @@ def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
             factory = getattr(importlib.import_module(module_name), function_name)
         except (ImportError, AttributeError) as error:
             raise AutoaugInputError(f"--task {task}: cannot import {function_name!r} from {module_name!r} ({error})") from None
-        made = factory(seed=seed, **(task_options or {}))
+        try:
+            made = factory(seed=seed, **(task_options or {}))
+        except TypeError as error:
+            raise AutoaugInputError(f"--task {task}: {function_name}(seed=...) could not be called ({error})") from None
         if isinstance(made, TaskData):
             return TaskPlugin(made)
         if isinstance(made, TaskPlugin):
@@ -83,7 +87,8 @@ def resolve_policy(policy: Union[str, Path, Policy, None], seed: int) -> Policy:
     """A `Policy` from a file, a preset name or an instance; an unseeded policy takes the run's seed."""
     resolved = Policy.load(policy if policy is not None else "none") if not isinstance(policy, Policy) else policy
     if resolved.config.seed is None:
-        resolved.seed = seed
+        # Written into the config (not only the generator) so the policy saved with the run replays it.
+        resolved = Policy(resolved.config.model_copy(update={"seed": seed}), source=resolved.source)
     return resolved
 
 
@@ -114,6 +119,14 @@ def run_training(
         raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {max_epochs!r}")
     if variant not in VARIANTS:
         raise AutoaugInputError(f"--variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise AutoaugInputError(f"--batch-size: expected a positive integer, got {batch_size!r}")
+    if not learning_rate > 0:
+        raise AutoaugInputError(f"--learning-rate: expected a positive number, got {learning_rate!r}")
+    if accelerator not in ACCELERATORS:
+        raise AutoaugInputError(f"--accelerator: {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+    if not isinstance(seed, int) or seed < 0:
+        raise AutoaugInputError(f"--seed: expected a non-negative integer, got {seed!r}")
     started = time.perf_counter()
     policy = resolve_policy(policy, seed)
     L.seed_everything(seed, workers=True, verbose=False)

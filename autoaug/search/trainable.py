@@ -48,8 +48,8 @@ class TrialSettings:
             space = space or self.space()
             params = {key: value for key, value in config.items() if not key.startswith("_")}
             policy = Policy.from_dict(space.policy_data(params, name=name), source=f"trial of {space.name}")
-        if policy.config.seed is None:
-            policy.seed = self.seed
+        if policy.config.seed is None:  # in the config, so the recorded and exported policy replays
+            policy = Policy(policy.config.model_copy(update={"seed": self.seed}), source=policy.source)
         return policy
 
 
