@@ -111,7 +111,10 @@ def prepare_tracking(tracking_uri: str, artifact_root: str, experiment_name: str
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is not None:
             return experiment.experiment_id
-        location = artifact_root if tracking_uri.startswith("sqlite:") else None
+        # A database store (SQLite or PostgreSQL) keeps artifacts in the workdir; a tracking server
+        # decides for itself.
+        served = tracking_uri.startswith(("http://", "https://", "databricks"))
+        location = None if served else artifact_root
         return client.create_experiment(experiment_name, artifact_location=location)
     except (MlflowException, OSError) as error:
         raise StorageError(f"--tracking-uri {redact(tracking_uri)}: cannot use the MLflow tracking store ({_short(error)})") from None
