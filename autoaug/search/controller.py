@@ -98,7 +98,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
         study.set_user_attr("data_fingerprint", fingerprint)
     cleaned = _fail_stale_trials(study)
     experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, f"autoaug-{request.name}")
-    _start_ray(request.address, locations)
+    _start_ray(request.address, _runtime_env(request))
 
     import mlflow
 
@@ -208,7 +208,26 @@ class PolicyOf:
 
 
 # ---------------------------------------------------------------------- Ray
-def _start_ray(address: Optional[str], locations: Locations) -> None:
+def _runtime_env(request: SearchRequest) -> Optional[dict]:
+    """Make a ``--task module:function`` plug-in importable by the cluster's workers.
+
+    Ray workers of a cluster started elsewhere do not see the driver's ``sys.path``; the plug-in's
+    folder goes on their ``PYTHONPATH`` (same-machine clusters; a multi-node cluster needs the module
+    installed on every node, or shipped with Ray's ``py_modules``).
+    """
+    if not request.task or ":" not in request.task:
+        return None
+    import importlib
+
+    module = importlib.import_module(request.task.split(":", 1)[0])
+    file = Path(module.__file__).resolve()
+    # the folder that holds the top-level package (or the single-file module)
+    folder = file.parents[module.__name__.count(".") + (file.name == "__init__.py")]
+    paths = [str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+def _start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
     import ray
 
     if ray.is_initialized():
@@ -216,6 +235,8 @@ def _start_ray(address: Optional[str], locations: Locations) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
                                   logging_level="error")
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     if address:
         kwargs["address"] = address
     else:
