@@ -107,15 +107,10 @@ def _known_ops(names: list[str]) -> list[str]:
     return names
 
 
-class PolicySpace(_SpaceBase):
-    """``kind: policy``: entries chosen op by op, with conditional ranges per op."""
+class _OpRangesSpace(_SpaceBase):
+    """A space that searches a p range and a magnitude range per op."""
 
-    kind: Literal["policy"] = "policy"
-    entries: EntryCount = Field(default_factory=EntryCount)
     ops: dict[str, OpRanges]
-    schedules: list[str] = Field(default_factory=lambda: ["constant"], min_length=1)
-    augmented_loss_weight: Union[float, Range] = 1.0
-    balance: dict[Literal["vision", "text", "cross"], Union[float, Range]] = Field(default_factory=dict)
 
     @field_validator("ops")
     @classmethod
@@ -124,6 +119,16 @@ class PolicySpace(_SpaceBase):
             raise ValueError("at least one op is needed")
         _known_ops(list(value))
         return value
+
+
+class PolicySpace(_OpRangesSpace):
+    """``kind: policy``: entries chosen op by op, with conditional ranges per op."""
+
+    kind: Literal["policy"] = "policy"
+    entries: EntryCount = Field(default_factory=EntryCount)
+    schedules: list[str] = Field(default_factory=lambda: ["constant"], min_length=1)
+    augmented_loss_weight: Union[float, Range] = 1.0
+    balance: dict[Literal["vision", "text", "cross"], Union[float, Range]] = Field(default_factory=dict)
 
     @field_validator("schedules")
     @classmethod
@@ -170,23 +175,14 @@ class RandAugmentSpace(_SpaceBase):
         return self
 
 
-class PbaScheduleSpace(_SpaceBase):
+class PbaScheduleSpace(_OpRangesSpace):
     """``kind: pba_schedule``: per-op magnitude and p learned over training by Population Based Training."""
 
     kind: Literal["pba_schedule"] = "pba_schedule"
-    ops: dict[str, OpRanges]
     perturbation_interval: int = Field(2, ge=1, description="epochs between exploit/explore steps")
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
     initial_magnitude: float = Field(0.0, ge=0.0, le=1.0)
     clean_fraction: Union[float, Range] = 0.3
-
-    @field_validator("ops")
-    @classmethod
-    def _ops(cls, value: dict[str, OpRanges]) -> dict[str, OpRanges]:
-        if not value:
-            raise ValueError("at least one op is needed")
-        _known_ops(list(value))
-        return value
 
 
 SpaceModel = Union[PolicySpace, RandAugmentSpace, PbaScheduleSpace]
