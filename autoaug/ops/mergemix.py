@@ -336,6 +336,6 @@ class MergeMix(Op):
             changes["alignment"] = batch.alignment & ~paste.unsqueeze(1)
         lam = params["lam"].float().unsqueeze(1)  # mix in float32, even for half-precision labels
         labels = batch.labels.float()
-        mixed = ((1 - lam) * labels + lam * labels[partner]).to(batch.labels.dtype)
+        mixed = ((1 - lam) * labels + lam * labels.index_select(0, partner)).to(batch.labels.dtype)
         changes["labels"] = where_active(active, mixed, batch.labels)
         return batch.replace(**changes)

@@ -41,7 +41,7 @@ def folded_beta(generator: torch.Generator, alpha: float, size: int, device: tor
 
 def _mix_labels(labels: Tensor, partner: Tensor, lam: Tensor, active: Tensor) -> Tensor:
     """``λ y_i + (1 − λ) y_j`` for active samples, the labels unchanged elsewhere."""
-    mixed = torch.lerp(labels[partner], labels, lam.to(labels.dtype).unsqueeze(1))
+    mixed = torch.lerp(labels.index_select(0, partner), labels, lam.to(labels.dtype).unsqueeze(1))
     return where_active(active, mixed, labels)
 
 

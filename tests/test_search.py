@@ -1,0 +1,695 @@
+"""`autoaug search` / `autoaug export` end to end (DESIGN §7, §8, §11): real Ray Tune, real Optuna,
+real MLflow on SQLite, on a tiny shapes-vqa proxy (48 / 32 / 32 examples, 2-3 epochs).
+
+Most searches go through the Python API in this process (one Ray instance for the module); the
+resume test kills a real `python -m autoaug search` driver with SIGKILL and runs it again, and the
+unreachable ``--address`` case runs as a subprocess in the background from the start of the module
+(its Ray connection attempt is mostly waiting). Bad input and export go through the CLI's entry
+point in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoaug.errors import AutoaugInputError
+from autoaug.policy import Policy
+from autoaug.search.controller import SearchRequest, run_search
+from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR
+from autoaug.search.space import load_space
+from autoaug.trainers.shapes_vqa import make_shapes_vqa
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.slow
+
+SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}
+CONTRACT_KEYS = {"study", "best_value", "best_trial", "n_complete", "n_pruned", "n_failed", "best_policy_path",
+                 "mlflow_experiment_id"}
+PLUGIN_MODULE = "autoaug_search_test_plugin"
+PLUGIN = '''
+"""Task plug-ins for tests/test_search.py (written to a temporary folder on PYTHONPATH)."""
+import os
+
+import torch
+
+from autoaug.trainers.model import build_model
+from autoaug.trainers.shapes_vqa import make_shapes_vqa
+from autoaug.trainers.train import TaskPlugin
+
+
+def make_task(seed, train_size=48, val_size=32, test_size=32):
+    """shapes-vqa at proxy size (the CLI has no task-size flag)."""
+    return make_shapes_vqa(seed, train_size=train_size, val_size=val_size, test_size=test_size)
+
+
+def _claim(folder):
+    """The number of this model build in the search (0, 1, 2, ...), claimed atomically across workers."""
+    number = 0
+    while True:
+        try:
+            os.close(os.open(os.path.join(folder, f"build-{number}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return number
+        except FileExistsError:
+            number += 1
+
+
+def make_failing_task(seed, marker_dir, **sizes):
+    """A user's task whose model breaks in two trials: build 1 raises in forward, build 2 gives NaN."""
+    data = make_task(seed, **sizes)
+
+    def build(tokenizer, task):
+        model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
+        number = _claim(marker_dir)
+        if number == 1:
+            def explode(batch):
+                raise RuntimeError("deliberate failure from the test plug-in")
+            model.forward = explode
+        elif number == 2:
+            with torch.no_grad():
+                for parameter in model.head.parameters():
+                    parameter.fill_(float("nan"))
+        return model
+
+    return TaskPlugin(data, build_model=build)
+'''
+
+ADDRESS_TEST = "test_unreachable_address_exits_2_with_one_line"
+ADDRESS_DEADLINE_S = 90
+
+
+# ====================================================================== fixtures
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory):
+    """The plug-in module, importable here and by Ray's workers (PYTHONPATH is set before Ray starts)."""
+    import ray
+
+    folder = tmp_path_factory.mktemp("plugins")
+    (folder / f"{PLUGIN_MODULE}.py").write_text(textwrap.dedent(PLUGIN))
+    if ray.is_initialized():  # workers started earlier would not see the new PYTHONPATH
+        ray.shutdown()
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder)] + ([old] if old else []))
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _start_cli(args: list[str], folder: Path, plugin_folder: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin_folder)] + [p for p in [env.get("PYTHONPATH")] if p])
+    with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "autoaug", *args], cwd=folder, env=env, stdout=stdout,
+                                stderr=stderr, start_new_session=True)  # its own process group, to kill it whole
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(request, tmp_path_factory, plugin_dir):
+    """Start the subprocess checks that are mostly waiting, if selected, at the start of the module."""
+    started: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+    if any(item.name == ADDRESS_TEST for item in request.session.items):
+        folder = tmp_path_factory.mktemp("address")
+        args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task", "--name", "remote",
+                "--trials", "1", "--max-epochs", "1", "--address", "127.0.0.1:1", "--workdir",
+                str(folder / "runs"), "--json"]
+        started["address"] = (_start_cli(args, folder, plugin_dir), folder, time.monotonic())
+    yield started
+    for process, _, _ in started.values():
+        _kill_group(process)
+
+
+def _request(workdir: Path, name: str, **options) -> SearchRequest:
+    settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
+                    workdir=str(workdir), task_options=dict(SMALL), seed=0)
+    settings.update(options)
+    return SearchRequest(**settings)
+
+
+@pytest.fixture(scope="module")
+def main_search(tmp_path_factory, plugin_dir):
+    """The shared small search: vlm_default, TPE, ASHA, 3 trials of up to 3 epochs."""
+    workdir = tmp_path_factory.mktemp("main") / "runs"
+    request = _request(workdir, "main", trials=3, max_epochs=3, sampler="tpe", scheduler="asha")
+    result = run_search(request)
+    return request, result
+
+
+def _study(request_or_workdir, name: str | None = None):
+    if isinstance(request_or_workdir, SearchRequest):
+        workdir, name = request_or_workdir.workdir, request_or_workdir.name
+    else:
+        workdir = request_or_workdir
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{Path(workdir).resolve() / 'optuna.db'}")
+
+
+def _snapshot(study) -> list:
+    return [(t.number, t.state, t.params, t.values, t.user_attrs, t.intermediate_values)
+            for t in study.get_trials(deepcopy=True)]
+
+
+def _client(result: dict) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=result["tracking_uri"])
+
+
+def _runs(result: dict) -> tuple:
+    """(the parent run, {trial label: child run}) of a search, checking there are no other runs."""
+    client = _client(result)
+    runs = client.search_runs([result["mlflow_experiment_id"]], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get("autoaug_role") == "search"]
+    assert len(parents) == 1, [run.data.tags for run in runs]
+    parent = parents[0]
+    children = [run for run in runs if run is not parent]
+    assert all(run.data.tags.get("mlflow.parentRunId") == parent.info.run_id for run in children)
+    labels = [run.data.tags["autoaug_trial"] for run in children]
+    assert len(labels) == len(set(labels))
+    return parent, {run.data.tags["autoaug_trial"]: run for run in children}
+
+
+def _history(client, run, metric: str = "val_accuracy") -> list:
+    return sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from autoaug.cli import main
+
+    capsys.readouterr()  # only what this command writes
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    captured = capsys.readouterr()
+    return caught.value.code, captured.out, captured.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _check_result_contract(result: dict, request: SearchRequest) -> None:
+    assert CONTRACT_KEYS <= set(result), CONTRACT_KEYS - set(result)
+    assert result["study"] == request.name
+    assert json.loads(json.dumps(result)) == result  # JSON-serialisable as printed by --json
+
+
+# ====================================================================== end to end
+def test_small_search_json_contract_and_mlflow_records(main_search, tmp_path):
+    request, result = main_search
+    _check_result_contract(result, request)
+    study = _study(request)
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert result["n_complete"] + result["n_pruned"] == request.trials == len(finished)
+    assert result["n_failed"] == 0 and len(trials) == request.trials
+    states = {t.number: t.user_attrs[STATE_ATTR] for t in trials}
+    assert result["n_complete"] == sum(state == "complete" for state in states.values())
+    assert result["n_pruned"] == sum(state == "pruned" for state in states.values())
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert result["best_trial"] == best.number and result["best_value"] == pytest.approx(best.value)
+    best_policy = Policy.load(result["best_policy_path"])
+    assert [e.op for e in best_policy.config.entries] == [e["op"] for e in best.user_attrs[POLICY_ATTR]["entries"]]
+    assert best_policy.config.provenance.trial == best.number
+
+    client = _client(result)
+    parent, children = _runs(result)
+    assert parent.info.experiment_id == result["mlflow_experiment_id"]
+    assert parent.data.tags["autoaug_study"] == request.name
+    assert parent.data.params["space_hash"] == load_space("vlm_default").hash
+    assert parent.info.status == "FINISHED"
+    assert sorted(children) == sorted(f"trial {t.number}" for t in trials)  # one child per trial
+
+    for trial in trials:
+        run = children[f"trial {trial.number}"]
+        tags, params = run.data.tags, run.data.params
+        assert tags["autoaug_study"] == request.name
+        assert tags["autoaug_trial"] == f"trial {trial.number}"
+        assert tags["autoaug_state"] == trial.user_attrs[STATE_ATTR]
+        assert run.info.status == "FINISHED"
+        policy = Policy.from_dict(trial.user_attrs[POLICY_ATTR])
+        entries = policy.config.entries
+        assert params["n_entries"] == str(len(entries))
+        for index, entry in enumerate(entries):
+            assert params[f"entry{index}.op"] == entry.op
+            assert float(params[f"entry{index}.magnitude"]) == pytest.approx(entry.magnitude, abs=1e-6)
+            assert float(params[f"op.{entry.op}.magnitude"]) == pytest.approx(entry.magnitude, abs=1e-6)
+            assert float(params[f"op.{entry.op}.p"]) == pytest.approx(entry.p, abs=1e-6)
+        # val_accuracy: one value per reported epoch, the values Optuna was told (Ray does not pass
+        # the result on which a scheduler stops a trial to the searcher as an intermediate value).
+        history = _history(client, run)
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        assert set(trial.intermediate_values) <= {m.step for m in history}
+        assert len(trial.intermediate_values) >= len(history) - 1
+        for m in history:
+            if m.step in trial.intermediate_values:
+                assert m.value == pytest.approx(trial.intermediate_values[m.step])
+        if trial.user_attrs[STATE_ATTR] == "complete":
+            assert len(history) == request.max_epochs
+        else:
+            assert 1 <= len(history) < request.max_epochs
+        assert history[-1].value == pytest.approx(trial.value)
+        # The policy YAML as an artifact, the same policy the trial ran.
+        local = client.download_artifacts(run.info.run_id, "policy.yaml", str(tmp_path))
+        assert Policy.load(local).to_dict() == policy.to_dict()
+    assert _history(client, children[f"trial {best.number}"])[-1].value == pytest.approx(result["best_value"])
+
+
+# ====================================================================== export
+def test_export_twice_gives_identical_bytes_with_provenance(main_search, tmp_path, capsys):
+    request, result = main_search
+    first, second = tmp_path / "a.yaml", tmp_path / "b" / "a.yaml"
+    for out in (first, second):
+        code, out_text, err = _cli(["export", "--name", request.name, "--out", str(out), "--workdir", request.workdir,
+                                    "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out_text.strip().splitlines()[-1]) == {"path": str(out), "trial": result["best_trial"],
+                                                                "study": request.name}
+    assert first.read_bytes() == second.read_bytes()
+    policy = Policy.load(first)
+    provenance = policy.config.provenance
+    assert provenance.study == request.name
+    assert provenance.trial == result["best_trial"]
+    assert provenance.value == pytest.approx(result["best_value"])
+    assert provenance.search_space == "vlm_default"
+    assert provenance.search_space_hash == load_space("vlm_default").hash
+    assert provenance.data_fingerprint == make_shapes_vqa(request.seed, **SMALL).fingerprint
+    study = _study(request)
+    assert policy.config.entries == Policy.from_dict(study.trials[result["best_trial"]].user_attrs[POLICY_ATTR]).config.entries
+
+
+def test_export_a_chosen_trial(main_search, tmp_path, capsys):
+    request, result = main_search
+    study = _study(request)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    chosen = next((t for t in complete if t.number != result["best_trial"]), complete[0])
+    out = tmp_path / "chosen.yaml"
+    code, _, err = _cli(["export", "--name", request.name, "--trial", str(chosen.number), "--out", str(out),
+                         "--workdir", request.workdir], capsys)
+    assert code == 0, err
+    policy = Policy.load(out)
+    assert policy.config.provenance.trial == chosen.number
+    assert policy.config.provenance.value == pytest.approx(chosen.value)
+    assert policy.config.entries == Policy.from_dict(chosen.user_attrs[POLICY_ATTR]).config.entries
+
+
+@pytest.mark.parametrize("case", ["unknown study", "unknown trial", "no records in workdir"])
+def test_export_bad_input_exits_2_with_one_line(case, main_search, tmp_path, capsys):
+    request, _ = main_search
+    out = tmp_path / "out.yaml"
+    argv = {"unknown study": ["--name", "no-such-study", "--workdir", request.workdir],
+            "unknown trial": ["--name", request.name, "--trial", "99", "--workdir", request.workdir],
+            "no records in workdir": ["--name", request.name, "--workdir", str(tmp_path / "empty")]}[case]
+    code, out_text, err = _cli(["export", *argv, "--out", str(out)], capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    assert {"unknown study": "no-such-study", "unknown trial": "--trial 99",
+            "no records in workdir": "no search records"}[case] in line
+    assert not out.exists()
+
+
+# ====================================================================== refusing another search under the same name
+def test_same_name_with_another_space_or_task_is_refused(main_search, tmp_path, capsys):
+    request, _ = main_search
+    study_before = _study(request)
+    before, attrs_before = _snapshot(study_before), dict(study_before.user_attrs)
+
+    code, _, err = _cli(["search", "--space", "randaugment", "--sampler", "grid", "--task", "shapes-vqa",
+                         "--name", request.name, "--trials", "1", "--max-epochs", str(request.max_epochs),
+                         "--workdir", request.workdir], capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    assert f"--name {request.name}" in line and "different search space" in line
+    assert "vlm_default" in line and "randaugment" in line and "nothing was changed" in line
+
+    with pytest.raises(AutoaugInputError, match="different task/data"):
+        run_search(_request(Path(request.workdir), request.name, trials=request.trials, max_epochs=request.max_epochs,
+                            task_options={**SMALL, "train_size": 40}))
+    with pytest.raises(AutoaugInputError, match="--max-epochs"):
+        run_search(_request(Path(request.workdir), request.name, trials=request.trials, max_epochs=request.max_epochs + 1))
+
+    study_after = _study(request)
+    assert _snapshot(study_after) == before
+    assert dict(study_after.user_attrs) == attrs_before
+
+
+# ====================================================================== bad input
+def _bad_cases(request: SearchRequest, tmp_path: Path) -> dict:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("keep me")
+    base = ["--task", "shapes-vqa", "--name", request.name, "--max-epochs", str(request.max_epochs)]
+    workdir = ["--workdir", request.workdir]
+    return {
+        # case: (argv, expected exit code, substrings of the one line)
+        "unknown space": (["search", "--space", "no_such_space", *base, *workdir], 2, ["--space no_such_space", "vlm_default"]),
+        "zero trials": (["search", "--space", "vlm_default", *base, "--trials", "0", *workdir], 2, ["--trials", "0"]),
+        "unknown sampler": (["search", "--space", "vlm_default", *base, "--sampler", "bayes", *workdir], 2,
+                            ["--sampler", "tpe", "nsga2"]),
+        "pbt with a policy space": (["search", "--space", "vlm_default", *base, "--scheduler", "pbt", *workdir], 2,
+                                    ["--scheduler pbt", "pba_schedule"]),
+        "unreachable postgres": (["search", "--space", "vlm_default", *base, *workdir, "--storage",
+                                  "postgresql+psycopg://user:secret@127.0.0.1:1/db"], 2,
+                                 ["--storage", "user:***@127.0.0.1:1/db"]),
+        "unknown dialect": (["search", "--space", "vlm_default", *base, *workdir, "--storage", "nosuchdb://x/y"], 2,
+                            ["--storage nosuchdb://x/y"]),
+        "workdir is a file": (["search", "--space", "vlm_default", *base, "--workdir", str(a_file)], 2,
+                              ["--workdir", str(a_file), "not writable"]),
+    }
+
+
+def test_bad_input_exits_2_with_one_line_and_the_next_run_still_works(main_search, tmp_path, capsys):
+    request, result = main_search
+    before = _snapshot(_study(request))
+    workdir_files = sorted(p.name for p in Path(request.workdir).iterdir())
+    for case, (argv, expected_code, parts) in _bad_cases(request, tmp_path).items():
+        code, out, err = _cli(argv, capsys)
+        assert code == expected_code, (case, err)
+        line = _one_error_line(err)
+        for part in parts:
+            assert part in line, (case, part, line)
+        assert "secret" not in err, "the password must not be printed"
+        assert out == "", case
+    assert (tmp_path / "not-a-folder").read_text() == "keep me"
+    assert sorted(p.name for p in Path(request.workdir).iterdir()) == workdir_files
+    assert _snapshot(_study(request)) == before
+
+    # The same search run again in the same workdir still works and keeps its trials.
+    again = run_search(request)
+    assert _snapshot(_study(request)) == before
+    for key in ("best_trial", "best_value", "n_complete", "n_pruned", "n_failed", "mlflow_experiment_id"):
+        assert again[key] == result[key], key
+    assert again["n_stale_marked_failed"] == 0
+    parent, children = _runs(again)
+    assert parent.data.tags.get("autoaug_resumed") == "true"
+    assert len(children) == request.trials
+
+
+# ====================================================================== failures inside trials
+@pytest.fixture(scope="module")
+def failing_search(tmp_path_factory, plugin_dir):
+    """A search whose task plug-in breaks two trials: one raises in forward, one trains into NaN."""
+    folder = tmp_path_factory.mktemp("failing")
+    markers = folder / "markers"
+    markers.mkdir()
+    request = _request(folder / "runs", "failing", task=f"{PLUGIN_MODULE}:make_failing_task", sampler="random",
+                       trials=3, task_options={"marker_dir": str(markers), **SMALL})
+    return request, run_search(request), markers
+
+
+def _failed_runs(request: SearchRequest, result: dict) -> list:
+    study = _study(request)
+    _, children = _runs(result)
+    return [children[f"trial {t.number}"] for t in study.trials if t.state == TrialState.FAIL]
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(failing_search, tmp_path, capsys):
+    request, result, markers = failing_search
+    _check_result_contract(result, request)
+    assert len(list(markers.iterdir())) == 5  # 3 trials in the first round, 2 replacements
+    assert result["n_failed"] == 2
+    assert result["n_complete"] + result["n_pruned"] == request.trials
+
+    study = _study(request)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs[STATE_ATTR] == "failed" for t in failed)
+    assert all(POLICY_ATTR in t.user_attrs for t in failed)
+
+    client = _client(result)
+    _, children = _runs(result)
+    assert len(children) == len(study.trials) == 5
+    errors = []
+    for run in _failed_runs(request, result):
+        assert run.data.tags["autoaug_state"] == "failed"
+        assert run.info.status == "FAILED"
+        assert run.data.tags["autoaug_error"].strip()
+        local = client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path / run.info.run_id))
+        errors.append(Path(local).read_text().strip().splitlines()[-1])
+    assert sorted(errors) == ["FloatingPointError: val_loss is nan at epoch 1",
+                              "RuntimeError: deliberate failure from the test plug-in"], errors
+    for trial in study.trials:
+        if trial.state == TrialState.COMPLETE:
+            run = children[f"trial {trial.number}"]
+            assert run.data.tags["autoaug_state"] == "complete" and "autoaug_error" not in run.data.tags
+            assert math.isfinite(trial.value)
+
+    # A failed trial does not export; a complete one does.
+    code, _, err = _cli(["export", "--name", request.name, "--trial", str(failed[0].number), "--out",
+                         str(tmp_path / "failed.yaml"), "--workdir", request.workdir], capsys)
+    assert code == 2 and "only complete trials export" in _one_error_line(err)
+    assert Policy.load(result["best_policy_path"]).config.provenance.trial == result["best_trial"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "autoaug/search/records.py:169 stores error[:4900], the head of the traceback, as the autoaug_error tag: "
+    "for a deep traceback (the plug-in's RuntimeError through Lightning/torch is ~7.4k chars) the exception "
+    "line itself is cut off, so the MLflow tag does not say what went wrong (error.txt has it)"))
+def test_failed_trial_error_tag_names_the_exception(failing_search):
+    request, result, _ = failing_search
+    tags = [run.data.tags["autoaug_error"] for run in _failed_runs(request, result)]
+    assert any("RuntimeError: deliberate failure from the test plug-in" in tag for tag in tags), tags
+    assert any("val_loss is nan" in tag for tag in tags), tags
+
+
+# ====================================================================== samplers and schedulers
+def test_nsga2_objective_pair(plugin_dir, tmp_path):
+    request = _request(tmp_path / "runs", "pareto", sampler="nsga2", trials=2)
+    result = run_search(request)
+    _check_result_contract(result, request)
+    assert result["n_complete"] + result["n_pruned"] == 2 and result["n_failed"] == 0
+    study = _study(request)
+    assert len(study.directions) == 2 and study.user_attrs["sampler"] == "nsga2"
+    assert all(len(t.values) == 2 for t in study.trials)
+    best = study.trials[result["best_trial"]]
+    assert result["best_trial"] in {t.number for t in study.best_trials}
+    assert result["best_value"] == pytest.approx(best.values[0])
+
+    client = _client(result)
+    _, children = _runs(result)
+    for trial in study.trials:
+        run = children[f"trial {trial.number}"]
+        clean, robust = _history(client, run), _history(client, run, "robust_val_accuracy")
+        assert len(clean) == len(robust) == request.max_epochs
+        assert clean[-1].value == pytest.approx(trial.values[0])  # best_value is clean val accuracy
+        assert robust[-1].value == pytest.approx(trial.values[1])
+
+
+def test_grid_sampler_runs_min_of_trials_and_grid(plugin_dir, tmp_path):
+    space = tmp_path / "small_grid.yaml"
+    space.write_text("kind: randaugment\nname: small_grid\nops: [vision_token_dropout, text_mask]\n"
+                     "n: [1]\nm: [0.2, 0.6]\n")
+    request = _request(tmp_path / "runs", "grid", space=str(space), sampler="grid", trials=3)
+    result = run_search(request)
+    _check_result_contract(result, request)
+    study = _study(request)
+    assert len(study.trials) == 2 == result["n_complete"] + result["n_pruned"]  # min(3 trials, 2 grid points)
+    assert sorted((t.params["n"], t.params["m"]) for t in study.trials) == [(1, 0.2), (1, 0.6)]
+    policy = Policy.load(result["best_policy_path"])
+    assert policy.config.selection == "random_n" and policy.config.n == 1
+    assert [e.op for e in policy.config.entries] == ["vision_token_dropout", "text_mask"]
+    assert policy.config.provenance.search_space_hash == load_space(space).hash
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "--sampler cmaes needs the 'cmaes' package, which pyproject.toml does not depend on: as soon as a trial "
+    "has finished, Optuna's CmaEsSampler imports it and the search dies with ModuleNotFoundError (exit 1)"))
+def test_cmaes_sampler_runs(plugin_dir, tmp_path):
+    # 3 trials on 2 slots: the third is proposed after one has finished, when CMA-ES has a search space.
+    request = _request(tmp_path / "runs", "cmaes", sampler="cmaes", trials=3, cpus_per_trial=1.0)
+    result = run_search(request)
+    _check_result_contract(result, request)
+    assert result["n_complete"] + result["n_pruned"] == 3 and result["n_failed"] == 0
+    assert _study(request).user_attrs["sampler"] == "cmaes"
+
+
+PBA_FAST = """\
+kind: pba_schedule
+name: pba_fast
+ops:
+  vision_token_dropout: {p: [0.2, 1.0], magnitude: [0.0, 1.0]}
+  text_mask: {p: [0.2, 1.0], magnitude: [0.0, 1.0]}
+perturbation_interval: 1
+quantile_fraction: 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def pbt_search(tmp_path_factory, plugin_dir):
+    """Population Based Training: 4 members, 3 epochs, exploit/explore after every epoch."""
+    folder = tmp_path_factory.mktemp("pbt")
+    space = folder / "pba_fast.yaml"
+    space.write_text(PBA_FAST)
+    request = _request(folder / "runs", "pbt", space=str(space), scheduler="pbt", trials=4, max_epochs=3,
+                       cpus_per_trial=0.5)
+    return request, run_search(request)
+
+
+def test_pbt_exports_piecewise_schedules(pbt_search):
+    request, result = pbt_search
+    _check_result_contract(result, request)
+    assert result["n_complete"] == 4 and result["n_failed"] == 0
+    study = _study(request)
+    assert len(study.trials) == 4
+    for trial in study.trials:
+        Policy.from_dict(trial.user_attrs[POLICY_ATTR])
+        assert trial.user_attrs["pbt_exploits"] >= 0
+
+    policy = Policy.load(result["best_policy_path"])
+    assert {e.op for e in policy.config.entries} == {"vision_token_dropout", "text_mask"}
+    for entry in policy.config.entries:
+        assert entry.schedule.kind == "piecewise"
+        assert entry.magnitude == 1.0  # the schedule value is the magnitude
+        points = entry.schedule.points
+        assert points[0][0] == 0.0 and points[0][1] == 0.0  # PBA starts at magnitude 0
+        assert [t for t, _ in points] == sorted(t for t, _ in points) and all(0 <= t <= 1 for t, _ in points)
+        assert 0.2 <= entry.p <= 1.0
+    assert policy.config.provenance.trial == result["best_trial"]
+    assert study.trials[result["best_trial"]].values[0] == pytest.approx(result["best_value"])
+    _, children = _runs(result)
+    assert len(children) >= 4
+
+
+def _pbt_logs(request: SearchRequest) -> dict[str, list]:
+    """{member id: its exploit lines} from Ray's pbt_policy_<member>.txt logs."""
+    experiment = next(Path(request.workdir, "ray").glob(f"{request.name}-pbt-*"))
+    return {path.stem.removeprefix("pbt_policy_"): [json.loads(line) for line in path.read_text().splitlines() if line]
+            for path in experiment.glob("pbt_policy_*.txt")}
+
+
+def _exploited_after_last_epoch(request: SearchRequest, logs: dict) -> bool:
+    """Whether some member's last exploit restored a checkpoint of the final epoch (it never reported again)."""
+    return any(lines and lines[-1][3] >= request.max_epochs for lines in logs.values())
+
+
+def test_pbt_members_record_their_own_exploit_history(pbt_search):
+    request, _ = pbt_search
+    logs = _pbt_logs(request)
+    if _exploited_after_last_epoch(request, logs):
+        pytest.skip("a member was exploited after its last epoch: see the xfail test below")
+    study = _study(request)
+    recorded = {t.user_attrs["pbt_trial_id"]: t.user_attrs["pbt_exploits"] for t in study.trials}
+    assert len(recorded) == 4
+    for member, lines in logs.items():
+        assert recorded[member] == len(lines), (member, len(lines), recorded)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "autoaug/search/pbt.py:134 takes a member's id from result.metrics['trial_id']; when PBT exploits a member "
+    "after its last report (restoring a final-epoch checkpoint, so it never reports again), Ray's Result carries "
+    "the cloned member's metrics, so several study trials get the same pbt_trial_id and value, read another "
+    "member's pbt_policy log and lose their own exploit history"))
+def test_pbt_member_exploited_after_its_last_epoch_keeps_its_history(pbt_search):
+    request, _ = pbt_search
+    logs = _pbt_logs(request)
+    if not _exploited_after_last_epoch(request, logs):
+        pytest.skip("no member was exploited after its last epoch in this run (the case this test covers)")
+    study = _study(request)
+    ids = [t.user_attrs["pbt_trial_id"] for t in study.trials]
+    assert len(set(ids)) == 4, ids
+    recorded = {t.user_attrs["pbt_trial_id"]: t.user_attrs["pbt_exploits"] for t in study.trials}
+    for member, lines in logs.items():
+        assert recorded.get(member) == len(lines), (member, len(lines), recorded)
+
+
+# ====================================================================== resume after SIGKILL
+def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
+    workdir = tmp_path / "runs"
+    args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task", "--name", "resumable",
+            "--trials", "4", "--max-epochs", "2", "--workdir", str(workdir), "--json"]
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = _start_cli(args, first_dir, plugin_dir)
+    url = f"sqlite:///{workdir / 'optuna.db'}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            assert first.poll() is None, "the driver ended before it was killed:\n" + (first_dir / "stderr.txt").read_text()
+            assert time.monotonic() < deadline, "no finished + running trial within 300 s"
+            try:
+                states = {t.state for t in optuna.load_study(study_name="resumable", storage=url).get_trials(deepcopy=False)}
+            except Exception:  # the database or the study is not there yet
+                states = set()
+            if states & {TrialState.COMPLETE, TrialState.PRUNED} and TrialState.RUNNING in states:
+                break
+            time.sleep(0.25)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    finally:
+        _kill_group(first)
+    assert first.returncode == -signal.SIGKILL
+
+    killed = optuna.load_study(study_name="resumable", storage=url).get_trials(deepcopy=True)
+    finished = {t.number: t for t in killed if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    running = {t.number for t in killed if t.state == TrialState.RUNNING}
+    assert finished and running
+
+    second = _start_cli(args, second_dir, plugin_dir)
+    try:
+        second.wait(timeout=400)
+    finally:
+        _kill_group(second)
+    err = (second_dir / "stderr.txt").read_text()
+    assert second.returncode == 0, err
+    result = json.loads((second_dir / "stdout.txt").read_text().strip().splitlines()[-1])
+    assert CONTRACT_KEYS <= set(result)
+    assert result["n_complete"] + result["n_pruned"] == 4
+    assert result["n_stale_marked_failed"] == len(running)
+    assert result["n_failed"] == len(running)
+
+    after = {t.number: t for t in optuna.load_study(study_name="resumable", storage=url).get_trials(deepcopy=True)}
+    for number, trial in finished.items():  # kept, not re-run
+        assert after[number].state == trial.state
+        assert after[number].params == trial.params
+        assert after[number].values == trial.values
+        assert after[number].user_attrs[POLICY_ATTR] == trial.user_attrs[POLICY_ATTR]
+    for number in running:
+        assert after[number].state == TrialState.FAIL
+        assert "driver stopped" in after[number].user_attrs[ERROR_ATTR]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in after.values()) == 4
+    parent, _ = _runs(result)  # still one parent run for the one study
+    assert parent.data.tags.get("autoaug_resumed") == "true"
+
+
+# ====================================================================== unreachable Ray cluster (last: it ran in the background)
+@pytest.mark.xfail(strict=True, reason=(
+    "--address 127.0.0.1:1 does not fail clearly: autoaug/search/controller.py _start_ray calls ray.init(address=...) "
+    "with Ray's defaults, which retry the GCS connection RAY_NUM_REDIS_GET_RETRIES=20 times at ~40 s each "
+    "(measured: still running after 10 min); the run should end with exit 2 and one line within seconds"))
+def test_unreachable_address_exits_2_with_one_line(background):
+    process, folder, started = background["address"]
+    try:
+        process.wait(timeout=max(1.0, started + ADDRESS_DEADLINE_S - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        pytest.fail(f"autoaug search --address 127.0.0.1:1 still running after {ADDRESS_DEADLINE_S} s")
+    err = (folder / "stderr.txt").read_text()
+    assert process.returncode == 2, err
+    line = _one_error_line(err)
+    assert "--address 127.0.0.1:1" in line
