@@ -466,10 +466,6 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(failing_search, tmp_
     assert Policy.load(result["best_policy_path"]).config.provenance.trial == result["best_trial"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "autoaug/search/records.py:169 stores error[:4900], the head of the traceback, as the autoaug_error tag: "
-    "for a deep traceback (the plug-in's RuntimeError through Lightning/torch is ~7.4k chars) the exception "
-    "line itself is cut off, so the MLflow tag does not say what went wrong (error.txt has it)"))
 def test_failed_trial_error_tag_names_the_exception(failing_search):
     request, result, _ = failing_search
     tags = [run.data.tags["autoaug_error"] for run in _failed_runs(request, result)]
@@ -516,9 +512,6 @@ def test_grid_sampler_runs_min_of_trials_and_grid(plugin_dir, tmp_path):
     assert policy.config.provenance.search_space_hash == load_space(space).hash
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--sampler cmaes needs the 'cmaes' package, which pyproject.toml does not depend on: as soon as a trial "
-    "has finished, Optuna's CmaEsSampler imports it and the search dies with ModuleNotFoundError (exit 1)"))
 def test_cmaes_sampler_runs(plugin_dir, tmp_path):
     # 3 trials on 2 slots: the third is proposed after one has finished, when CMA-ES has a search space.
     request = _request(tmp_path / "runs", "cmaes", sampler="cmaes", trials=3, cpus_per_trial=1.0)
@@ -591,7 +584,7 @@ def test_pbt_members_record_their_own_exploit_history(pbt_search):
     request, _ = pbt_search
     logs = _pbt_logs(request)
     if _exploited_after_last_epoch(request, logs):
-        pytest.skip("a member was exploited after its last epoch: see the xfail test below")
+        pytest.skip("a member was exploited after its last epoch: the next test covers that case")
     study = _study(request)
     recorded = {t.user_attrs["pbt_trial_id"]: t.user_attrs["pbt_exploits"] for t in study.trials}
     assert len(recorded) == 4
@@ -599,11 +592,6 @@ def test_pbt_members_record_their_own_exploit_history(pbt_search):
         assert recorded[member] == len(lines), (member, len(lines), recorded)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "autoaug/search/pbt.py:134 takes a member's id from result.metrics['trial_id']; when PBT exploits a member "
-    "after its last report (restoring a final-epoch checkpoint, so it never reports again), Ray's Result carries "
-    "the cloned member's metrics, so several study trials get the same pbt_trial_id and value, read another "
-    "member's pbt_policy log and lose their own exploit history"))
 def test_pbt_member_exploited_after_its_last_epoch_keeps_its_history(pbt_search):
     request, _ = pbt_search
     logs = _pbt_logs(request)
@@ -678,10 +666,6 @@ def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
 
 
 # ====================================================================== unreachable Ray cluster (last: it ran in the background)
-@pytest.mark.xfail(strict=True, reason=(
-    "--address 127.0.0.1:1 does not fail clearly: autoaug/search/controller.py _start_ray calls ray.init(address=...) "
-    "with Ray's defaults, which retry the GCS connection RAY_NUM_REDIS_GET_RETRIES=20 times at ~40 s each "
-    "(measured: still running after 10 min); the run should end with exit 2 and one line within seconds"))
 def test_unreachable_address_exits_2_with_one_line(background):
     process, folder, started = background["address"]
     try:

@@ -134,17 +134,9 @@ BAD_SPACES = {
 }
 
 
-NESTED_FIELD_BUG = (
-    "autoaug/search/space.py:341 lists the top-level fields of the space as 'allowed' for an unknown "
-    "field at any depth (ops.text_mask.magnitdue gets 'schema_version, name, ...' instead of 'p, magnitude')"
-)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=NESTED_FIELD_BUG))
-    if case == "unknown nested field" else case
-    for case in sorted(BAD_SPACES)
-])
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
 def test_bad_space_names_file_field_and_allowed_values(case, tmp_path):
     text, expected = BAD_SPACES[case]
     path = _write(tmp_path, text, "bad.yaml")

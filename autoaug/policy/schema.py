@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -191,7 +191,7 @@ def _format_validation_error(error: ValidationError, source: Union[str, Path]) -
     if isinstance(cause, _FieldError):
         location, message = cause.location, str(cause)
     elif first["type"] == "extra_forbidden":
-        message = f"unknown field; allowed here: {_allowed_fields(location)}"
+        message = f"unknown field; allowed here: {allowed_fields(location)}"
     elif first["type"] == "union_tag_invalid":
         message = f"unknown schedule kind; allowed: {', '.join(SCHEDULES)}"
     elif {"ge", "le", "gt", "lt"} & set(first.get("ctx", {})):
@@ -214,20 +214,25 @@ def _allowed_range(location: tuple, failed: dict) -> str:
     return f" (allowed: {low}, {high})"
 
 
-def _model_at(location: tuple) -> Optional[type[BaseModel]]:
-    """The pydantic model that holds the last field of ``location``."""
-    model: Any = PolicyConfig
+def _model_at(location: tuple, root: type[BaseModel] = None) -> Optional[type[BaseModel]]:
+    """The pydantic model that holds the last field of ``location`` (list indices and dict keys skipped)."""
+    model: Any = root or PolicyConfig
+    skip_key = False
     for part in location[:-1]:
-        if isinstance(part, int):
+        if skip_key or isinstance(part, int):
+            skip_key = False
             continue
         if model is None or part not in model.model_fields:
             return None
-        model = _model_in(model.model_fields[part].annotation)
+        annotation = model.model_fields[part].annotation
+        skip_key = get_origin(annotation) is dict
+        model = _model_in(annotation)
     return model
 
 
-def _allowed_fields(location: tuple) -> str:
-    model = _model_at(location)
+def allowed_fields(location: tuple, root: type[BaseModel] = None) -> str:
+    """The field names allowed where ``location`` points (for "unknown field" messages)."""
+    model = _model_at(location, root)
     return ", ".join(model.model_fields) if model is not None else "?"
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
         space.grid()  # fails clearly unless it is a randaugment space
     locations = resolve(request.workdir, request.storage, request.tracking_uri)
     fingerprint = _data_fingerprint(request)  # also proves --task / --data readable before Ray starts
+    _check_address(request.address)  # before the study or the experiment exists: nothing half-written
     storage = optuna_storage(locations.optuna_url)
     identity = _task_identity(request)
     study = _open_study(storage, request, space, identity)
@@ -225,6 +227,20 @@ def _runtime_env(request: SearchRequest) -> Optional[dict]:
     folder = file.parents[module.__name__.count(".") + (file.name == "__init__.py")]
     paths = [str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+def _check_address(address: Optional[str]) -> None:
+    """Fail fast on an unreachable ``--address`` (Ray itself retries for minutes)."""
+    if not address or address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise AutoaugInputError(f"--address {address}: expected HOST:PORT of a Ray head (ray start --head)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as error:
+        raise AutoaugInputError(f"--address {address}: no Ray head answers there ({error.strerror or error})") from None
 
 
 def _start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 from autoaug.search.records import POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, stage_sorted
 from autoaug.search.trainable import proxy_trial
@@ -44,6 +46,19 @@ class PbaExplore:
                 step = EXPLORE_STEP if self.rng.random() < 0.5 else -EXPLORE_STEP
                 config[key] = min(max(config[key] + step, low), high)
         return config
+
+
+class FinishedTrials(Callback):
+    """Each finished member's own config and last result, as the Tune controller saw them."""
+
+    def __init__(self) -> None:
+        self.trials: dict[str, tuple[dict, dict, str]] = {}
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.trials[trial.trial_id] = (dict(trial.config), dict(trial.last_result or {}), "complete")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.trials[trial.trial_id] = (dict(trial.config), dict(trial.last_result or {}), "failed")
 
 
 def hyperparameter_ranges(space: PbaScheduleSpace) -> dict[str, tuple[float, float]]:
@@ -111,6 +126,7 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
         quantile_fraction=model.quantile_fraction, custom_explore_fn=PbaExplore(ranges, request.seed),
         log_config=True,
     )
+    finished = FinishedTrials()
     progress = SearchProgress(console, population, METRIC, f"pbt {request.name}") if console else None
     recorder = MlflowRecorder(client, experiment_id, parent, request.name,
                               label_of=lambda trial: f"pbt {trial.trial_id}", policy_of=settings.policy_for,
@@ -122,7 +138,7 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
         tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
         run_config=tune.RunConfig(
             name=f"{request.name}-pbt-{int(time.time())}", storage_path=str(locations.ray_dir),
-            callbacks=[recorder] + ([progress] if progress else []), verbose=0,
+            callbacks=[recorder, finished] + ([progress] if progress else []), verbose=0,
             # PBT clones from other trials' checkpoints: deleting old ones races with that (Ray warns),
             # and the tiny proxy model's checkpoints cost little, so all are kept.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
@@ -130,13 +146,13 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
     )
     results = tuner.fit()
     experiment = Path(results.experiment_path)
-    for result in results:
-        trial_id = result.metrics.get("trial_id") if result.metrics else None
-        value = (result.metrics or {}).get(METRIC)
-        if result.error is not None or value is None or trial_id is None:
+    # Each member's own record: a result's reported trial_id can name the member it was cloned from.
+    for trial_id, (config, last, state) in sorted(finished.trials.items()):
+        value = last.get(METRIC)
+        if state == "failed" or value is None:
             study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={STATE_ATTR: "failed"}))
             continue
-        history = schedule_history(experiment / f"pbt_policy_{trial_id}.txt", result.config)
+        history = schedule_history(experiment / f"pbt_policy_{trial_id}.txt", config)
         policy = piecewise_policy(space, history, request.max_epochs, name=f"{request.name}-pbt")
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE, values=[float(value)],

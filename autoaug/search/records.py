@@ -166,7 +166,8 @@ class MlflowRecorder(Callback):
         self.client.set_tag(run_id, "autoaug_state", state)
         if state == "failed":
             error = _error_text(trial)
-            self.client.set_tag(run_id, "autoaug_error", error[:4900])
+            # MLflow tags hold 5000 characters; the raised exception is at the end of a traceback
+            self.client.set_tag(run_id, "autoaug_error", error[-4900:])
             self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
         if self.on_finished is not None:

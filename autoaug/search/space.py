@@ -30,7 +30,7 @@ from autoaug import ops
 from autoaug.errors import AutoaugInputError
 from autoaug.ops.base import STAGES
 from autoaug.policy.schedules import SCHEDULES
-from autoaug.policy.schema import field_path
+from autoaug.policy.schema import allowed_fields, field_path
 
 SPACE_SCHEMA_VERSION = 1
 SHIPPED = ("vlm_default", "randaugment", "pba_schedule")
@@ -334,6 +334,6 @@ def load_space(name_or_path: Union[str, Path]) -> SearchSpace:
         first = error.errors(include_url=False)[0]
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = f"unknown field; allowed: {', '.join(_KINDS[kind].model_fields)}"
+            message = f"unknown field; allowed: {allowed_fields(first['loc'], _KINDS[kind])}"
         raise SearchSpaceError(f"{source}: {field_path(first['loc'])}: {message}") from None
     return SearchSpace(model, source)
