@@ -15,9 +15,11 @@ run per trial, written from the driver.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +266,12 @@ def _start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
         raise AutoaugInputError(f"{where}: cannot start or reach Ray ({str(error).splitlines()[0][:300]})") from None
 
 
+def fit_quietly(tuner):
+    """`Tuner.fit` with Tune's own status boxes sent to stderr: stdout carries the JSON result."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return tuner.fit()
+
+
 def _resources(request: SearchRequest) -> dict:
     resources = {"cpu": request.cpus_per_trial}
     if request.gpus_per_trial:
@@ -334,7 +342,7 @@ def _run_searched_trials(request, study, space, settings, locations, client, exp
                                       callbacks=callbacks, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
-        tuner.fit()
+        fit_quietly(tuner)
         if finished_count(study) == before:  # nothing finished: failing trials would fail again
             return
 
@@ -373,7 +381,7 @@ def _run_baselines(request, study, settings, locations, client, experiment_id, p
                                   callbacks=[recorder] + ([progress] if progress else []), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
-    tuner.fit()
+    fit_quietly(tuner)
     objectives = len(study.directions)
     for name, (trial, state) in results.items():
         last = trial.last_result or {}

@@ -108,7 +108,7 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from autoaug.search.controller import METRIC, _resources, finished_count
+    from autoaug.search.controller import METRIC, _resources, finished_count, fit_quietly
 
     model: PbaScheduleSpace = space.model
     population = request.trials  # --trials is the population size under PBT
@@ -144,7 +144,7 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
-    results = tuner.fit()
+    results = fit_quietly(tuner)
     experiment = Path(results.experiment_path)
     # Each member's own record: a result's reported trial_id can name the member it was cloned from.
     for trial_id, (config, last, state) in sorted(finished.trials.items()):
