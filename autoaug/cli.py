@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugError, AutoaugInputError
 
 app = typer.Typer(
     name="autoaug",
@@ -27,8 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stderr = Console(stderr=True)
-SEARCH_EPOCHS = 12  # proxy trials are short; ASHA stops weak ones earlier still
-DEFAULT_EPOCHS = 30  # keep equal to autoaug.trainers.train.DEFAULT_MAX_EPOCHS (not imported: it loads torch)
 
 
 def stdout_console() -> Console:
@@ -113,11 +111,14 @@ def train(
     task: Optional[str] = typer.Option(None, "--task", help="Built-in task (shapes-vqa) or module:function of your own."),
     data: Optional[Path] = typer.Option(None, "--data", help="Parquet file/folder (HF image layout) or WebDataset shards."),
     policy: str = typer.Option("none", "--policy", metavar="FILE_OR_PRESET", help="Policy file or preset name."),
-    seed: int = typer.Option(0, "--seed", help="Seed of everything: data split, model init, data order, policy."),
-    max_epochs: int = typer.Option(DEFAULT_EPOCHS, "--max-epochs", help="Training epochs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the model init, the data order and the policy."),
+    data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data: the built-in task's examples, or the split of data without one."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Training epochs (default: the calibrated length with --from-search, else the training default)."),
     variant: str = typer.Option("encoder", "--variant", help="Tiny VLM variant: encoder or causal."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
-    learning_rate: float = typer.Option(3e-3, "--learning-rate", help="AdamW learning rate."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="AdamW learning rate (default: the calibrated one with --from-search, else the training default)."),
+    from_search: Optional[str] = typer.Option(None, "--from-search", metavar="STUDY", help="Train as that search's calibration chose (learning rate, epochs); read from --workdir / --storage."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL of --from-search's study (default: --workdir's)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
     workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the run's tokenizer and policy are saved."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
@@ -132,9 +133,17 @@ def train(
     name = task.replace(":", "_") if task else Path(data).stem
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = workdir / "train" / f"{name}-{resolved.config.name or Path(policy).stem}-seed{seed}-{stamp}-{os.getpid()}"
+    from autoaug.trainers.train import DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS
+
+    calibrated = _calibration_of(from_search, workdir, storage) if from_search else {}
+    if from_search:
+        stderr.print(f"as search {from_search} calibrated: learning rate {calibrated['learning_rate']:g}, "
+                     f"{calibrated['epochs']} epochs (explicit flags win)")
     _quiet_lightning()
-    result = run_training(task=task, data=data, policy=resolved, seed=seed, max_epochs=max_epochs,
-                          variant=variant, batch_size=batch_size, learning_rate=learning_rate,
+    result = run_training(task=task, data=data, policy=resolved, seed=seed, data_seed=data_seed,
+                          max_epochs=_first_given(max_epochs, calibrated.get("epochs"), DEFAULT_MAX_EPOCHS),
+                          variant=variant, batch_size=batch_size,
+                          learning_rate=_first_given(learning_rate, calibrated.get("learning_rate"), DEFAULT_LEARNING_RATE),
                           accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal)
     summary = Table(title=f"{result['task']} with policy {result['policy']} (seed {seed})")
     for column in ("val", "test", "robust", "train-val gap", "epochs", "seconds"):
@@ -146,6 +155,20 @@ def train(
     stderr.print(f"run saved in {run_dir}")
     if as_json:
         emit_json(result)
+
+
+def _first_given(*values):
+    return next(value for value in values if value is not None)
+
+
+def _calibration_of(study_name: str, workdir: Path, storage: Optional[str]) -> dict:
+    """The learning rate and trial length a search's calibration chose."""
+    from autoaug.search.export import open_study
+
+    record = open_study(study_name, workdir, storage).user_attrs.get("calibration")
+    if not record:
+        raise AutoaugInputError(f"--from-search {study_name}: that search ran no calibration (it was run with --no-calibrate)")
+    return {"learning_rate": record["learning_rate"], "epochs": record["trial_epochs"]}
 
 
 def _quiet_lightning() -> None:
@@ -174,19 +197,36 @@ def search(
     workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Embedded Optuna/MLflow stores and Ray results."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (e.g. postgresql+psycopg://...)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (e.g. http://mlflow:5000)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training."),
-    max_epochs: int = typer.Option(SEARCH_EPOCHS, "--max-epochs", help="Epochs of each proxy trial."),
-    baselines: bool = typer.Option(False, "--baselines", help="Also run every preset as a trial of the study."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training (all trials share it: same init, same data order)."),
+    data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data (built-in task generation, split of data without one)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Calibration length: the longest trial considered (without calibration: the trial length). Default: the training default."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Fix the learning rate instead of calibrating it."),
+    learning_rates: str = typer.Option("3e-4,1e-3,3e-3", "--learning-rates", help="Learning rates the calibration tries (comma-separated)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Calibrate learning rate, trial length and the image check on `none` first."),
+    force: bool = typer.Option(False, "--force", help="Search even when calibration finds the model does not use the images."),
+    confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="Retrain the best candidates, none and the best preset on fresh seeds before export."),
+    confirm_top_k: int = typer.Option(3, "--confirm-top-k", help="Searched trials the confirmation retrains."),
+    confirm_seeds: int = typer.Option(3, "--confirm-seeds", help="Fresh seeds per confirmed candidate (>= 2)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run every preset as a trial of the study."),
+    reuse_workers: bool = typer.Option(True, "--reuse-workers/--no-reuse-workers", help="Keep each slot's worker process from trial to trial."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
 ) -> None:
-    """Run (or resume) a policy search: Optuna proposes, Ray Tune runs and stops trials, MLflow records."""
+    """Run (or resume) a policy search: calibration, trials (Optuna proposes, Ray Tune runs and stops them,
+    MLflow records), then confirmation of the best candidates on fresh seeds and export."""
     from autoaug.search.controller import SearchRequest, run_search
 
+    try:
+        rates = tuple(float(rate) for rate in learning_rates.split(",") if rate.strip())
+    except ValueError:
+        raise AutoaugInputError(f"--learning-rates: expected comma-separated numbers, got {learning_rates!r}") from None
     _quiet_lightning()
     request = SearchRequest(space=space, name=name, task=task, data=str(data) if data else None, trials=trials,
                             sampler=sampler, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
                             gpus_per_trial=gpus_per_trial, address=address, workdir=str(workdir), storage=storage,
-                            tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines)
+                            tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines,
+                            data_seed=data_seed, learning_rate=learning_rate, learning_rates=rates,
+                            calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
+                            confirm_seeds=confirm_seeds, reuse_workers=reuse_workers)
     result = run_search(request, console=stderr)
     table = Table(title=f"search {name}")
     for column in ("best val accuracy", "best trial", "complete", "stopped early", "failed", "seconds"):
@@ -197,6 +237,14 @@ def search(
     stderr.print(table)
     for label, value in result["baselines"].items():
         stderr.print(f"  baseline {label}: val accuracy {value if value is None else round(value, 4)}")
+    if result.get("calibration"):
+        calibration = result["calibration"]
+        stderr.print(f"calibration: learning rate {calibration['learning_rate']:g}, trials of "
+                     f"{calibration['trial_epochs']} epochs (none stops rising at epoch {calibration['plateau_epoch']}); "
+                     f"val accuracy none {calibration['none_val_accuracy']:.3f} vs question-only "
+                     f"{calibration['question_only_val_accuracy']:.3f}")
+    if result.get("confirmation"):
+        _print_confirmation(result["confirmation"])
     stderr.print(f"best policy: {result['best_policy_path']}")
     stderr.print(f"records: MLflow {result['tracking_uri']} (experiment {result['mlflow_experiment_id']}), "
                  f"Optuna {result['optuna_storage']}")
@@ -205,6 +253,27 @@ def search(
                      soft_wrap=True)
     if as_json:
         emit_json(result)
+
+
+def _print_confirmation(record: dict) -> None:
+    table = Table(title=f"confirmation on {len(record['seeds'])} fresh seeds (validation accuracy; "
+                        f"difference to none paired by seed)")
+    for column in ("candidate", "mean ± SE", "vs none ± SE", "beats none by > 2 SE"):
+        table.add_column(column)
+    for row in record["candidates"]:
+        mean = "—" if row["mean"] is None else f"{row['mean']:.4f} ± {row['se'] or 0:.4f}"
+        diff = "" if row["name"] == "none" or row["diff_vs_none"] is None else \
+            f"{row['diff_vs_none']:+.4f} ± {row['diff_se'] or 0:.4f}"
+        table.add_row(row["name"], mean, diff, "yes" if row["beats_none"] else "")
+    stderr.print(table)
+    stderr.print(_verdict_line(record["verdict"], record["winner"]))
+
+
+def _verdict_line(verdict: str, winner: str) -> str:
+    if verdict == "improves":
+        return f"verdict: improves — {winner} beats no augmentation by more than 2 paired SE; it is the export"
+    return ("verdict: no-gain — no candidate beat no augmentation by more than 2 paired SE; "
+            "the exported policy is `none` (no augmentation)")
 
 
 @app.command("export")
@@ -220,9 +289,20 @@ def export(
     from autoaug.search.export import export_from_storage
 
     path, number = export_from_storage(name, out, workdir=workdir, storage=storage, trial=trial)
-    stderr.print(f"wrote trial {number} of {name} to {path}")
+    evidence = None
+    if trial is None:
+        from autoaug.policy import Policy
+
+        provenance = Policy.load(path).config.provenance
+        evidence = provenance.confirmation if provenance is not None else None
+    if evidence is not None:
+        stderr.print(_verdict_line(evidence.verdict, evidence.winner))
+        stderr.print(f"wrote the confirmed policy ({evidence.winner}) of {name} to {path}")
+    else:
+        stderr.print(f"wrote trial {number} of {name} to {path}")
     if as_json:
-        emit_json({"path": str(path), "trial": number, "study": name})
+        emit_json({"path": str(path), "trial": number, "study": name,
+                   "verdict": evidence.verdict if evidence else None, "winner": evidence.winner if evidence else None})
 
 
 @app.callback()
@@ -241,6 +321,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except AutoaugInputError as error:
         stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except AutoaugError as error:
+        stderr.print(f"[bold red]stopped:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except Exception as error:
         stderr.print(f"[bold red]failed:[/] {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -24,3 +24,8 @@ class UnknownOpError(AutoaugInputError, KeyError):
 
 class OpArgumentError(AutoaugInputError):
     """A magnitude, an option or a params dict an op cannot accept."""
+
+
+class AutoaugError(RuntimeError):
+    """A run that cannot go on for a reason the user should read (not bad input): the CLI prints the
+    message as one line and exits 1."""

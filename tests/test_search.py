@@ -146,8 +146,11 @@ def background(request, tmp_path_factory, plugin_dir):
 
 
 def _request(workdir: Path, name: str, **options) -> SearchRequest:
+    # The stages around the trials (calibration, baselines, confirmation) have their own tests
+    # (tests/test_search_stages.py); here they are off unless a test asks for them.
     settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
-                    workdir=str(workdir), task_options=dict(SMALL), seed=0)
+                    workdir=str(workdir), task_options=dict(SMALL), seed=0, calibrate=False, confirm=False,
+                    baselines=False)
     settings.update(options)
     return SearchRequest(**settings)
 
@@ -609,7 +612,8 @@ def test_pbt_member_exploited_after_its_last_epoch_keeps_its_history(pbt_search)
 def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
     workdir = tmp_path / "runs"
     args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task", "--name", "resumable",
-            "--trials", "4", "--max-epochs", "2", "--workdir", str(workdir), "--json"]
+            "--trials", "4", "--max-epochs", "2", "--workdir", str(workdir), "--json",
+            "--no-calibrate", "--no-confirm", "--no-baselines"]
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()

@@ -26,6 +26,7 @@ from autoaug.policy import Policy
 from autoaug.trainers import evaluation
 from autoaug.trainers.data import Collator, load_data
 from autoaug.trainers.lightning_module import ProxyDataModule, ProxyTrialModule
+from autoaug.trainers.prepared import PreparedTask
 from autoaug.trainers.model import build_model
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
 from autoaug.trainers.tokenizer import TextTokenizer
@@ -134,7 +135,7 @@ def test_training_batches_are_augmented_and_evaluation_batches_are_clean(tmp_pat
     policy = Policy.from_dict({**STRONG_POLICY, "seed": 0})
     policy.record = True
     module = _RecordingModule(model, policy, clean_val)
-    datamodule = ProxyDataModule(task, tokenizer, batch_size=16, seed=0)
+    datamodule = ProxyDataModule(PreparedTask.build(task), batch_size=16, seed=0)
     snapshot = _SnapshotBeforePolicy()
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
@@ -230,7 +231,10 @@ def test_same_seed_same_result_and_policy_seeded_by_run_seed():
     # identical weights: same data order, same init, same augmentation (a random policy seed breaks this)
     assert probes[0].digest is not None and probes[0].digest == probes[1].digest
     assert probes[2].digest != probes[0].digest
-    assert other["data_fingerprint"] != first["data_fingerprint"]
+    # the training seed changes init, order and augmentation, never the data: runs of different seeds
+    # are measured on the same validation and test examples; the data has its own seed
+    assert other["data_fingerprint"] == first["data_fingerprint"]
+    assert _small_run(11, "none", data_seed=1)["data_fingerprint"] != first["data_fingerprint"]
     # a policy with its own seed keeps it
     seeded = Policy.from_dict({**STRONG_POLICY, "seed": 5})
     assert resolve_policy(seeded, seed=11).seed == 5
@@ -256,8 +260,8 @@ SUBPROCESS_BAD_INPUT = "undecodable_image"  # the others run through the CLI's `
 GOOD = {  # run: arguments
     "shapes": ["--task", "shapes-vqa", "--max-epochs", "1"],
     "parquet": ["--data", "{data}/with_split.parquet", "--max-epochs", "1", "--batch-size", "16"],
-    "webdataset": ["--data", "{data}/shards", "--seed", "3", "--max-epochs", "1", "--batch-size", "16"],
-    "plugin": ["--task", "autoaug_train_test_plugin:make_task", "--seed", "4", "--max-epochs", "1",
+    "webdataset": ["--data", "{data}/shards", "--seed", "2", "--data-seed", "3", "--max-epochs", "1", "--batch-size", "16"],
+    "plugin": ["--task", "autoaug_train_test_plugin:make_task", "--seed", "4", "--data-seed", "4", "--max-epochs", "1",
                "--batch-size", "16"],
 }
 RUNS_OF_TEST = {  # which subprocess runs each test waits for
@@ -405,7 +409,7 @@ def test_task_plugin_trains(cli):
     result = _json_result(cli.result("plugin"))
     assert result["epochs"] == 1 and result["seed"] == 4
     assert result["sizes"] == {"train": 48, "val": 32, "test": 32}
-    assert result["split"]["method"] == "generated" and result["split"]["seed"] == 4  # got the run's seed
+    assert result["split"]["method"] == "generated" and result["split"]["seed"] == 4  # got the run's data seed
     assert result["data_fingerprint"] == make_shapes_vqa(seed=4, **SMALL).fingerprint
 
 

@@ -16,13 +16,12 @@ from typing import Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from autoaug.batch import MultimodalBatch
 from autoaug.policy import Policy
 
-from .data import Collator, TaskData
 from .model import TinyVLM, soft_cross_entropy
+from .prepared import PreparedTask, TensorBatches
 
 
 class ProxyTrialModule(L.LightningModule):
@@ -78,28 +77,29 @@ class ProxyTrialModule(L.LightningModule):
 
 
 class ProxyDataModule(L.LightningDataModule):
-    """Train / val / test loaders of a `TaskData`, collated into pixel-stage batches.
+    """Train / val / test batches of a `PreparedTask` (stacked tensors, no per-step collation).
 
-    Shuffling uses its own seeded generator, so the data order is part of the run's seed.
-    """
+    The training order of epoch ``e`` depends on ``(seed, e)`` only (`TensorBatches`), so every trial
+    of a search sees the same data order and a run restored from a checkpoint continues it."""
 
-    def __init__(self, task: TaskData, tokenizer, batch_size: int = 32, seed: int = 0) -> None:
+    def __init__(self, task: PreparedTask, batch_size: int = 32, seed: int = 0) -> None:
         super().__init__()
         self.task = task
-        self.collate = Collator(tokenizer, task.num_classes)
         self.batch_size = batch_size
         self.seed = seed
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.task.train, batch_size=self.batch_size, shuffle=True, drop_last=False,
-                          collate_fn=self.collate, generator=torch.Generator().manual_seed(self.seed))
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def val_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> TensorBatches:
+        return self.task.batches("train", self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch)
+
+    def val_dataloader(self) -> TensorBatches:
         return self.loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> TensorBatches:
         return self.loader("test")
 
-    def loader(self, split: str, batch_size: int = 256) -> DataLoader:
-        """An in-order loader of one split (evaluation)."""
-        return DataLoader(self.task.split(split), batch_size=batch_size, shuffle=False, collate_fn=self.collate)
+    def loader(self, split: str, batch_size: int = 256) -> TensorBatches:
+        """An in-order iterable of one split's batches (evaluation)."""
+        return self.task.batches(split, batch_size)

@@ -33,10 +33,12 @@ from . import evaluation
 from .data import TaskData, load_task_or_data
 from .lightning_module import ProxyDataModule, ProxyTrialModule
 from .model import VARIANTS, build_model
+from .prepared import PreparedTask
 from .tokenizer import TextTokenizer
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DEFAULT_MAX_EPOCHS = 30
+DEFAULT_LEARNING_RATE = 3e-3
 
 
 @dataclass
@@ -83,6 +85,13 @@ def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
     return TaskPlugin(load_task_or_data(task=task, data=data, seed=seed, **(task_options or {})))
 
 
+def prepare_task(task: Optional[str], data: Optional[Union[str, Path]], seed: int,
+                 task_options: Optional[dict] = None) -> PreparedTask:
+    """``--task`` / ``--data`` read, tokenised and stacked once (see `PreparedTask`)."""
+    plugin = resolve_task(task, data, seed, task_options)
+    return PreparedTask.build(plugin.data, plugin.build_model)
+
+
 def resolve_policy(policy: Union[str, Path, Policy, None], seed: int) -> Policy:
     """A `Policy` from a file, a preset name or an instance; an unseeded policy takes the run's seed."""
     resolved = Policy.load(policy if policy is not None else "none") if not isinstance(policy, Policy) else policy
@@ -100,7 +109,7 @@ def run_training(
     max_epochs: int = DEFAULT_MAX_EPOCHS,
     variant: str = "encoder",
     batch_size: int = 32,
-    learning_rate: float = 3e-3,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
     accelerator: str = "auto",
     run_dir: Optional[Union[str, Path]] = None,
     progress: bool = False,
@@ -108,12 +117,21 @@ def run_training(
     task_options: Optional[dict] = None,
     evaluate: bool = True,
     resume_from: Optional[Union[str, Path]] = None,
+    prepared: Optional[PreparedTask] = None,
+    data_seed: int = 0,
 ) -> dict[str, Any]:
     """Train once and return the result dict (`autoaug train --json` prints it).
 
     ``evaluate=False`` skips the final test and robustness evaluation (a search trial must never look
     at the test split); ``resume_from`` continues from a Lightning checkpoint (Population Based
-    Training restarts trials from cloned checkpoints).
+    Training restarts trials from cloned checkpoints); ``prepared`` is the task already tokenised and
+    stacked (`prepare_task`; a search builds it once and every trial reuses it) and replaces
+    ``task`` / ``data`` / ``task_options``.
+
+    ``seed`` drives the model's initialisation, the data order and the policy's randomness;
+    ``data_seed`` the data itself (generating the built-in task, or the seeded split of a user's data
+    without splits). Keeping them apart means runs with different seeds are measured on the same
+    validation and test examples, and a search's val/test split is the one later runs are judged on.
     """
     if not isinstance(max_epochs, int) or max_epochs < 1:
         raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {max_epochs!r}")
@@ -125,19 +143,19 @@ def run_training(
         raise AutoaugInputError(f"--learning-rate: expected a positive number, got {learning_rate!r}")
     if accelerator not in ACCELERATORS:
         raise AutoaugInputError(f"--accelerator: {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
-    if not isinstance(seed, int) or seed < 0:
-        raise AutoaugInputError(f"--seed: expected a non-negative integer, got {seed!r}")
+    for name, value in (("seed", seed), ("data_seed", data_seed)):
+        if not isinstance(value, int) or value < 0:
+            raise AutoaugInputError(f"{name}: expected a non-negative integer, got {value!r}")
     started = time.perf_counter()
     policy = resolve_policy(policy, seed)
-    L.seed_everything(seed, workers=True, verbose=False)
-    plugin = resolve_task(task, data, seed, task_options)
-    task_data = plugin.data
-    tokenizer = TextTokenizer.fit(task_data.texts("train"))
-    L.seed_everything(seed, workers=True, verbose=False)  # model init independent of data loading
-    model = plugin.build_model(tokenizer, task_data) if plugin.build_model else \
+    if prepared is None:
+        prepared = prepare_task(task, data, data_seed, task_options)
+    task_data, tokenizer = prepared.data, prepared.tokenizer
+    L.seed_everything(seed, workers=True, verbose=False)  # model init depends on the seed only
+    model = prepared.build_model(tokenizer, task_data) if prepared.build_model else \
         build_model(tokenizer, task_data.num_classes, image_size=task_data.image_size, variant=variant)
     module = ProxyTrialModule(model, policy, learning_rate=learning_rate)
-    datamodule = ProxyDataModule(task_data, tokenizer, batch_size=batch_size, seed=seed)
+    datamodule = ProxyDataModule(prepared, batch_size=batch_size, seed=seed)
     timer = EpochTimer()
     all_callbacks: list[L.Callback] = [policy.lightning_callback(), timer, *callbacks]
     if progress:
@@ -166,6 +184,8 @@ def run_training(
         "policy": policy.config.name or policy.source,
         "variant": model.config.variant if hasattr(model, "config") else "custom",
         "seed": seed,
+        "data_seed": data_seed,
+        "learning_rate": learning_rate,
         "val_accuracy": val_accuracy,
         "test_accuracy": evaluation.accuracy(model, test_loader, device=device),
         "robust_accuracy": sum(robust.values()) / len(robust),

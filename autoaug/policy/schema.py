@@ -90,8 +90,37 @@ class Consistency(_Strict):
     temperature: float = Field(1.0, gt=0.0)
 
 
+class ConfirmedCandidate(_Strict):
+    """One policy of a confirmation: its score over fresh seeds and its paired difference to ``none``."""
+
+    name: str
+    mean: Optional[float] = None
+    se: Optional[float] = None
+    diff_vs_none: Optional[float] = None
+    diff_se: Optional[float] = None
+    n: int = 0
+
+
+class ConfirmationEvidence(_Strict):
+    """Why this policy was exported: the confirmation stage of the search (see `autoaug.search.confirmation`)."""
+
+    verdict: Literal["improves", "no-gain"]
+    winner: str
+    metric: str = "val_accuracy"
+    split: str = "val"
+    seeds: list[int] = Field(default_factory=list)
+    candidates: list[ConfirmedCandidate] = Field(default_factory=list)
+
+
+class TrainingSettings(_Strict):
+    """How the search trained when it measured this policy (calibrated learning rate and length)."""
+
+    learning_rate: Optional[float] = None
+    epochs: Optional[int] = None
+
+
 class Provenance(_Strict):
-    """Where a policy came from: which search and trial, how good, and on what."""
+    """Where a policy came from: which search and trial, how good, on what, and the evidence."""
 
     study: Optional[str] = None
     trial: Optional[int] = None
@@ -103,6 +132,8 @@ class Provenance(_Strict):
     data_fingerprint: Optional[str] = None
     task: Optional[str] = None
     package_version: Optional[str] = None
+    training: Optional[TrainingSettings] = None
+    confirmation: Optional[ConfirmationEvidence] = None
 
 
 class PolicyConfig(_Strict):

@@ -31,14 +31,15 @@ from autoaug.policy import PRESETS, Policy
 from autoaug.search.records import (BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder,
                                     RecordingOptunaSearch, SearchProgress)
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
-from autoaug.search.trainable import BASELINE_KEY, TrialSettings, proxy_trial
+from autoaug.search.calibration import DEFAULT_LEARNING_RATES, ImageSignalMissing, calibrate, refusal_message
+from autoaug.search.confirmation import confirm
+from autoaug.search.stages import METRIC, ROBUST_METRIC, SearchContext, fit_quietly
+from autoaug.search.trainable import BASELINE_KEY, TrialSettings
 from autoaug.storage import Locations, optuna_storage, prepare_tracking, redact, resolve
 
 SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
 SCHEDULERS = ("asha", "pbt", "none")
 BASELINES = ("none", "conservative", "moderate", "aggressive", "trivial", "randaugment")
-METRIC = "val_accuracy"
-ROBUST_METRIC = "robust_val_accuracy"
 
 
 @dataclass
@@ -59,9 +60,18 @@ class SearchRequest:
     storage: Optional[str] = None
     tracking_uri: Optional[str] = None
     seed: int = 0
-    max_epochs: int = 12
-    baselines: bool = False
+    max_epochs: Optional[int] = None  # None: the training default; with calibration, the longest trial considered
+    baselines: bool = True
     task_options: Optional[dict] = None
+    data_seed: int = 0
+    learning_rate: Optional[float] = None  # None: calibrated (or the training default without calibration)
+    calibrate: bool = True
+    learning_rates: tuple = DEFAULT_LEARNING_RATES
+    force: bool = False
+    confirm: bool = True
+    confirm_top_k: int = 3
+    confirm_seeds: int = 3
+    reuse_workers: bool = True
 
     def validate(self) -> None:
         if (self.task is None) == (self.data is None):
@@ -76,14 +86,32 @@ class SearchRequest:
             raise AutoaugInputError(f"--cpus-per-trial: expected a fraction in (0, 1] or a whole number, got {self.cpus_per_trial}")
         if not 0 <= self.gpus_per_trial <= 64:
             raise AutoaugInputError(f"--gpus-per-trial: expected a number >= 0, got {self.gpus_per_trial}")
-        if self.max_epochs < 1:
+        if self.max_epochs is None:
+            from autoaug.trainers.train import DEFAULT_MAX_EPOCHS
+
+            self.max_epochs = DEFAULT_MAX_EPOCHS
+        if not isinstance(self.max_epochs, int) or self.max_epochs < 1:
             raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {self.max_epochs}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise AutoaugInputError(f"--learning-rate: expected a positive number, got {self.learning_rate}")
+        if not self.learning_rates or not all(isinstance(rate, (int, float)) and rate > 0 for rate in self.learning_rates):
+            raise AutoaugInputError(f"--learning-rates: expected positive numbers, got {list(self.learning_rates)}")
+        if self.confirm and (self.confirm_top_k < 1 or self.confirm_seeds < 2):
+            raise AutoaugInputError(f"--confirm-top-k / --confirm-seeds: expected >= 1 candidate and >= 2 seeds "
+                                    f"(a standard error needs two), got {self.confirm_top_k} and {self.confirm_seeds}")
+        if self.confirm and self.sampler == "nsga2":
+            raise AutoaugInputError("--sampler nsga2 exports from a Pareto front, not one winner: run it with --no-confirm")
+        if self.data_seed < 0:
+            raise AutoaugInputError(f"--data-seed: expected a non-negative integer, got {self.data_seed}")
         if not self.name or "/" in self.name:
             raise AutoaugInputError(f"--name: expected a study name without '/', got {self.name!r}")
 
 
 def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
-    """Run (or resume) a search; returns the JSON result of DESIGN §11."""
+    """Run (or resume) a search; returns the JSON result of DESIGN §11.
+
+    Stages, each resumable from the study: calibration (learning rate, trial length, image check),
+    baselines, searched trials (or PBT), confirmation of the best candidates on fresh seeds, export."""
     request.validate()
     space = load_space(request.space)
     if request.scheduler == "pbt" and not isinstance(space.model, PbaScheduleSpace):
@@ -93,13 +121,14 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     if request.sampler == "grid":
         space.grid()  # fails clearly unless it is a randaugment space
     locations = resolve(request.workdir, request.storage, request.tracking_uri)
-    fingerprint = _data_fingerprint(request)  # also proves --task / --data readable before Ray starts
+    # The driver reads, tokenises and stacks the data once; workers get the result, never a path to
+    # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
+    prepared = _prepare(request)
     _check_address(request.address)  # before the study or the experiment exists: nothing half-written
     storage = optuna_storage(locations.optuna_url)
-    identity = _task_identity(request)
-    study = _open_study(storage, request, space, identity)
-    if study.user_attrs.get("data_fingerprint") != fingerprint:
-        study.set_user_attr("data_fingerprint", fingerprint)
+    study = _open_study(storage, request, space, _task_identity(request))
+    if study.user_attrs.get("data_fingerprint") != prepared.fingerprint:
+        study.set_user_attr("data_fingerprint", prepared.fingerprint)
     cleaned = _fail_stale_trials(study)
     experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, f"autoaug-{request.name}")
     _start_ray(request.address, _runtime_env(request))
@@ -109,38 +138,65 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     client = mlflow.MlflowClient(tracking_uri=locations.tracking_uri)
     parent = _parent_run(client, experiment_id, request, space, locations)
     started = time.perf_counter()
+    from autoaug.trainers.train import DEFAULT_LEARNING_RATE
+
     settings = TrialSettings(
-        space_source=str(request.space), task=request.task, data=str(request.data) if request.data else None,
-        seed=request.seed, max_epochs=request.max_epochs, report_robust=request.sampler == "nsga2",
-        checkpoint_every_epoch=request.scheduler == "pbt", threads=max(1, int(request.cpus_per_trial)),
-        accelerator="gpu" if request.gpus_per_trial > 0 else "cpu", task_options=request.task_options or {},
+        search_space=space, seed=request.seed, max_epochs=request.max_epochs,
+        learning_rate=request.learning_rate or DEFAULT_LEARNING_RATE,
+        report_robust=request.sampler == "nsga2", checkpoint_every_epoch=request.scheduler == "pbt",
+        threads=max(1, int(request.cpus_per_trial)), accelerator="gpu" if request.gpus_per_trial > 0 else "cpu",
     )
+    context = SearchContext(request, study, space, settings, prepared, locations, client, experiment_id, parent, console)
+    calibration = confirmation = None
+    status = "FAILED"
     try:
+        if request.calibrate:
+            calibration = calibrate(context, tuple(request.learning_rates), request.max_epochs)
+            if not calibration["uses_images"] and not request.force:
+                raise ImageSignalMissing(refusal_message(calibration))
+            context = context.with_settings(learning_rate=request.learning_rate or calibration["learning_rate"],
+                                            max_epochs=calibration["trial_epochs"])
+        settings = context.settings
         if request.baselines:
-            _run_baselines(request, study, settings, locations, client, experiment_id, parent, console)
+            _run_baselines(context)
         if request.scheduler == "pbt":
             from autoaug.search.pbt import run_pbt
 
-            run_pbt(request, study, space, settings, locations, client, experiment_id, parent, console)
+            run_pbt(context)
         else:
-            _run_searched_trials(request, study, space, settings, locations, client, experiment_id, parent, console)
+            _run_searched_trials(context)
+        if request.confirm:
+            confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds)
+        status = "FINISHED"
     finally:
-        client.set_terminated(parent, "FINISHED")
-    result = summarize(study, request, locations, experiment_id, cleaned)
+        client.set_terminated(parent, status)
+    result = summarize(study, request, locations, experiment_id, cleaned, epochs=settings.max_epochs)
     result["seconds"] = time.perf_counter() - started
+    result["stage_seconds"] = {stage: round(seconds, 1) for stage, seconds in context.stage_seconds.items()}
+    result["calibration"] = calibration
+    result["confirmation"] = _public_confirmation(confirmation)
+    result["learning_rate"] = settings.learning_rate
+    result["trial_epochs"] = settings.max_epochs
     client.log_metric(parent, "search_seconds", result["seconds"])
     if result["best_value"] is not None:
         client.log_metric(parent, "best_val_accuracy", result["best_value"])
     return result
 
 
+def _public_confirmation(record: Optional[dict]) -> Optional[dict]:
+    """The confirmation as the JSON result shows it (the winner's policy is in the exported file)."""
+    if record is None:
+        return None
+    return {key: value for key, value in record.items() if key != "winner_policy"}
+
+
+def _prepare(request: SearchRequest):
+    from autoaug.trainers.train import prepare_task
+
+    return prepare_task(request.task, request.data, request.data_seed, request.task_options)
+
+
 # ---------------------------------------------------------------------- study and resume
-def _data_fingerprint(request: SearchRequest) -> str:
-    from autoaug.trainers.train import resolve_task
-
-    return resolve_task(request.task, request.data, request.seed, request.task_options).data.fingerprint
-
-
 def _task_identity(request: SearchRequest) -> str:
     if request.task:
         options = json.dumps(request.task_options or {}, sort_keys=True)
@@ -154,7 +210,7 @@ def _open_study(storage, request: SearchRequest, space: SearchSpace, identity: s
 
     directions = ["maximize", "maximize"] if request.sampler == "nsga2" else ["maximize"]
     expected = {"space_hash": space.hash, "task": identity, "objectives": len(directions),
-                "max_epochs": request.max_epochs}
+                "max_epochs": request.max_epochs, "data_seed": request.data_seed}
     try:
         study = optuna.load_study(study_name=request.name, storage=storage)
     except KeyError:
@@ -171,7 +227,8 @@ def _open_study(storage, request: SearchRequest, space: SearchSpace, identity: s
                                   f"{str(recorded[key])[:12]}; now {space.name}, hash {space.hash[:12]})",
                     "task": f"task/data (recorded {recorded[key]}; now {value})",
                     "objectives": "objective (nsga2 has two objectives, other samplers one)",
-                    "max_epochs": f"--max-epochs (recorded {recorded[key]}; now {value})"}[key]
+                    "max_epochs": f"--max-epochs (recorded {recorded[key]}; now {value})",
+                    "data_seed": f"--data-seed (recorded {recorded[key]}; now {value})"}[key]
             raise AutoaugInputError(
                 f"--name {request.name}: this study exists with a different {what}; resume it with the same "
                 "settings or choose another --name (nothing was changed)")
@@ -251,6 +308,9 @@ def _start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray's own per-trial result files (JSON, CSV, TensorBoard) are never read: resume reads the Optuna
+    # study and the records are MLflow's, so the bookkeeping is cut to the experiment state.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
                                   logging_level="error")
     if runtime_env:
@@ -264,19 +324,6 @@ def _start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"--address {address}" if address else "local Ray"
         raise AutoaugInputError(f"{where}: cannot start or reach Ray ({str(error).splitlines()[0][:300]})") from None
-
-
-def fit_quietly(tuner):
-    """`Tuner.fit` with Tune's own status boxes sent to stderr: stdout carries the JSON result."""
-    with contextlib.redirect_stdout(sys.stderr):
-        return tuner.fit()
-
-
-def _resources(request: SearchRequest) -> dict:
-    resources = {"cpu": request.cpus_per_trial}
-    if request.gpus_per_trial:
-        resources["gpu"] = request.gpus_per_trial
-    return resources
 
 
 def _sampler(request: SearchRequest, space: SearchSpace, offset: int):
@@ -294,18 +341,23 @@ def _sampler(request: SearchRequest, space: SearchSpace, offset: int):
     }[request.sampler]()
 
 
-def _scheduler(request: SearchRequest):
+def _scheduler(request: SearchRequest, epochs: int, calibration: Optional[dict]):
+    """ASHA's rungs start where ``none`` stopped improving in calibration (``plateau_epoch``), never
+    earlier: regularised policies learn more slowly at first, and a rung before the plateau would cut
+    exactly the trials that win later. Without calibration the first rung is at half the length."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if request.scheduler == "none":
+    grace = calibration["plateau_epoch"] if calibration else max(1, epochs // 2)
+    if request.scheduler == "none" or grace >= epochs:
         return FIFOScheduler()
-    return ASHAScheduler(metric=METRIC, mode="max", max_t=request.max_epochs,
-                         grace_period=max(1, request.max_epochs // 4), reduction_factor=3)
+    return ASHAScheduler(metric=METRIC, mode="max", max_t=epochs, grace_period=grace, reduction_factor=3)
 
 
-def _run_searched_trials(request, study, space, settings, locations, client, experiment_id, parent, console) -> None:
+def _run_searched_trials(context: SearchContext) -> None:
     from ray import tune
 
+    request, study, space, settings = context.request, context.study, context.space, context.settings
+    epochs = settings.max_epochs
     total = request.trials
     if request.sampler == "grid":
         grid = space.grid()
@@ -326,33 +378,32 @@ def _run_searched_trials(request, study, space, settings, locations, client, exp
         policy_of = PolicyOf(settings, space)
         searcher = RecordingOptunaSearch(
             space=space.suggest, metric=metric, mode=mode, sampler=_sampler(request, space, len(study.trials)),
-            study_name=request.name, storage=study._storage, policy_of=policy_of, max_epochs=request.max_epochs,
+            study_name=request.name, storage=study._storage, policy_of=policy_of, max_epochs=epochs,
         )
-        progress = SearchProgress(console, remaining, METRIC, f"search {request.name}") if console else None
+        progress = SearchProgress(context.console, remaining, METRIC, f"search {request.name}") if context.console else None
         recorder = MlflowRecorder(
-            client, experiment_id, parent, request.name,
+            context.client, context.experiment_id, context.parent, request.name,
             label_of=lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}", policy_of=policy_of,
-            max_epochs=request.max_epochs, on_finished=progress.record if progress else None,
+            max_epochs=epochs, on_finished=progress.record if progress else None,
         )
         callbacks = [recorder] + ([progress] if progress else [])
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(request), num_samples=remaining),
-            run_config=tune.RunConfig(name=f"{request.name}-{int(time.time())}", storage_path=str(locations.ray_dir),
-                                      callbacks=callbacks, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-        )
+        tuner = context.tuner("search", callbacks=callbacks, tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=_scheduler(request, epochs, study.user_attrs.get("calibration")),
+            num_samples=remaining))
+        started = time.perf_counter()
         fit_quietly(tuner)
+        context.stage_seconds["search"] = context.stage_seconds.get("search", 0.0) + time.perf_counter() - started
         if finished_count(study) == before:  # nothing finished: failing trials would fail again
             return
 
 
-def _run_baselines(request, study, settings, locations, client, experiment_id, parent, console) -> None:
+def _run_baselines(context: SearchContext) -> None:
     """Run each preset not yet in the study as a trial of the same machinery, then add it to the study."""
     import optuna
     from optuna.trial import TrialState
     from ray import tune
 
+    request, study, settings = context.request, context.study, context.settings
     done = {trial.user_attrs[BASELINE_ATTR] for trial in study.get_trials(deepcopy=False)
             if BASELINE_ATTR in trial.user_attrs and trial.state == TrialState.COMPLETE}
     todo = [name for name in BASELINES if name not in done]
@@ -363,25 +414,22 @@ def _run_baselines(request, study, settings, locations, client, experiment_id, p
     def remember(trial, state: str) -> None:
         results[trial.config[BASELINE_KEY]] = (trial, state)
 
-    progress = SearchProgress(console, len(todo), METRIC, f"baselines {request.name}") if console else None
+    progress = SearchProgress(context.console, len(todo), METRIC, f"baselines {request.name}") if context.console else None
 
     def finished(trial, state: str) -> None:
         remember(trial, state)
         if progress:
             progress.record(trial, state)
 
-    recorder = MlflowRecorder(client, experiment_id, parent, request.name,
+    recorder = MlflowRecorder(context.client, context.experiment_id, context.parent, request.name,
                               label_of=lambda trial: f"baseline {trial.config[BASELINE_KEY]}",
-                              policy_of=settings.policy_for, max_epochs=request.max_epochs, on_finished=finished)
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
-        param_space={BASELINE_KEY: tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max"),
-        run_config=tune.RunConfig(name=f"{request.name}-baselines-{int(time.time())}", storage_path=str(locations.ray_dir),
-                                  callbacks=[recorder] + ([progress] if progress else []), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-    )
+                              policy_of=settings.policy_for, max_epochs=settings.max_epochs, on_finished=finished)
+    tuner = context.tuner("baselines", param_space={BASELINE_KEY: tune.grid_search(todo)},
+                          tune_config=tune.TuneConfig(metric=METRIC, mode="max"),
+                          callbacks=[recorder] + ([progress] if progress else []))
+    started = time.perf_counter()
     fit_quietly(tuner)
+    context.stage_seconds["baselines"] = context.stage_seconds.get("baselines", 0.0) + time.perf_counter() - started
     objectives = len(study.directions)
     for name, (trial, state) in results.items():
         last = trial.last_result or {}
@@ -423,8 +471,8 @@ def _parent_run(client, experiment_id: str, request: SearchRequest, space: Searc
 
 # ---------------------------------------------------------------------- result
 def best_trial(study, number: Optional[int] = None):
-    """The trial to export: ``number`` if given (must be complete), else the best searched trial
-    (nsga2: the Pareto-optimal trial with the best clean accuracy)."""
+    """The trial to export: ``number`` if given (must be complete), else the best full-length trial,
+    searched or baseline (nsga2: the Pareto-optimal trial with the best clean accuracy)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -435,7 +483,10 @@ def best_trial(study, number: Optional[int] = None):
         if matching[0].state != TrialState.COMPLETE:
             raise AutoaugInputError(f"--trial {number}: trial is {matching[0].state.name.lower()}, only complete trials export")
         return matching[0]
-    candidates = [trial for trial in searched_trials(study) if trial.state == TrialState.COMPLETE]
+    # Only trials that ran the full length compete (a trial stopped early by ASHA never wins on the value
+    # of the epoch it was stopped at); baselines compete with the searched trials at the same budget.
+    candidates = [trial for trial in trials if trial.state == TrialState.COMPLETE
+                  and trial.user_attrs.get(STATE_ATTR, "complete") == "complete"]
     if not candidates:
         return None
     if len(study.directions) > 1:
@@ -444,8 +495,9 @@ def best_trial(study, number: Optional[int] = None):
     return max(candidates, key=lambda trial: (trial.values[0], -trial.number))
 
 
-def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0) -> dict[str, Any]:
-    from autoaug.search.export import export_policy
+def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0,
+              epochs: Optional[int] = None) -> dict[str, Any]:
+    from autoaug.search.export import export_best
 
     from optuna.trial import TrialState
 
@@ -456,7 +508,7 @@ def summarize(study, request: SearchRequest, locations: Locations, experiment_id
     if best is not None:
         best_path = locations.exports_dir / f"{request.name}-best.yaml"
         locations.exports_dir.mkdir(parents=True, exist_ok=True)
-        export_policy(study, best.number, best_path)
+        export_best(study, best_path)  # the confirmed winner when the search confirmed, else `best`
     baselines = {trial.user_attrs[BASELINE_ATTR]: (trial.values[0] if trial.values else None)
                  for trial in study.get_trials(deepcopy=False) if BASELINE_ATTR in trial.user_attrs}
     return {

@@ -38,6 +38,57 @@ def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
         "package_version": attrs.get("package_version", __version__),
     }
     policy = Policy.from_dict(data, source=f"study {study.study_name} trial {trial_number}")
+    return _write(policy, out)
+
+
+def export_confirmed(study, out: Union[str, Path]) -> Path:
+    """Write the confirmation's winner — possibly ``none`` — with the evidence in its provenance."""
+    from autoaug.search.confirmation import CONFIRMATION_ATTR
+
+    record = study.user_attrs[CONFIRMATION_ATTR]
+    attrs = study.user_attrs
+    data = dict(record["winner_policy"])
+    data["name"] = f"{study.study_name}-confirmed-{record['winner'].replace(' ', '-')}"
+    data.pop("seed", None)  # the training run's own seed drives the augmentation
+    winner = next(row for row in record["candidates"] if row["name"] == record["winner"])
+    data["provenance"] = {
+        "study": study.study_name,
+        "trial": record.get("winner_trial"),
+        "metric": "val_accuracy",
+        "value": winner["mean"],
+        "seeds": {"search": int(attrs.get("seed", 0)),
+                  **{f"confirmation_{index}": seed for index, seed in enumerate(record["seeds"])}},
+        "search_space": attrs.get("space_name"),
+        "search_space_hash": attrs.get("space_hash"),
+        "data_fingerprint": attrs.get("data_fingerprint"),
+        "task": attrs.get("task"),
+        "package_version": attrs.get("package_version", __version__),
+        "training": {"learning_rate": record.get("learning_rate"), "epochs": record.get("epochs")},
+        "confirmation": {
+            "verdict": record["verdict"], "winner": record["winner"], "metric": record["metric"],
+            "split": record["split"], "seeds": record["seeds"],
+            "candidates": [{key: row[key] for key in ("name", "mean", "se", "diff_vs_none", "diff_se", "n")}
+                           for row in record["candidates"]],
+        },
+    }
+    policy = Policy.from_dict(data, source=f"study {study.study_name} confirmation")
+    return _write(policy, out)
+
+
+def export_best(study, out: Union[str, Path]) -> tuple[Path, Optional[int]]:
+    """The search's export: the confirmed winner when the search confirmed, else the best trial."""
+    from autoaug.search.confirmation import CONFIRMATION_ATTR
+    from autoaug.search.controller import best_trial
+
+    if CONFIRMATION_ATTR in study.user_attrs:
+        return export_confirmed(study, out), study.user_attrs[CONFIRMATION_ATTR].get("winner_trial")
+    chosen = best_trial(study)
+    if chosen is None:
+        raise AutoaugInputError(f"--name {study.study_name}: the study has no complete trial to export yet")
+    return export_policy(study, chosen.number, out), chosen.number
+
+
+def _write(policy: Policy, out: Union[str, Path]) -> Path:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,11 +98,23 @@ def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
 
 
 def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Path] = "autoaug-runs",
-                        storage: Optional[str] = None, trial: Optional[int] = None) -> tuple[Path, int]:
-    """`autoaug export`: open the study, pick the trial (best by default), write the file."""
+                        storage: Optional[str] = None, trial: Optional[int] = None) -> tuple[Path, Optional[int]]:
+    """`autoaug export`: open the study, pick the policy (``trial``, else the confirmed winner, else the
+    best full-length trial), write the file; returns the path and the trial number (``None`` when the
+    confirmed winner is ``none``; the evidence is in the file's provenance)."""
+    from autoaug.search.controller import best_trial
+
+    study = open_study(name, workdir, storage)
+    if trial is None:
+        return export_best(study, out)
+    chosen = best_trial(study, trial)
+    return export_policy(study, chosen.number, out), chosen.number
+
+
+def open_study(name: str, workdir: Union[str, Path] = "autoaug-runs", storage: Optional[str] = None):
+    """A search's Optuna study by name, from ``--storage`` or the embedded store of ``--workdir``."""
     import optuna
 
-    from autoaug.search.controller import best_trial
     from autoaug.storage import optuna_storage, redact
 
     if storage is None:
@@ -60,10 +123,6 @@ def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Pa
             raise AutoaugInputError(f"--workdir {workdir}: no search records here ({database} does not exist)")
         storage = f"sqlite:///{database}"
     try:
-        study = optuna.load_study(study_name=name, storage=optuna_storage(storage))
+        return optuna.load_study(study_name=name, storage=optuna_storage(storage))
     except KeyError:
         raise AutoaugInputError(f"--name {name}: no such study in {redact(storage)}") from None
-    chosen = best_trial(study, trial)
-    if chosen is None:
-        raise AutoaugInputError(f"--name {name}: the study has no complete trial to export yet")
-    return export_policy(study, chosen.number, out), chosen.number

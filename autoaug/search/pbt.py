@@ -25,7 +25,7 @@ from ray.tune import Callback
 
 from autoaug.search.records import POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, stage_sorted
-from autoaug.search.trainable import proxy_trial
+from autoaug.search.stages import METRIC, fit_quietly
 
 EXPLORE_STEP = 0.1
 RESAMPLE_PROBABILITY = 0.2
@@ -101,14 +101,16 @@ def piecewise_policy(space: SearchSpace, history: list[tuple[int, dict]], max_ep
     return policy
 
 
-def run_pbt(request, study, space: SearchSpace, settings, locations, client, experiment_id, parent, console) -> None:
+def run_pbt(context) -> None:
     """Run the population (unless the study already holds a finished one) and add it to the study."""
     import optuna
     from optuna.trial import TrialState
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from autoaug.search.controller import METRIC, _resources, finished_count, fit_quietly
+    from autoaug.search.controller import finished_count
+
+    request, study, space, settings, console = context.request, context.study, context.space, context.settings, context.console
 
     model: PbaScheduleSpace = space.model
     population = request.trials  # --trials is the population size under PBT
@@ -128,23 +130,19 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
     )
     finished = FinishedTrials()
     progress = SearchProgress(console, population, METRIC, f"pbt {request.name}") if console else None
-    recorder = MlflowRecorder(client, experiment_id, parent, request.name,
+    recorder = MlflowRecorder(context.client, context.experiment_id, context.parent, request.name,
                               label_of=lambda trial: f"pbt {trial.trial_id}", policy_of=settings.policy_for,
-                              max_epochs=request.max_epochs, on_finished=progress.record if progress else None,
+                              max_epochs=settings.max_epochs, on_finished=progress.record if progress else None,
                               track_config=True)
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(proxy_trial, settings=settings), _resources(request)),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
-        run_config=tune.RunConfig(
-            name=f"{request.name}-pbt-{int(time.time())}", storage_path=str(locations.ray_dir),
-            callbacks=[recorder, finished] + ([progress] if progress else []), verbose=0,
-            # PBT clones from other trials' checkpoints: deleting old ones races with that (Ray warns),
-            # and the tiny proxy model's checkpoints cost little, so all are kept.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-    )
+    tuner = context.tuner(
+        "pbt", param_space=param_space, tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
+        callbacks=[recorder, finished] + ([progress] if progress else []),
+        # PBT clones from other trials' checkpoints: deleting old ones races with that (Ray warns),
+        # and the tiny proxy model's checkpoints cost little, so all are kept.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None))
+    started = time.perf_counter()
     results = fit_quietly(tuner)
+    context.stage_seconds["search"] = context.stage_seconds.get("search", 0.0) + time.perf_counter() - started
     experiment = Path(results.experiment_path)
     # Each member's own record: a result's reported trial_id can name the member it was cloned from.
     for trial_id, (config, last, state) in sorted(finished.trials.items()):
@@ -153,7 +151,7 @@ def run_pbt(request, study, space: SearchSpace, settings, locations, client, exp
             study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={STATE_ATTR: "failed"}))
             continue
         history = schedule_history(experiment / f"pbt_policy_{trial_id}.txt", config)
-        policy = piecewise_policy(space, history, request.max_epochs, name=f"{request.name}-pbt")
+        policy = piecewise_policy(space, history, settings.max_epochs, name=f"{request.name}-pbt")
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE, values=[float(value)],
             user_attrs={STATE_ATTR: "complete", POLICY_ATTR: policy, "pbt_trial_id": trial_id,

@@ -3,13 +3,24 @@
 It reports **clean** validation accuracy after every epoch (what ASHA stops on and what Optuna is
 told), the robust validation accuracy when the objective needs it, and — under Population Based
 Training — a Lightning checkpoint every epoch so PBT can clone and resume trials.
+
+Trials start warm: the task arrives already tokenised and stacked (`PreparedTask`, built once by the
+driver and shipped through Ray's object store by `tune.with_parameters`) together with the validated
+search space, and Ray reuses each slot's worker process from trial to trial (``reuse_actors``), so
+imports and process start-up are paid once per slot. Nothing a trial builds outlives it: the model,
+optimiser, policy and trainer are created inside `proxy_trial` and every random stream is reseeded.
+
+A config is one of three kinds: the search space's parameters (a searched trial), ``{BASELINE_KEY:
+preset}`` (a baseline) or ``{RUN_KEY: RunSpec}`` (a calibration or confirmation run: an explicit
+policy, seed, learning rate and length).
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,47 +28,73 @@ import lightning as L
 import torch
 
 from autoaug.policy import Policy
-from autoaug.search.space import SearchSpace, load_space
+from autoaug.search.space import SearchSpace
 
 BASELINE_KEY = "baseline"  # a trial config holding this key runs a preset instead of searched params
+RUN_KEY = "_run"  # a trial config holding this key is an explicit run (calibration, confirmation)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """An explicit run of the stages around the search (calibration, confirmation).
+
+    ``policy`` is a policy as data (or a preset name); ``None`` fields take the search's settings."""
+
+    role: str
+    label: str
+    policy: Any = "none"
+    seed: Optional[int] = None
+    learning_rate: Optional[float] = None
+    epochs: Optional[int] = None
+    question_only: bool = False
+
+    def as_config(self) -> dict:
+        return {RUN_KEY: dict(self.__dict__)}
+
+    @classmethod
+    def of(cls, config: dict) -> Optional["RunSpec"]:
+        return cls(**config[RUN_KEY]) if RUN_KEY in config else None
 
 
 @dataclass(frozen=True)
 class TrialSettings:
     """Everything every trial of one search shares (sent to workers once with `tune.with_parameters`)."""
 
-    space_source: str
-    task: Optional[str]
-    data: Optional[str]
+    search_space: Optional[SearchSpace]
     seed: int
     max_epochs: int
+    learning_rate: float = 1e-3
+    batch_size: int = 32
     report_robust: bool = False
     checkpoint_every_epoch: bool = False
     threads: int = 1
     accelerator: str = "cpu"
-    task_options: dict = field(default_factory=dict)
-
-    def space(self) -> SearchSpace:
-        return load_space(self.space_source)
 
     def policy_for(self, config: dict[str, Any], space: Optional[SearchSpace] = None, name: Optional[str] = None) -> Policy:
-        """The policy of a trial: a preset for baseline trials, the space's params otherwise."""
-        if BASELINE_KEY in config:
+        """The policy of a trial: a preset for baseline trials, the explicit policy of a `RunSpec`,
+        the space's params otherwise."""
+        run = RunSpec.of(config)
+        if run is not None:
+            policy = Policy.load(run.policy) if isinstance(run.policy, str) else \
+                Policy.from_dict(run.policy, source=run.label)
+        elif BASELINE_KEY in config:
             policy = Policy.load(config[BASELINE_KEY])
         else:
-            space = space or self.space()
+            space = space or self.search_space
             params = {key: value for key, value in config.items() if not key.startswith("_")}
             policy = Policy.from_dict(space.policy_data(params, name=name), source=f"trial of {space.name}")
         if policy.config.seed is None:  # in the config, so the recorded and exported policy replays
-            policy = Policy(policy.config.model_copy(update={"seed": self.seed}), source=policy.source)
+            seed = run.seed if run is not None and run.seed is not None else self.seed
+            policy = Policy(policy.config.model_copy(update={"seed": seed}), source=policy.source)
         return policy
 
 
 class TuneReporter(L.Callback):
     """Reports each validation epoch to Ray Tune (and checkpoints for PBT); NaN fails the trial."""
 
-    def __init__(self, settings: TrialSettings) -> None:
+    def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None) -> None:
         self.settings = settings
+        self.clock = clock
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from ray import tune
@@ -69,6 +106,8 @@ class TuneReporter(L.Callback):
             if name in metrics and not math.isfinite(metrics[name]):
                 raise FloatingPointError(f"{name} is {metrics[name]} at epoch {trainer.current_epoch + 1}")
         metrics["epoch"] = trainer.current_epoch + 1
+        if self.clock is not None:
+            metrics.update(self.clock.metrics())
         if self.settings.report_robust:
             from autoaug.trainers import evaluation
 
@@ -82,13 +121,39 @@ class TuneReporter(L.Callback):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def proxy_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Ray Tune function trainable (wrapped with `tune.with_parameters(proxy_trial, settings=...)`)."""
+class TrialClock(L.Callback):
+    """Where a trial's time goes, from inside the trial: ``startup_seconds`` (from the trial function's
+    start to its first training epoch: task fetch, model, trainer) and ``epoch_seconds`` (training plus
+    validation of the epoch just reported). Read by `TuneReporter`; the search-overhead benchmark
+    sums them against the slots' wall time."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.startup = None
+        self.epoch_started = started
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        now = time.perf_counter()
+        if self.startup is None:
+            self.startup = now - self.started
+        self.epoch_started = now
+
+    def metrics(self) -> dict[str, float]:
+        return {"startup_seconds": float(self.startup or 0.0),
+                "epoch_seconds": time.perf_counter() - self.epoch_started}
+
+
+def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = None) -> None:
+    """Ray Tune function trainable, wrapped with ``tune.with_parameters(proxy_trial, settings=...,
+    task=prepared_task)``."""
+    started = time.perf_counter()
     from ray import tune
 
     from autoaug.trainers.train import run_training
 
     torch.set_num_threads(max(1, settings.threads))  # trials share the machine's cores
+    run = RunSpec.of(config)
+    prepared = task.without_images() if run is not None and run.question_only else task
     policy = settings.policy_for(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -98,11 +163,14 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     else:
         resume = None
     try:
+        clock = TrialClock(started)
         run_training(
-            task=settings.task, data=settings.data, policy=policy, seed=settings.seed,
-            max_epochs=settings.max_epochs, accelerator=settings.accelerator,
-            callbacks=[TuneReporter(settings)], task_options=settings.task_options or None,
-            evaluate=False, resume_from=resume,
+            prepared=prepared, policy=policy,
+            seed=run.seed if run is not None and run.seed is not None else settings.seed,
+            max_epochs=run.epochs if run is not None and run.epochs else settings.max_epochs,
+            learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
+            batch_size=settings.batch_size, accelerator=settings.accelerator,
+            callbacks=[clock, TuneReporter(settings, clock)], evaluate=False, resume_from=resume,
         )
     finally:
         if resume is not None:

@@ -1,0 +1,187 @@
+"""Confirmation: is the search's best policy really better than no augmentation?
+
+A search picks its best trial from one seed each on the validation split — the maximum of many noisy
+numbers, biased upwards. Before anything is exported the top-k searched policies (default 3), ``none``
+and the best preset (when the baselines ran) are retrained with S fresh seeds (default 3, never used by
+the search) at the calibrated learning rate and length, and compared on validation accuracy — the test
+split stays untouched. Seeds pair the comparison: with the same seed every candidate starts from the
+same initialisation and sees the same data order, so the per-seed difference to ``none`` cancels most
+of the run-to-run noise.
+
+Per candidate: mean and standard error over the seeds, and the paired difference to ``none`` with its
+standard error. The winner is the candidate with the highest mean among those that beat ``none`` by
+more than 2 paired SE (``verdict`` ``"improves"``); when none does, the winner is ``none`` itself
+(``"no-gain"``) and that is what gets exported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from autoaug.policy import Policy
+from autoaug.search.records import BASELINE_ATTR, POLICY_ATTR, STATE_ATTR
+from autoaug.search.stages import RunOutcome, SearchContext, run_specs
+from autoaug.search.trainable import RunSpec
+
+CONFIRMATION_ATTR = "confirmation"
+RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps finished runs
+CONFIRM_SEED_BASE = 10_000  # far from the seeds users and the search pick (0, 1, 2, ...)
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # "trial 12", "none", "preset moderate"
+    kind: str  # searched / none / preset
+    policy: dict
+    trial: Optional[int] = None
+    search_value: Optional[float] = None
+
+
+def confirmation_seeds(search_seed: int, count: int) -> list[int]:
+    return [CONFIRM_SEED_BASE + 100 * search_seed + index for index in range(count)]
+
+
+def choose_candidates(study, top_k: int) -> list[Candidate]:
+    """Top-k full-length searched trials (distinct policies), ``none``, and the best preset baseline."""
+    from optuna.trial import TrialState
+
+    trials = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.COMPLETE]
+    searched = sorted((trial for trial in trials if BASELINE_ATTR not in trial.user_attrs
+                       and trial.user_attrs.get(STATE_ATTR) == "complete" and POLICY_ATTR in trial.user_attrs),
+                      key=lambda trial: (-trial.values[0], trial.number))
+    chosen: list[Candidate] = []
+    seen: set[str] = set()
+    for trial in searched:
+        policy = _unseeded(trial.user_attrs[POLICY_ATTR])
+        key = _policy_key(policy)
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(Candidate(f"trial {trial.number}", "searched", policy, trial.number, trial.values[0]))
+        if len(chosen) == top_k:
+            break
+    chosen.append(Candidate(NONE, "none", Policy.load("none").to_dict()))
+    presets = [trial for trial in trials if trial.user_attrs.get(BASELINE_ATTR) not in (None, NONE)]
+    if presets:
+        best = max(presets, key=lambda trial: (trial.values[0], -trial.number))
+        name = best.user_attrs[BASELINE_ATTR]
+        chosen.append(Candidate(f"preset {name}", "preset", _unseeded(best.user_attrs.get(POLICY_ATTR) or Policy.load(name).to_dict()),
+                                best.number, best.values[0]))
+    return chosen
+
+
+def _unseeded(policy: dict) -> dict:
+    """A trial's policy without the search's seed: each confirmation run seeds it with its own seed."""
+    return {key: value for key, value in policy.items() if key != "seed"}
+
+
+def _policy_key(policy: dict) -> str:
+    stripped = {key: value for key, value in policy.items() if key not in ("name", "provenance", "seed", "description")}
+    return json.dumps(stripped, sort_keys=True)
+
+
+def judge(candidates: list[Candidate], values: dict[str, dict[int, float]], seeds: list[int]) -> dict[str, Any]:
+    """The confirmation's arithmetic (pure): per-candidate mean ± SE, paired difference to ``none`` ± SE,
+    the winner and the verdict."""
+    baseline = values.get(NONE, {})
+    rows = []
+    for candidate in candidates:
+        own = values.get(candidate.name, {})
+        scores = [own[seed] for seed in seeds if seed in own]
+        paired = [own[seed] - baseline[seed] for seed in seeds if seed in own and seed in baseline]
+        row = {
+            "name": candidate.name, "kind": candidate.kind, "trial": candidate.trial,
+            "search_value": candidate.search_value, "seeds": [seed for seed in seeds if seed in own],
+            "values": [round(v, 6) for v in scores], "n": len(scores),
+            "mean": _mean(scores), "se": _se(scores),
+            "diff_vs_none": _mean(paired) if candidate.name != NONE else 0.0,
+            "diff_se": _se(paired) if candidate.name != NONE else 0.0,
+        }
+        complete = len(scores) == len(seeds) and len(paired) == len(seeds)
+        row["beats_none"] = bool(candidate.name != NONE and complete and row["diff_vs_none"] is not None
+                                 and row["diff_vs_none"] > 0 and row["diff_vs_none"] > 2 * row["diff_se"])
+        if not complete:
+            row["note"] = f"{len(scores)} of {len(seeds)} runs finished"
+        rows.append(row)
+    winners = [row for row in rows if row["beats_none"]]
+    winner = max(winners, key=lambda row: row["mean"]) if winners else next(row for row in rows if row["name"] == NONE)
+    policy = next(candidate.policy for candidate in candidates if candidate.name == winner["name"])
+    return {
+        "metric": "val_accuracy", "split": "val", "seeds": list(seeds), "candidates": rows,
+        "winner": winner["name"], "winner_trial": winner["trial"] if winner["kind"] != "none" else None,
+        "winner_policy": policy, "verdict": "improves" if winners else "no-gain",
+        "rule": "winner = highest mean among candidates whose paired difference to none exceeds 2 SE; else none",
+    }
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return round(statistics.fmean(values), 6) if values else None
+
+
+def _se(values: list[float]) -> Optional[float]:
+    return round(statistics.stdev(values) / math.sqrt(len(values)), 6) if len(values) > 1 else None
+
+
+def _label(candidate: Candidate, seed: int) -> str:
+    return f"confirm {candidate.name} seed={seed}"
+
+
+def confirm(context: SearchContext, top_k: int, seed_count: int) -> dict[str, Any]:
+    """Run what is missing of the confirmation and judge it; the record is stored on the study."""
+    study = context.study
+    candidates = choose_candidates(study, top_k)
+    seeds = confirmation_seeds(context.request.seed, seed_count)
+    recorded = study.user_attrs.get(CONFIRMATION_ATTR)
+    if recorded and [row["name"] for row in recorded["candidates"]] == [c.name for c in candidates] \
+            and recorded["seeds"] == seeds:
+        return recorded
+    finished: dict[str, float] = dict(study.user_attrs.get(RUNS_ATTR) or {})
+
+    def keep(outcome: RunOutcome) -> None:  # saved as each run ends: a killed driver loses no finished run
+        if outcome.final is not None:
+            finished[outcome.spec.label] = outcome.final
+            study.set_user_attr(RUNS_ATTR, finished)
+
+    specs = [RunSpec(role="confirmation", label=_label(candidate, seed), policy=candidate.policy, seed=seed)
+             for candidate in candidates for seed in seeds if _label(candidate, seed) not in finished]
+    outcomes = run_specs(context, "confirmation", specs, on_finished=keep)
+    values = {candidate.name: {seed: finished[_label(candidate, seed)] for seed in seeds
+                               if _label(candidate, seed) in finished}
+              for candidate in candidates}
+    record = judge(candidates, values, seeds)
+    record["epochs"] = context.settings.max_epochs
+    record["learning_rate"] = context.settings.learning_rate
+    record["failed_runs"] = {label: outcome.error for label, outcome in outcomes.items() if outcome.state != "complete"}
+    record["seconds"] = round(context.stage_seconds.get("confirmation", 0.0), 1)
+    study.set_user_attr(CONFIRMATION_ATTR, record)
+    _log(context, record)
+    return record
+
+
+def _log(context: SearchContext, record: dict) -> None:
+    from mlflow.entities import Metric, Param
+
+    client = context.client
+    run = client.create_run(context.experiment_id, run_name="confirmation",
+                            tags={"mlflow.parentRunId": context.parent, "autoaug_role": "confirmation",
+                                  "autoaug_study": context.request.name, "autoaug_verdict": record["verdict"],
+                                  "autoaug_winner": record["winner"]})
+    run_id = run.info.run_id
+    metrics = []
+    for row in record["candidates"]:
+        key = row["name"].replace(" ", "_")
+        for name in ("mean", "se", "diff_vs_none", "diff_se"):
+            if row[name] is not None:
+                metrics.append(Metric(f"{key}.{name}", float(row[name]), 0, 0))
+    params = [Param("seeds", ",".join(map(str, record["seeds"]))), Param("winner", record["winner"]),
+              Param("verdict", record["verdict"]), Param("epochs", str(record["epochs"])),
+              Param("learning_rate", str(record["learning_rate"]))]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "confirmation.json")
+    client.set_terminated(run_id, "FINISHED")
+    client.set_tag(context.parent, "autoaug_verdict", record["verdict"])

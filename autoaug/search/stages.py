@@ -1,0 +1,147 @@
+"""What every stage of a search shares: one context object, one `Tuner` builder, and a runner for
+explicit runs (calibration, confirmation) through the same Ray Tune machinery as the trials.
+
+Every stage runs on Ray Tune with the same warm workers: ``reuse_actors`` keeps each slot's process
+(and its imports) from trial to trial, and the prepared task goes to the object store once per stage
+(`tune.with_parameters`), so a stage of many short runs pays start-up once per slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
+
+from ray.tune import Callback
+
+from autoaug.search.trainable import RunSpec, TrialSettings, proxy_trial
+
+METRIC = "val_accuracy"
+ROBUST_METRIC = "robust_val_accuracy"
+
+
+@dataclass
+class SearchContext:
+    """One search's shared state, handed to every stage (calibration, baselines, trials, confirmation)."""
+
+    request: Any
+    study: Any
+    space: Any
+    settings: TrialSettings
+    prepared: Any
+    locations: Any
+    client: Any
+    experiment_id: str
+    parent: str
+    console: Any = None
+    stage_seconds: dict = field(default_factory=dict)
+
+    def with_settings(self, **changes) -> "SearchContext":
+        return replace(self, settings=replace(self.settings, **changes))
+
+    def resources(self) -> dict:
+        resources = {"cpu": self.request.cpus_per_trial}
+        if self.request.gpus_per_trial:
+            resources["gpu"] = self.request.gpus_per_trial
+        return resources
+
+    def trainable(self):
+        from ray import tune
+
+        return tune.with_resources(
+            tune.with_parameters(proxy_trial, settings=self.settings, task=self.prepared), self.resources())
+
+    def tuner(self, stage: str, *, tune_config, callbacks, param_space: Optional[dict] = None,
+              checkpoint_config=None):
+        """The `Tuner` of one stage: warm workers unless ``--no-reuse-workers``, Ray's own result
+        loggers off (the driver records what resume and MLflow need), failures recorded, not retried."""
+        from ray import tune
+
+        tune_config = replace(tune_config, reuse_actors=self.request.reuse_workers)
+        run_config = tune.RunConfig(
+            name=f"{self.request.name}-{stage}-{int(time.time())}", storage_path=str(self.locations.ray_dir),
+            callbacks=callbacks, verbose=0, checkpoint_config=checkpoint_config,
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+        return tune.Tuner(self.trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def fit_quietly(tuner):
+    """`Tuner.fit` with Tune's own status boxes sent to stderr: stdout carries the JSON result."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return tuner.fit()
+
+
+@dataclass
+class RunOutcome:
+    """One explicit run as the driver saw it: every reported result, and how it ended."""
+
+    spec: RunSpec
+    results: list[dict] = field(default_factory=list)
+    state: str = "running"
+    error: Optional[str] = None
+
+    def curve(self, metric: str = METRIC) -> list[float]:
+        return [float(result[metric]) for result in self.results if metric in result]
+
+    @property
+    def final(self) -> Optional[float]:
+        curve = self.curve()
+        return curve[-1] if curve and self.state == "complete" else None
+
+
+class CollectRuns(Callback):
+    """Collects each explicit run's results in the driver (no MLflow run per calibration or
+    confirmation run: the stage logs one child run with everything)."""
+
+    def __init__(self, on_finished: Optional[Callable[[RunOutcome], None]] = None) -> None:
+        self.outcomes: dict[str, RunOutcome] = {}
+        self.on_finished = on_finished
+
+    def _outcome(self, trial) -> RunOutcome:
+        spec = RunSpec.of(trial.config)
+        return self.outcomes.setdefault(spec.label, RunOutcome(spec))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._outcome(trial).results.append(dict(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        outcome = self._outcome(trial)
+        outcome.state = "complete"
+        if self.on_finished:
+            self.on_finished(outcome)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        outcome = self._outcome(trial)
+        outcome.state = "failed"
+        outcome.error = _error_line(trial)
+        if self.on_finished:
+            self.on_finished(outcome)
+
+
+def run_specs(context: SearchContext, stage: str, specs: list[RunSpec],
+              on_finished: Optional[Callable[[RunOutcome], None]] = None) -> dict[str, RunOutcome]:
+    """Run explicit runs (one Tune trial each, as many at once as the slots allow); by label."""
+    from ray import tune
+
+    if not specs:
+        return {}
+    collect = CollectRuns(on_finished)
+    tuner = context.tuner(stage, param_space={"_run": tune.grid_search([spec.as_config()["_run"] for spec in specs])},
+                          tune_config=tune.TuneConfig(), callbacks=[collect])
+    started = time.perf_counter()
+    fit_quietly(tuner)
+    context.stage_seconds[stage] = context.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+    for spec in specs:  # a run Tune never started is a failure with a reason, not a silent gap
+        collect.outcomes.setdefault(spec.label, RunOutcome(spec, state="failed", error="never ran"))
+    return collect.outcomes
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        lines = [line for line in open(path).read().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    return (lines[-1] if lines else "the run failed")[:300]

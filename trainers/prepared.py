@@ -1,0 +1,144 @@
+"""A task tokenised and stacked into tensors once: what every trial of a search trains on.
+
+`run_training` used to collate Python `Example` objects into a batch at every step (tokenising the
+texts again each time) and every search trial regenerated the task and refitted the tokenizer. A
+`PreparedTask` does that work once — per search in the driver, shipped to the trial workers through
+Ray's object store — and a step's batch is a handful of ``index_select`` calls on stacked tensors.
+
+Data order is part of the run's seed and of the epoch only (`TensorBatches`): epoch ``e`` of a run
+with seed ``s`` always sees the same permutation, whatever policy trains and whether the run was
+restored from a checkpoint (Population Based Training) — the common random numbers a paired
+comparison of policies needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from autoaug.batch import MultimodalBatch
+
+from .data import SPLITS, TaskData
+from .tokenizer import TextTokenizer
+
+QUESTION_ONLY_GREY = 128  # the constant image a question-only run sees (uint8)
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    """One split as stacked tensors (CPU): images uint8 ``[N, 3, S, S]``, text ids / keep-mask /
+    special-position mask ``[N, L]`` and class indices ``[N]``."""
+
+    images: Tensor
+    text_ids: Tensor
+    text_mask: Tensor
+    text_special: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, index: Tensor, num_classes: int, vocabulary) -> MultimodalBatch:
+        """The pixel-stage batch of the rows ``index`` (float images in [0, 1], one-hot labels)."""
+        images = self.images.index_select(0, index)
+        images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        return MultimodalBatch(
+            text_ids=self.text_ids.index_select(0, index),
+            text_mask=self.text_mask.index_select(0, index),
+            text_special=self.text_special.index_select(0, index),
+            labels=MultimodalBatch.soft_labels(self.labels.index_select(0, index), num_classes),
+            images=images,
+            vocab=vocabulary,
+        )
+
+
+@dataclass
+class PreparedTask:
+    """A `TaskData` with its fitted tokenizer and every split stacked as tensors.
+
+    ``build_model`` is a plug-in's own model builder (``None``: the tiny VLM)."""
+
+    data: TaskData
+    tokenizer: TextTokenizer
+    splits: dict[str, TensorSplit]
+    build_model: Optional[Callable] = None
+    question_only: bool = False
+
+    @classmethod
+    def build(cls, data: TaskData, build_model: Optional[Callable] = None) -> "PreparedTask":
+        """Fit the tokenizer on the training texts and stack every split."""
+        tokenizer = TextTokenizer.fit(data.texts("train"))
+        return cls(data, tokenizer, {split: _stack(data.split(split), tokenizer) for split in SPLITS}, build_model)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.data.fingerprint
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def without_images(self) -> "PreparedTask":
+        """The same task with every image (all splits) replaced by one constant grey image: a model
+        trained and evaluated on it can only use the question (the calibration's question-only run)."""
+        splits = {name: replace(split, images=torch.full_like(split.images, QUESTION_ONLY_GREY))
+                  for name, split in self.splits.items()}
+        return replace(self, splits=splits, question_only=True)
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                epoch: Callable[[], int] = lambda: 0) -> "TensorBatches":
+        return TensorBatches(self, split, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)
+
+
+class TensorBatches:
+    """An iterable of pixel-stage batches of one split (what Lightning gets as a dataloader).
+
+    With ``shuffle``, epoch ``e`` (read from ``epoch()`` when iteration starts) is ordered by a
+    permutation drawn from a generator seeded with ``(seed, e)`` only."""
+
+    def __init__(self, task: PreparedTask, split: str, batch_size: int, *, shuffle: bool, seed: int,
+                 epoch: Callable[[], int]) -> None:
+        self.task = task
+        self.split = task.splits[split]
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[MultimodalBatch]:
+        rows = len(self.split)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(_order_seed(self.seed, int(self.epoch())))
+            order = torch.randperm(rows, generator=generator)
+        else:
+            order = torch.arange(rows)
+        vocabulary = self.task.tokenizer.vocabulary
+        for start in range(0, rows, self.batch_size):
+            yield self.split.batch(order[start:start + self.batch_size], self.task.num_classes, vocabulary)
+
+
+def _order_seed(seed: int, epoch: int) -> int:
+    # Distinct streams per (seed, epoch); the large odd multiplier keeps nearby seeds from sharing orders.
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
+
+
+def _stack(examples, tokenizer: TextTokenizer) -> TensorSplit:
+    if not examples:
+        size = (0, tokenizer.max_length)
+        return TensorSplit(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(size, dtype=torch.long),
+                           torch.zeros(size, dtype=torch.bool), torch.zeros(size, dtype=torch.bool),
+                           torch.zeros(0, dtype=torch.long))
+    ids, mask = tokenizer.encode([example.text for example in examples])
+    return TensorSplit(
+        images=torch.stack([example.image for example in examples]),
+        text_ids=ids,
+        text_mask=mask,
+        text_special=~mask | tokenizer.special_mask(ids),
+        labels=torch.tensor([example.label for example in examples], dtype=torch.long),
+    )
