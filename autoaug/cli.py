@@ -302,7 +302,7 @@ def export(
         stderr.print(f"wrote trial {number} of {name} to {path}")
     if as_json:
         emit_json({"path": str(path), "trial": number, "study": name,
-                   "verdict": evidence.verdict if evidence else None, "winner": evidence.winner if evidence else None})
+                   **({"verdict": evidence.verdict, "winner": evidence.winner} if evidence else {})})
 
 
 @app.callback()

@@ -1,0 +1,348 @@
+"""The stages around a search's trials: calibration, confirmation, the export they lead to, and the
+common random numbers they rely on.
+
+Pure decisions (plateau, learning rate, image check, the confirmation's arithmetic, which trials may
+be exported) are tested on constructed inputs whose answers are computed by hand; the machinery
+(Ray Tune runs of the real trainable, searches on user data through the CLI) on tiny real data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from optuna.trial import TrialState
+from PIL import Image
+
+from autoaug.policy import Policy
+from autoaug.search.calibration import decide, plateau_epoch, smoothed, trial_length
+from autoaug.search.confirmation import Candidate, choose_candidates, confirmation_seeds, judge
+from autoaug.search.controller import best_trial
+from autoaug.search.records import BASELINE_ATTR, POLICY_ATTR, STATE_ATTR
+from autoaug.search.stages import RunOutcome
+from autoaug.search.trainable import RunSpec
+from autoaug.trainers.data import to_batch
+from autoaug.trainers.prepared import QUESTION_ONLY_GREY, PreparedTask
+from autoaug.trainers.shapes_vqa import make_shapes_vqa
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}
+
+
+# ====================================================================== calibration decisions
+def _outcome(label: str, curve: list[float], state: str = "complete") -> RunOutcome:
+    return RunOutcome(RunSpec(role="calibration", label=label), [{"val_accuracy": v} for v in curve], state)
+
+
+def test_smoothing_and_plateau_by_hand():
+    curve = [0.30, 0.40, 0.50, 0.60, 0.62, 0.63, 0.62, 0.63]
+    smooth = smoothed(curve)
+    assert smooth[0] == pytest.approx(0.30) and smooth[1] == pytest.approx(0.35)
+    assert smooth[4] == pytest.approx((0.50 + 0.60 + 0.62) / 3)
+    peak = max(smooth)  # (0.62 + 0.63 + 0.62)/3 or (0.63+0.62+0.63)/3
+    assert peak == pytest.approx((0.63 + 0.62 + 0.63) / 3)
+    # n = 400: one binomial SE of 0.6267 is 0.0242; epoch 5 (0.5733) is below peak - SE, epoch 6 (0.6167) within
+    assert plateau_epoch(curve, n_val=400) == 6
+    # a much larger validation set shrinks the tolerance: the plateau moves later
+    assert plateau_epoch(curve, n_val=1_000_000) == 8
+    assert trial_length(6, cap=40) == 9 and trial_length(6, cap=8) == 8 and trial_length(1, cap=40) == 2
+
+
+def test_decide_picks_the_learning_rate_with_the_highest_peak_and_checks_the_images():
+    rising = [0.3, 0.4, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6]
+    outcomes = {
+        "calibration none lr=0.0003": _outcome("a", [0.2, 0.25, 0.3, 0.35, 0.4, 0.42, 0.44, 0.45]),
+        "calibration none lr=0.001": _outcome("b", rising),
+        "calibration none lr=0.003": _outcome("c", [0.5, 0.1, float("nan")], state="failed"),
+        "calibration question-only lr=0.0003": _outcome("d", [0.3, 0.31, 0.32, 0.33, 0.33, 0.33, 0.33, 0.33]),
+        "calibration question-only lr=0.001": _outcome("e", [0.3, 0.34, 0.35, 0.35, 0.35, 0.35, 0.35, 0.35]),
+        "calibration question-only lr=0.003": _outcome("f", [0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]),
+    }
+    record = decide(outcomes, (3e-4, 1e-3, 3e-3), cap=8, n_val=300)
+    assert record["learning_rate"] == 1e-3
+    assert record["learning_rates"]["0.003"] is None  # the failed rate is reported, not chosen
+    assert record["none_val_accuracy"] == pytest.approx(0.6, abs=1e-4)
+    assert record["question_only_val_accuracy"] == pytest.approx(0.35, abs=1e-4)  # best question-only model
+    needed = max(0.02, 2 * math.sqrt(0.6 * 0.4 / 300 + 0.35 * 0.65 / 300))
+    assert record["image_margin_needed"] == pytest.approx(needed, abs=1e-4)
+    assert record["uses_images"] is True and record["image_margin"] == pytest.approx(0.25, abs=1e-4)
+    assert record["plateau_epoch"] == plateau_epoch(rising, 300) and record["trial_epochs"] == 8  # capped
+    # the same runs where the question alone does as well: the image check fails
+    outcomes["calibration question-only lr=0.001"] = _outcome("e", [0.58] * 8)
+    assert decide(outcomes, (3e-4, 1e-3, 3e-3), cap=8, n_val=300)["uses_images"] is False
+
+
+# ====================================================================== confirmation arithmetic
+def _candidates(*names: str) -> list[Candidate]:
+    return [Candidate(name, "none" if name == "none" else "searched", {"entries": [], "name": name}) for name in names]
+
+
+def test_judge_by_hand_pairs_seeds_and_needs_two_paired_se():
+    seeds = [10, 11, 12]
+    values = {
+        "none": {10: 0.50, 11: 0.60, 12: 0.55},
+        "trial 1": {10: 0.53, 11: 0.62, 12: 0.585},  # +0.03 +0.02 +0.035: small but consistent
+        "trial 2": {10: 0.65, 11: 0.55, 12: 0.62},  # +0.15 -0.05 +0.07: larger mean, too noisy
+    }
+    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds)
+    rows = {row["name"]: row for row in record["candidates"]}
+    diffs = [0.03, 0.02, 0.035]
+    assert rows["trial 1"]["diff_vs_none"] == pytest.approx(statistics.fmean(diffs), abs=1e-6)
+    assert rows["trial 1"]["diff_se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(3), abs=1e-6)
+    assert rows["trial 1"]["mean"] == pytest.approx(statistics.fmean([0.53, 0.62, 0.585]), abs=1e-6)
+    assert rows["trial 1"]["se"] == pytest.approx(statistics.stdev([0.53, 0.62, 0.585]) / math.sqrt(3), abs=1e-6)
+    noisy = [0.15, -0.05, 0.07]
+    assert rows["trial 2"]["diff_vs_none"] == pytest.approx(statistics.fmean(noisy), abs=1e-6)
+    assert rows["trial 1"]["beats_none"] and not rows["trial 2"]["beats_none"]
+    # trial 2 has the higher mean, but only trial 1 beats none beyond 2 paired SE: it wins
+    assert rows["trial 2"]["mean"] > rows["trial 1"]["mean"]
+    assert record["winner"] == "trial 1" and record["verdict"] == "improves"
+    assert record["winner_policy"]["name"] == "trial 1"
+
+
+def test_judge_picks_none_when_nothing_beats_it_and_ignores_incomplete_candidates():
+    seeds = [10, 11, 12]
+    values = {
+        "none": {10: 0.50, 11: 0.60, 12: 0.55},
+        "trial 1": {10: 0.49, 11: 0.58, 12: 0.56},  # harmful or neutral
+        "trial 2": {10: 0.70, 11: 0.75},  # one run missing: cannot win
+    }
+    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds)
+    rows = {row["name"]: row for row in record["candidates"]}
+    assert record["winner"] == "none" and record["verdict"] == "no-gain" and record["winner_trial"] is None
+    assert record["winner_policy"]["name"] == "none"
+    assert not rows["trial 2"]["beats_none"] and rows["trial 2"]["note"] == "2 of 3 runs finished"
+    assert rows["none"]["diff_vs_none"] == 0.0
+
+
+def test_confirmation_seeds_are_fresh():
+    assert confirmation_seeds(0, 3) == [10_000, 10_001, 10_002]
+    assert not set(confirmation_seeds(0, 5)) & set(range(100))  # no seed a search or a user picks by habit
+
+
+# ====================================================================== which trials may be exported / confirmed
+def _study_with_trials() -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    policy = lambda name: {**Policy.load("moderate").to_dict(), "name": name, "seed": 0}  # noqa: E731
+
+    def add(value, state, **attrs):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[value],
+                                                  user_attrs={STATE_ATTR: state, **attrs}))
+    add(0.90, "pruned", **{POLICY_ATTR: policy("stopped early")})  # 0: stopped early by ASHA at a lucky epoch
+    add(0.60, "complete", **{POLICY_ATTR: policy("a")})  # 1
+    add(0.70, "complete", **{POLICY_ATTR: {**policy("b"), "clean_fraction": 0.2}})  # 2
+    add(0.65, "complete", **{POLICY_ATTR: {**policy("c"), "name": "same as a", "seed": 3}})  # 3: a's policy again
+    add(0.62, "complete", **{BASELINE_ATTR: "none", POLICY_ATTR: Policy.load("none").to_dict()})  # 4
+    add(0.64, "complete", **{BASELINE_ATTR: "conservative", POLICY_ATTR: Policy.load("conservative").to_dict()})  # 5
+    add(0.61, "complete", **{BASELINE_ATTR: "aggressive", POLICY_ATTR: Policy.load("aggressive").to_dict()})  # 6
+    return study
+
+
+def test_an_early_stopped_trial_is_never_exported_or_confirmed():
+    study = _study_with_trials()
+    assert best_trial(study).number == 2  # not trial 0, whose 0.90 was an early rung's value
+    names = [candidate.name for candidate in choose_candidates(study, top_k=3)]
+    # top-3 distinct full-length searched policies (trial 1 repeats trial 3's policy with a lower value, so
+    # only two distinct ones exist), none, and the best preset
+    assert names == ["trial 2", "trial 3", "none", "preset conservative"]
+    assert all("seed" not in candidate.policy for candidate in choose_candidates(study, top_k=3))
+
+
+# ====================================================================== the prepared task
+def test_prepared_batches_equal_the_collated_examples_and_order_depends_on_seed_and_epoch_only():
+    task = make_shapes_vqa(seed=0, **SMALL)
+    prepared = PreparedTask.build(task)
+    (batch,) = list(prepared.batches("val", 64))
+    reference = to_batch(task.val, prepared.tokenizer, task.num_classes)
+    for name in ("images", "text_ids", "text_mask", "text_special", "labels"):
+        assert torch.equal(getattr(batch, name), getattr(reference, name)), name
+
+    def order(seed, epoch):
+        return torch.cat([b.labels.argmax(-1) * 10_000 + b.text_ids.sum(-1) for b in
+                          prepared.batches("train", 16, shuffle=True, seed=seed, epoch=lambda: epoch)])
+    assert torch.equal(order(0, 3), order(0, 3))
+    assert not torch.equal(order(0, 3), order(0, 4)) and not torch.equal(order(0, 3), order(1, 3))
+    blind = prepared.without_images()
+    assert blind.question_only and torch.all(blind.splits["train"].images == QUESTION_ONLY_GREY)
+    assert torch.equal(blind.splits["train"].text_ids, prepared.splits["train"].text_ids)
+    assert not torch.all(prepared.splits["train"].images == QUESTION_ONLY_GREY)  # the original is untouched
+
+
+# ====================================================================== the machinery, for real
+
+@pytest.fixture(scope="module")
+def ray_context(tmp_path_factory):
+    """A SearchContext on a real local Ray, for running explicit runs of the real trainable."""
+    import ray
+
+    from autoaug.search.controller import SearchRequest, _start_ray
+    from autoaug.search.stages import SearchContext
+    from autoaug.search.trainable import TrialSettings
+    from autoaug.storage import resolve
+
+    workdir = tmp_path_factory.mktemp("stages")
+    request = SearchRequest(space="vlm_default", name="stages", task="shapes-vqa", workdir=str(workdir / "runs"),
+                            max_epochs=3, task_options=dict(SMALL))
+    request.validate()
+    locations = resolve(request.workdir, None, None)
+    prepared = PreparedTask.build(make_shapes_vqa(seed=0, **SMALL))
+    settings = TrialSettings(search_space=None, seed=0, max_epochs=3, learning_rate=3e-3, batch_size=16)
+    _start_ray(None, None)
+    yield SearchContext(request, None, None, settings, prepared, locations, None, "", "")
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_common_random_numbers_same_policy_same_seed_same_curve(ray_context):
+    """Two runs with the same policy and seed — on two slots, one of them a reused worker — give the
+    same validation curve, bit for bit; another seed gives another curve."""
+    from autoaug.search.stages import run_specs
+
+    specs = [RunSpec(role="test", label=label, policy="moderate", seed=seed)
+             for label, seed in (("a", 5), ("b", 5), ("c", 5), ("other seed", 6))]
+    outcomes = run_specs(ray_context, "crn", specs)
+    assert all(outcome.state == "complete" for outcome in outcomes.values()), outcomes
+    curves = {label: outcome.curve() for label, outcome in outcomes.items()}
+    assert len(curves["a"]) == 3
+    assert curves["a"] == curves["b"] == curves["c"]
+    losses = {label: [r["val_loss"] for r in outcome.results] for label, outcome in outcomes.items()}
+    assert losses["a"] == losses["b"] == losses["c"]
+    assert losses["other seed"] != losses["a"]
+    # the trial reports where its time went, measured from inside
+    first = outcomes["a"].results[0]
+    assert first["startup_seconds"] > 0 and first["epoch_seconds"] > 0
+
+
+# ---------------------------------------------------------------------- user data through the CLI
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+QUESTIONS = ("what colour is the picture?", "which colour fills the image?", "name the colour shown.")
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_dataset(path: Path, *, image_signal: bool, seed: int = 0, sizes=(96, 64, 64)) -> Path:
+    """A Hugging Face-layout Parquet set. With ``image_signal`` the answer is the image's colour and the
+    question says nothing about it; without, the images are noise and the question names the answer."""
+    rng = np.random.default_rng(seed)
+    rows = {"image": [], "text": [], "label": [], "split": []}
+    names = list(COLOURS)
+    for split, size in zip(("train", "val", "test"), sizes):
+        for index in range(size):
+            label = names[index % len(names)]
+            if image_signal:
+                pixels = np.clip(np.array(COLOURS[label]) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                text = QUESTIONS[int(rng.integers(len(QUESTIONS)))]
+            else:
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                text = f"the answer is {label}."
+            rows["image"].append({"bytes": _png(pixels), "path": None})
+            rows["text"].append(text)
+            rows["label"].append(label)
+            rows["split"].append(split)
+    pq.write_table(pa.table(rows), path)
+    return path
+
+
+def _cli(argv, capsys):
+    from autoaug.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+CALIBRATION_ARGS = ["--space", "vlm_default", "--trials", "1", "--max-epochs", "6", "--learning-rates", "3e-3",
+                    "--no-baselines", "--no-confirm", "--json"]
+
+
+@pytest.mark.slow
+def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_that_needs_them(tmp_path, capsys):
+    blind = _write_dataset(tmp_path / "blind.parquet", image_signal=False)
+    workdir = tmp_path / "runs"
+    code, out, err = _cli(["search", "--data", str(blind), "--name", "blind", "--workdir", str(workdir),
+                           *CALIBRATION_ARGS], capsys)
+    assert code == 1, err
+    line = [line for line in err.splitlines() if line.strip()]
+    assert any("does not learn from the images" in l for l in line), err
+    assert "Traceback" not in err and "question-only" in err and "--force" in err
+    study = optuna.load_study(study_name="blind", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    record = study.user_attrs["calibration"]
+    assert record["uses_images"] is False
+    assert record["image_margin"] < record["image_margin_needed"]
+    assert not [t for t in study.trials if BASELINE_ATTR not in t.user_attrs]  # no trial budget spent
+
+    signal = _write_dataset(tmp_path / "signal.parquet", image_signal=True)
+    code, out, err = _cli(["search", "--data", str(signal), "--name", "signal", "--workdir", str(workdir),
+                           *CALIBRATION_ARGS], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    calibration = result["calibration"]
+    assert calibration["uses_images"] is True
+    assert calibration["none_val_accuracy"] - calibration["question_only_val_accuracy"] >= calibration["image_margin_needed"]
+    assert calibration["learning_rate"] == 3e-3 and 1 <= calibration["trial_epochs"] <= 6
+    assert result["trial_epochs"] == calibration["trial_epochs"] and result["n_complete"] + result["n_pruned"] == 1
+
+
+HARMFUL_SPACE = """\
+schema_version: 1
+kind: policy
+name: harmful
+description: One op that destroys what the colour task needs (solarizing turns colours into others), always, at full strength.
+entries: {min: 1, max: 1}
+ops:
+  pixel_solarize: {p: [0.95, 1.0], magnitude: [0.95, 1.0]}
+schedules: [constant]
+clean_fraction: [0.0, 0.05]
+augmented_loss_weight: [1.0, 1.0]
+balance: {vision: 1.0, text: 1.0, cross: 1.0}
+"""
+
+
+@pytest.mark.slow
+def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_path, capsys):
+    space = tmp_path / "harmful.yaml"
+    space.write_text(HARMFUL_SPACE)
+    data = _write_dataset(tmp_path / "signal.parquet", image_signal=True)
+    workdir = tmp_path / "runs"
+    code, out, err = _cli(["search", "--space", str(space), "--data", str(data), "--name", "harmful",
+                           "--workdir", str(workdir), "--trials", "2", "--max-epochs", "6", "--learning-rates", "3e-3",
+                           "--no-baselines", "--confirm-top-k", "1", "--confirm-seeds", "2", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    confirmation = result["confirmation"]
+    assert confirmation["verdict"] == "no-gain" and confirmation["winner"] == "none"
+    rows = {row["name"]: row for row in confirmation["candidates"]}
+    assert set(rows) == {"none", f"trial {result['best_trial']}"} or len(rows) == 2
+    searched = next(row for row in confirmation["candidates"] if row["name"] != "none")
+    assert searched["n"] == 2 and searched["diff_vs_none"] < 0 and not searched["beats_none"]
+    assert "verdict: no-gain" in err and "the exported policy is `none`" in " ".join(err.split())
+    exported = Policy.load(result["best_policy_path"])
+    assert exported.config.entries == [] and exported.config.provenance.confirmation.verdict == "no-gain"
+    assert exported.config.provenance.training.epochs == result["trial_epochs"]
+    # autoaug export says it plainly too, and writes the same bytes
+    code, _, err = _cli(["export", "--name", "harmful", "--workdir", str(workdir), "--out", str(tmp_path / "p.yaml")], capsys)
+    assert code == 0 and "no-gain" in err
+    assert (tmp_path / "p.yaml").read_bytes() == Path(result["best_policy_path"]).read_bytes()
+    # the confirmation is its own MLflow child run
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=result["tracking_uri"])
+    runs = client.search_runs([result["mlflow_experiment_id"]], filter_string="tags.autoaug_role = 'confirmation'")
+    assert len(runs) == 1 and runs[0].data.tags["autoaug_verdict"] == "no-gain"
