@@ -1,106 +1,127 @@
-"""Does searching pay? The default search against every baseline on shapes-vqa, then a fair retrain.
+"""Does searching pay? The default search, then its confirmed export against every baseline on fresh seeds.
 
-1. `autoaug search --space vlm_default --task shapes-vqa --baselines` with the default budget
-   (same machinery for the baselines: they are trials of the same study). Reports the search's wall
-   time and how much of it was spent outside training epochs (Ray start-up and scheduling, trial
-   process start-up, Optuna, MLflow): ``overhead = 1 - sum(epoch seconds of all trials) /
-   (wall seconds x concurrent trial slots)``.
-2. The best searched policy, the best preset (by validation accuracy in the search — never test) and
-   ``none`` are retrained with ``--seeds`` seeds at the default training length; clean test and
-   robust accuracy are reported as mean ± std, and each difference with its standard error
-   ``sqrt(s1²/n1 + s2²/n2)``.
+1. The README's main search (`autoaug search --space vlm_default --task shapes-vqa`: calibration,
+   baselines, trials, confirmation) with ``--trials`` trials. Reports wall time per stage, the share
+   of slot time outside training epochs (from the trials' own timestamps: the search's ``cost``),
+   the calibration and the confirmation's verdict.
+2. The confirmed export, ``none`` and every preset are retrained with ``--seeds`` seeds that neither
+   the search nor its confirmation used (1, 2, ...), at the calibrated learning rate and length, on
+   the same data; clean test, robust (in-space corruptions) and — when the evaluation suite has them
+   — held-out-corruption accuracy. Every candidate gets the same seeds, so each difference to
+   ``none`` (and to the best baseline) is paired by seed: mean ± SE of the per-seed differences; a
+   gain counts only beyond 2 SE. The test split is read here only.
+3. With ``--nsga2-trials N``: a two-objective (clean vs robust validation) NSGA-II search of N
+   trials, whose Pareto front is printed below the table.
 
-    .venv/bin/python benchmarks/search_vs_baselines.py [--trials 24] [--seeds 5] [--json out.json]
+    .venv/bin/python benchmarks/search_vs_baselines.py [--trials 12] [--seeds 5] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-from autoaug.search.controller import BASELINES, SearchRequest, run_search
-from autoaug.storage import resolve
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from proxy_task import paired_difference, run_one  # noqa: E402  (the benchmarks folder is not a package)
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def epoch_seconds(tracking_uri: str, experiment_id: str) -> float:
-    """Sum of every trial's per-epoch training+validation time, read back from MLflow."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    runs = client.search_runs([experiment_id], filter_string="tags.autoaug_role = 'trial'", max_results=10_000)
-    return sum(metric.value for run in runs for metric in client.get_metric_history(run.info.run_id, "time_this_iter_s"))
+PRESETS = ("conservative", "moderate", "aggressive", "trivial", "randaugment")
+METRICS = ("test_accuracy", "robust_accuracy", "heldout_robust_accuracy")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--max-epochs", type=int, default=None, help="epochs per search trial (default: the CLI's)")
+    parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--nsga2-trials", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
 
-    from autoaug.cli import SEARCH_EPOCHS
-    from autoaug.trainers.train import run_training
+    import ray
+
+    from autoaug.search.controller import SearchRequest, run_search
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="autoaug-bench-search-")
-    request = SearchRequest(space="vlm_default", name="bench", task="shapes-vqa", trials=args.trials,
-                            max_epochs=args.max_epochs or SEARCH_EPOCHS, cpus_per_trial=args.cpus_per_trial,
-                            workdir=workdir, baselines=True)
-    started = time.perf_counter()
-    result = run_search(request)
+    load_before, started = os.getloadavg(), time.perf_counter()
+    result = run_search(SearchRequest(space="vlm_default", name="bench", task="shapes-vqa", trials=args.trials,
+                                      workdir=workdir))
     wall = time.perf_counter() - started
-    slots = max(1, int((os.cpu_count() or 1) / args.cpus_per_trial))
-    busy = epoch_seconds(resolve(workdir).tracking_uri, result["mlflow_experiment_id"])
-    overhead = 1.0 - busy / (wall * slots)
+    front = None
+    if args.nsga2_trials:
+        nsga = run_search(SearchRequest(space="vlm_default", name="bench-nsga2", task="shapes-vqa", sampler="nsga2",
+                                        trials=args.nsga2_trials, workdir=workdir, confirm=False, baselines=False))
+        front = nsga.get("pareto_front")
+    ray.shutdown()
 
-    baselines = {name: value for name, value in result["baselines"].items() if value is not None}
-    best_preset = max((name for name in baselines if name != "none"), key=baselines.get)
-    candidates = {"searched": result["best_policy_path"], best_preset: best_preset, "none": "none"}
-    rows: dict[str, dict[str, list[float]]] = {}
-    for label, policy in candidates.items():
-        rows[label] = {"test": [], "robust": [], "seconds": []}
-        for seed in range(args.seeds):
-            run = run_training(task="shapes-vqa", policy=policy, seed=seed, accelerator="cpu")
-            rows[label]["test"].append(run["test_accuracy"])
-            rows[label]["robust"].append(run["robust_accuracy"])
-            rows[label]["seconds"].append(run["seconds"])
+    calibration, confirmation = result["calibration"], result["confirmation"]
+    candidates = {"searched (confirmed export)": result["best_policy_path"], "none": "none",
+                  **{preset: preset for preset in PRESETS}}
+    seeds = list(range(1, args.seeds + 1))
+    base = {"task": "shapes-vqa", "task_options": {}, "data_seed": 0, "model_options": {}, "batch_size": None,
+            "learning_rate": calibration["learning_rate"], "max_epochs": calibration["trial_epochs"]}
+    jobs = [{**base, "candidate": path, "seed": seed, "label": label}
+            for label, path in candidates.items() for seed in seeds]
+    with ProcessPoolExecutor(args.workers) as pool:
+        runs = list(pool.map(run_one, jobs))
+    by_label = {label: {job["seed"]: run for job, run in zip(jobs, runs) if job["label"] == label} for label in candidates}
 
-    print(f"## search: {args.trials} trials of vlm_default + {len(BASELINES)} baselines, "
-          f"{request.max_epochs} epochs per trial, {slots} concurrent slots")
-    print(f"- wall time {wall:.0f} s ({wall / 60:.1f} min; target <= 15 min: {'PASS' if wall <= 900 else 'MISS'})")
-    print(f"- complete {result['n_complete']}, stopped early {result['n_pruned']}, failed {result['n_failed']}; "
-          f"best searched val accuracy {result['best_value']:.4f} (trial {result['best_trial']})")
-    print("- baselines' val accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(baselines.items())))
-    print(f"- time outside training epochs: {overhead * 100:.1f} % of wall x slots "
-          f"(target <= 15 %: {'PASS' if overhead <= 0.15 else 'MISS'})")
-    print(f"\n## retrained with {args.seeds} seeds (test split used only here)\n")
-    print("| policy | test accuracy | robust accuracy | s/run |\n|---|---|---|---|")
-    for label, values in rows.items():
-        test, robust = mean_std(values["test"]), mean_std(values["robust"])
-        print(f"| {label} | {test[0]:.4f} ± {test[1]:.4f} | {robust[0]:.4f} ± {robust[1]:.4f} | "
-              f"{statistics.fmean(values['seconds']):.1f} |")
-    searched = rows["searched"]["test"]
-    for label in ("none", best_preset):
-        other = rows[label]["test"]
-        difference = statistics.fmean(searched) - statistics.fmean(other)
-        error = math.sqrt(mean_std(searched)[1] ** 2 / len(searched) + mean_std(other)[1] ** 2 / len(other))
-        verdict = "beats" if difference > 2 * error else "does not beat"
-        print(f"- searched vs {label}: {difference:+.4f} (SE {error:.4f}): {verdict} it beyond 2 SE")
+    def values(label: str, metric: str) -> dict[int, float]:
+        return {seed: run[metric] for seed, run in by_label[label].items() if metric in run}
+
+    metrics = [metric for metric in METRICS if values("none", metric)]
+    best_baseline = max(PRESETS, key=lambda name: statistics.fmean(values(name, "test_accuracy").values()))
+
+    print(f"# Search vs baselines ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"load {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after)\n")
+    print(f"`{' '.join(sys.argv)}`\n")
+    print(f"- search: {args.trials} trials, wall {wall:.0f} s ({wall / 60:.1f} min; target <= 15 min: "
+          f"{'PASS' if wall <= 900 else 'MISS'}); stages {result['stage_seconds']}")
+    for stage, row in result["cost"]["stages"].items():
+        print(f"  - {stage}: {row['trials']} runs, outside epochs {100 * row['outside_epochs_fraction']:.1f} % of slot time, "
+              f"cores busy {100 * row['cores_busy_fraction']:.1f} %")
+    print(f"- calibration: lr {calibration['learning_rate']:g}, plateau epoch {calibration['plateau_epoch']}, trials of "
+          f"{calibration['trial_epochs']} epochs; val none {calibration['none_val_accuracy']:.4f} vs question-only "
+          f"{calibration['question_only_val_accuracy']:.4f}")
+    print(f"- confirmation: winner {confirmation['winner']}, verdict {confirmation['verdict']}")
+    for row in confirmation["candidates"]:
+        print(f"  - {row['name']}: val {row['mean']:.4f} ± {row['se']:.4f}, vs none {row['diff_vs_none']:+.4f} ± "
+              f"{row['diff_se']:.4f}")
+    print(f"\n## Retrained on seeds {seeds} (test split read only here), paired by seed\n")
+    header = " | ".join(f"{m} mean | {m} vs none ± SE" for m in metrics)
+    print(f"| policy | {header} |\n|---|" + "---|" * (2 * len(metrics)))
+    for label in candidates:
+        cells = []
+        for metric in metrics:
+            own = values(label, metric)
+            cells.append(f"{statistics.fmean(own.values()):.4f}")
+            if label == "none":
+                cells.append("—")
+            else:
+                diff = paired_difference(own, values("none", metric))
+                cells.append(f"{diff['difference']:+.4f} ± {diff['se']:.4f}{' *' if diff['exceeds_2se'] else ''}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n`*`: beyond 2 paired SE.")
+    searched = values("searched (confirmed export)", "test_accuracy")
+    for other in ("none", best_baseline):
+        diff = paired_difference(searched, values(other, "test_accuracy"))
+        print(f"- searched vs {other} (clean test): {diff['difference']:+.4f} ± {diff['se']:.4f} "
+              f"({'beyond' if diff['exceeds_2se'] else 'within'} 2 SE; below by more than 2 SE: "
+              f"{'yes' if diff['difference'] < -2 * diff['se'] else 'no'})")
+    if front is not None:
+        print(f"\n## NSGA-II front ({args.nsga2_trials} trials, validation)\n\n{json.dumps(front, indent=1)}")
     if args.json_path:
-        with open(args.json_path, "w") as handle:
-            json.dump({"search": result, "wall_s": wall, "epoch_s": busy, "overhead": overhead, "slots": slots,
-                       "retrain": rows, "best_preset": best_preset}, handle, indent=2, default=str)
+        Path(args.json_path).write_text(json.dumps({"search": result, "wall_s": wall, "runs": runs, "jobs": jobs,
+                                                    "nsga2_front": front}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from autoaug.search.records import (BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR, STAT
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
 from autoaug.search.calibration import DEFAULT_LEARNING_RATES, ImageSignalMissing, calibrate, refusal_message
 from autoaug.search.confirmation import confirm
-from autoaug.search.stages import METRIC, ROBUST_METRIC, SearchContext, fit_quietly
+from autoaug.search.stages import METRIC, ROBUST_METRIC, SearchContext, fit_quietly, slot_count
 from autoaug.search.trainable import BASELINE_KEY, TrialSettings
 from autoaug.storage import Locations, optuna_storage, prepare_tracking, redact, resolve
 
@@ -173,6 +173,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     result = summarize(study, request, locations, experiment_id, cleaned, epochs=settings.max_epochs)
     result["seconds"] = time.perf_counter() - started
     result["stage_seconds"] = {stage: round(seconds, 1) for stage, seconds in context.stage_seconds.items()}
+    result["cost"] = context.accounting.summary(context.stage_seconds, slot_count(request), request.cpus_per_trial)
     result["calibration"] = calibration
     result["confirmation"] = _public_confirmation(confirmation)
     result["learning_rate"] = settings.learning_rate
@@ -347,10 +348,27 @@ def _scheduler(request: SearchRequest, epochs: int, calibration: Optional[dict])
     exactly the trials that win later. Without calibration the first rung is at half the length."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    grace = calibration["plateau_epoch"] if calibration else max(1, epochs // 2)
-    if request.scheduler == "none" or grace >= epochs:
+    if request.scheduler == "none" or rungs(epochs, calibration) == ():
         return FIFOScheduler()
-    return ASHAScheduler(metric=METRIC, mode="max", max_t=epochs, grace_period=grace, reduction_factor=3)
+    # time_attr "epoch": trials report only at the rungs and the end (`TrialSettings.report_epochs`)
+    return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=epochs,
+                         grace_period=_grace(epochs, calibration), reduction_factor=REDUCTION_FACTOR)
+
+
+REDUCTION_FACTOR = 3
+
+
+def _grace(epochs: int, calibration: Optional[dict]) -> int:
+    return calibration["plateau_epoch"] if calibration else max(1, epochs // 2)
+
+
+def rungs(epochs: int, calibration: Optional[dict]) -> tuple[int, ...]:
+    """The epochs at which ASHA compares trials (grace × 3^k below the trial length)."""
+    grace, points = _grace(epochs, calibration), []
+    while grace < epochs:
+        points.append(grace)
+        grace *= REDUCTION_FACTOR
+    return tuple(points)
 
 
 def _run_searched_trials(context: SearchContext) -> None:
@@ -375,6 +393,11 @@ def _run_searched_trials(context: SearchContext) -> None:
         metric = [METRIC, ROBUST_METRIC] if request.sampler == "nsga2" else METRIC
         mode = ["max", "max"] if request.sampler == "nsga2" else "max"
 
+        if request.scheduler == "none":
+            context = context.with_settings(report_epochs=())
+        elif request.scheduler == "asha":
+            context = context.with_settings(report_epochs=rungs(epochs, study.user_attrs.get("calibration")))
+        settings = context.settings
         policy_of = PolicyOf(settings, space)
         searcher = RecordingOptunaSearch(
             space=space.suggest, metric=metric, mode=mode, sampler=_sampler(request, space, len(study.trials)),
@@ -421,6 +444,7 @@ def _run_baselines(context: SearchContext) -> None:
         if progress:
             progress.record(trial, state)
 
+    context = context.with_settings(report_epochs=())  # baselines run full length: one report at the end
     recorder = MlflowRecorder(context.client, context.experiment_id, context.parent, request.name,
                               label_of=lambda trial: f"baseline {trial.config[BASELINE_KEY]}",
                               policy_of=settings.policy_for, max_epochs=settings.max_epochs, on_finished=finished)

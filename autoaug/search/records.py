@@ -19,6 +19,7 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from autoaug.policy import Policy
+from autoaug.search.trainable import epochs_of
 
 STATE_ATTR = "autoaug_state"
 POLICY_ATTR = "autoaug_policy"
@@ -30,7 +31,8 @@ def trial_state(trial, max_epochs: int) -> str:
     """complete / pruned (stopped before ``max_epochs`` epochs) / failed, for a finished Tune trial."""
     if trial.status == "ERROR":
         return "failed"
-    reported = (trial.last_result or {}).get("training_iteration", 0)
+    last = trial.last_result or {}
+    reported = last.get("epoch", last.get("training_iteration", 0))
     return "complete" if reported >= max_epochs else "pruned"
 
 
@@ -71,7 +73,7 @@ class RecordingOptunaSearch(OptunaSearch):
             elif not result:
                 state = "pruned"
             else:
-                state = "complete" if result.get("training_iteration", 0) >= self._max_epochs else "pruned"
+                state = "complete" if result.get("epoch", result.get("training_iteration", 0)) >= self._max_epochs else "pruned"
             ot_trial.set_user_attr(STATE_ATTR, state)
         super().on_trial_complete(trial_id, result=result, error=error)
 
@@ -143,12 +145,15 @@ class MlflowRecorder(Callback):
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is None:
             return
-        step = int(result.get("training_iteration", 0))
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), stamp, step) for key, value in result.items()
-                   if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
-                              "time_this_iter_s")]
+        metrics = []
+        for epoch in epochs_of(result):  # a report carries every epoch since the previous one
+            step = int(epoch.get("epoch", result.get("training_iteration", 0)))
+            metrics += [Metric(key, float(value), stamp, step) for key, value in epoch.items()
+                        if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
+                                   "epoch_seconds")]
         if self.track_config:
+            step = int(result.get("epoch", result.get("training_iteration", 0)))
             metrics += [Metric(f"config.{key}", float(value), stamp, step) for key, value in trial.config.items()
                         if isinstance(value, (int, float))]
         self.client.log_batch(run_id, metrics=metrics)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
-from autoaug.search.trainable import RunSpec, TrialSettings, proxy_trial
+from autoaug.search.trainable import RunSpec, TrialSettings, epochs_of, proxy_trial
 
 METRIC = "val_accuracy"
 ROBUST_METRIC = "robust_val_accuracy"
@@ -37,6 +37,7 @@ class SearchContext:
     parent: str
     console: Any = None
     stage_seconds: dict = field(default_factory=dict)
+    accounting: "TimeAccounting" = field(default_factory=lambda: TimeAccounting())
 
     def with_settings(self, **changes) -> "SearchContext":
         return replace(self, settings=replace(self.settings, **changes))
@@ -60,11 +61,62 @@ class SearchContext:
         from ray import tune
 
         tune_config = replace(tune_config, reuse_actors=self.request.reuse_workers)
+        self.accounting.stage = stage
         run_config = tune.RunConfig(
             name=f"{self.request.name}-{stage}-{int(time.time())}", storage_path=str(self.locations.ray_dir),
-            callbacks=callbacks, verbose=0, checkpoint_config=checkpoint_config,
+            callbacks=[*callbacks, self.accounting], verbose=0, checkpoint_config=checkpoint_config,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
         return tune.Tuner(self.trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+class TimeAccounting(Callback):
+    """Where the slots' time went, per stage, from what the trials measured inside themselves
+    (`TrialClock`): epochs, start-up and CPU seconds, summed over trials. With the stage's wall time
+    and the number of slots this gives the share of slot time outside training epochs and how busy
+    the cores given to trials were (`summary`; the search's JSON ``cost``)."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self.trials: dict[tuple[str, str], dict[str, float]] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        record = self.trials.setdefault((self.stage, trial.trial_id), {"epoch_seconds": 0.0, "startup_seconds": 0.0,
+                                                                       "cpu_seconds": 0.0, "epochs": 0})
+        for epoch in epochs_of(result):
+            record["epoch_seconds"] += float(epoch.get("epoch_seconds", 0.0))
+            record["epochs"] += 1
+            if record["epochs"] == 1:
+                record["startup_seconds"] = float(epoch.get("startup_seconds", 0.0))
+            record["cpu_seconds"] = max(record["cpu_seconds"], float(epoch.get("cpu_seconds", 0.0)))
+
+    def summary(self, stage_seconds: dict[str, float], slots: int, cpus_per_slot: float) -> dict[str, Any]:
+        stages = {}
+        for stage, wall in stage_seconds.items():
+            records = [record for (name, _), record in self.trials.items() if name == stage]
+            epochs = sum(record["epoch_seconds"] for record in records)
+            capacity = wall * slots
+            stages[stage] = {
+                "wall_seconds": round(wall, 2), "trials": len(records),
+                "trials_per_minute": round(60 * len(records) / wall, 3) if wall else None,
+                "epoch_seconds": round(epochs, 2),
+                "startup_seconds": round(sum(record["startup_seconds"] for record in records), 2),
+                "cpu_seconds": round(sum(record["cpu_seconds"] for record in records), 2),
+                "outside_epochs_fraction": round(1 - epochs / capacity, 4) if capacity else None,
+                "cores_busy_fraction": round(sum(record["cpu_seconds"] for record in records)
+                                             / (capacity * cpus_per_slot), 4) if capacity else None,
+            }
+        return {"slots": slots, "cpus_per_slot": cpus_per_slot, "stages": stages}
+
+
+def slot_count(request) -> int:
+    """How many trials run at once on the Ray cluster the search uses."""
+    import ray
+
+    resources = ray.cluster_resources()
+    by_cpu = int(resources.get("CPU", 1) // request.cpus_per_trial) if request.cpus_per_trial else 1
+    if request.gpus_per_trial:
+        return max(1, min(by_cpu, int(resources.get("GPU", 0) // request.gpus_per_trial)))
+    return max(1, by_cpu)
 
 
 def fit_quietly(tuner):
@@ -104,7 +156,7 @@ class CollectRuns(Callback):
         return self.outcomes.setdefault(spec.label, RunOutcome(spec))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._outcome(trial).results.append(dict(result))
+        self._outcome(trial).results.extend(epochs_of(result))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         outcome = self._outcome(trial)
@@ -128,6 +180,7 @@ def run_specs(context: SearchContext, stage: str, specs: list[RunSpec],
     if not specs:
         return {}
     collect = CollectRuns(on_finished)
+    context = context.with_settings(report_epochs=())  # nothing decides mid-run: one report at the end
     tuner = context.tuner(stage, param_space={"_run": tune.grid_search([spec.as_config()["_run"] for spec in specs])},
                           tune_config=tune.TuneConfig(), callbacks=[collect])
     started = time.perf_counter()

@@ -32,6 +32,12 @@ from autoaug.search.space import SearchSpace
 
 BASELINE_KEY = "baseline"  # a trial config holding this key runs a preset instead of searched params
 RUN_KEY = "_run"  # a trial config holding this key is an explicit run (calibration, confirmation)
+HISTORY_KEY = "history"  # a report's per-epoch metrics since the previous report (oldest first)
+
+
+def epochs_of(result: dict) -> list[dict]:
+    """The per-epoch metrics a reported result stands for (its ``history``, or the result itself)."""
+    return list(result.get(HISTORY_KEY) or [result])
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class TrialSettings:
     checkpoint_every_epoch: bool = False
     threads: int = 1
     accelerator: str = "cpu"
+    report_epochs: Optional[tuple[int, ...]] = None  # None: report every epoch (PBT, ASHA without rungs known)
+
+    def reports_at(self, epoch: int, last_epoch: int) -> bool:
+        """Whether the trial reports to Tune after ``epoch``: at the scheduler's decision points and the end."""
+        return self.report_epochs is None or epoch in self.report_epochs or epoch >= last_epoch
 
     def policy_for(self, config: dict[str, Any], space: Optional[SearchSpace] = None, name: Optional[str] = None) -> Policy:
         """The policy of a trial: a preset for baseline trials, the explicit policy of a `RunSpec`,
@@ -95,6 +106,7 @@ class TuneReporter(L.Callback):
     def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None) -> None:
         self.settings = settings
         self.clock = clock
+        self.history: list[dict[str, float]] = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from ray import tune
@@ -113,22 +125,30 @@ class TuneReporter(L.Callback):
 
             robust = evaluation.robust_accuracies(pl_module.model, trainer.datamodule.loader("val"), pl_module.device)
             metrics["robust_val_accuracy"] = sum(robust.values()) / len(robust)
+        self.history.append(metrics)
+        if not self.settings.reports_at(metrics["epoch"], trainer.max_epochs):
+            return
+        # A Tune function trainable stops at every report until the driver has processed it (a round
+        # trip per report): epochs in between travel in ``history`` with the next report instead.
+        report = {**metrics, HISTORY_KEY: self.history}
+        self.history = []
         if not self.settings.checkpoint_every_epoch:
-            tune.report(metrics)
+            tune.report(report)
             return
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / "trial.ckpt")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 class TrialClock(L.Callback):
     """Where a trial's time goes, from inside the trial: ``startup_seconds`` (from the trial function's
-    start to its first training epoch: task fetch, model, trainer) and ``epoch_seconds`` (training plus
-    validation of the epoch just reported). Read by `TuneReporter`; the search-overhead benchmark
-    sums them against the slots' wall time."""
+    start to its first training epoch: task fetch, model, trainer), ``epoch_seconds`` (training plus
+    validation of the epoch just reported) and ``cpu_seconds`` (the trial's process CPU time so far).
+    Read by `TuneReporter`; the driver's `TimeAccounting` sums them against the slots' wall time."""
 
     def __init__(self, started: float) -> None:
         self.started = started
+        self.cpu_started = time.process_time()  # a reused worker's process time runs on across trials
         self.startup = None
         self.epoch_started = started
 
@@ -140,7 +160,8 @@ class TrialClock(L.Callback):
 
     def metrics(self) -> dict[str, float]:
         return {"startup_seconds": float(self.startup or 0.0),
-                "epoch_seconds": time.perf_counter() - self.epoch_started}
+                "epoch_seconds": time.perf_counter() - self.epoch_started,
+                "cpu_seconds": time.process_time() - self.cpu_started}
 
 
 def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = None) -> None:
