@@ -169,6 +169,63 @@ def test_embedding_noise_with_text_augmentation_spares_answers_padding_and_speci
     assert bool(changed[prompt].all()) and bool(changed[inputs["input_ids"] == IMAGE_TOKEN].all())
 
 
+# ---------------------------------------------------------------------- other families
+_TEXT = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 256, "head_dim": 8,
+         "pad_token_id": 1}
+_SIGLIP = {"image_size": 32, "patch_size": 4, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+           "num_attention_heads": 4}
+
+
+def _family_case(family: str):
+    """(model, training inputs) of a tiny random-init model of ``family``; image tokens first."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    if family == "llava":
+        return tiny_llava(), fixed_inputs()
+    if family == "paligemma":
+        config = transformers.PaliGemmaConfig(
+            text_config={"model_type": "gemma", **_TEXT}, vision_config={"model_type": "siglip_vision_model",
+                                                                         **_SIGLIP, "projection_dim": 32},
+            image_token_index=0, projection_dim=32)
+        model, image_tokens, pixels = transformers.PaliGemmaForConditionalGeneration(config), 64, (4, 3, 32, 32)
+    else:  # idefics3 / smolvlm: 64 patches merged 2x2 by the pixel-shuffle connector
+        config_class, model_class = {
+            "idefics3": (transformers.Idefics3Config, transformers.Idefics3ForConditionalGeneration),
+            "smolvlm": (transformers.SmolVLMConfig, transformers.SmolVLMForConditionalGeneration),
+        }[family]
+        config = config_class(text_config={"model_type": "llama", **_TEXT}, vision_config=_SIGLIP,
+                              image_token_id=0, scale_factor=2)
+        model, image_tokens, pixels = model_class(config), 16, (4, 1, 3, 32, 32)
+    input_ids = torch.randint(3, 99, (4, image_tokens + 16), generator=generator)
+    input_ids[:, :image_tokens] = 0
+    labels = torch.full_like(input_ids, -100)
+    labels[:, -6:] = input_ids[:, -6:]
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
+              "pixel_values": torch.randn(*pixels, generator=generator)}
+    if family == "paligemma":
+        inputs["token_type_ids"] = (labels != -100).long()
+    return model, inputs
+
+
+@pytest.mark.parametrize("family", ["llava", "paligemma", "idefics3", "smolvlm"])
+def test_each_supported_family_rebuilds_its_own_inputs_and_augments_training_only(family):
+    model, inputs = _family_case(family)
+    model.train()
+    plain = model(**inputs).logits
+    identity = attach(one_entry_policy("embedding_noise", 0.0), model)  # magnitude 0: the identity
+    assert torch.equal(model(**inputs).logits, plain)  # the hook's inputs_embeds are the model's own
+    identity.detach()
+    attached = attach(one_entry_policy("vision_token_dropout", 1.0), model)
+    assert not torch.equal(model(**inputs).logits, plain)
+    model.eval()
+    eval_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+    with torch.no_grad():
+        with_policy = model(**eval_inputs).logits
+        attached.detach()
+        assert torch.equal(model(**eval_inputs).logits, with_policy)
+
+
 # ---------------------------------------------------------------------- the mixed loss
 def test_mixed_loss_equals_the_hand_computed_value():
     generator = torch.Generator().manual_seed(0)
