@@ -115,6 +115,7 @@ def train(
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data: the built-in task's examples, or the split of data without one."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Training epochs (default: the calibrated length with --from-search, else the training default)."),
     variant: str = typer.Option("encoder", "--variant", help="Tiny VLM variant: encoder or causal."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="Model: the built-in tiny VLM (default), llava-tiny, or a local Hugging Face LLaVA checkpoint folder."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="AdamW learning rate (default: the calibrated one with --from-search, else the training default)."),
     from_search: Optional[str] = typer.Option(None, "--from-search", metavar="STUDY", help="Train as that search's calibration chose (learning rate, epochs); read from --workdir / --storage."),
@@ -144,7 +145,7 @@ def train(
                           max_epochs=_first_given(max_epochs, calibrated.get("epochs"), DEFAULT_MAX_EPOCHS),
                           variant=variant, batch_size=batch_size,
                           learning_rate=_first_given(learning_rate, calibrated.get("learning_rate"), DEFAULT_LEARNING_RATE),
-                          accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal)
+                          accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal, model=model)
     summary = Table(title=f"{result['task']} with policy {result['policy']} (seed {seed})")
     for column in ("val", "test", "robust", "train-val gap", "epochs", "seconds"):
         summary.add_column(column)
@@ -209,6 +210,7 @@ def search(
     confirm_seeds: int = typer.Option(3, "--confirm-seeds", help="Fresh seeds per confirmed candidate (>= 2)."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run every preset as a trial of the study."),
     reuse_workers: bool = typer.Option(True, "--reuse-workers/--no-reuse-workers", help="Keep each slot's worker process from trial to trial."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="Model: the built-in tiny VLM (default), llava-tiny, or a local Hugging Face LLaVA checkpoint folder."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
 ) -> None:
     """Run (or resume) a policy search: calibration, trials (Optuna proposes, Ray Tune runs and stops them,
@@ -226,7 +228,7 @@ def search(
                             tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines,
                             data_seed=data_seed, learning_rate=learning_rate, learning_rates=rates,
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
-                            confirm_seeds=confirm_seeds, reuse_workers=reuse_workers)
+                            confirm_seeds=confirm_seeds, reuse_workers=reuse_workers, model=model)
     result = run_search(request, console=stderr)
     table = Table(title=f"search {name}")
     for column in ("best val accuracy", "best trial", "complete", "stopped early", "failed", "seconds"):

@@ -386,3 +386,57 @@ def test_readme_example_sft_trainer_trains_a_few_steps_with_the_policys_collator
     assert isinstance(trainer.get_train_dataloader().collate_fn, PolicyDataCollator)
     assert not isinstance(trainer.data_collator, PolicyDataCollator)
     assert os.path.isdir(tmp_path / "sft-out")
+
+
+# ---------------------------------------------------------------------- --model llava-tiny in the proxy trial
+SMALL_TASK = {"train_size": 32, "val_size": 16, "test_size": 16}
+
+
+@pytest.mark.slow
+def test_run_training_with_llava_tiny_meets_the_train_json_contract(tmp_path):
+    from autoaug.trainers.train import run_training
+
+    result = run_training(task="shapes-vqa", policy="moderate", seed=0, max_epochs=1, batch_size=16,
+                          accelerator="cpu", task_options=SMALL_TASK, model="llava-tiny", run_dir=tmp_path)
+    for key in ("val_accuracy", "test_accuracy", "epochs", "seconds"):
+        assert key in result
+    assert result["model"] == "llava-tiny" and result["epochs"] == 1
+    assert 0.0 <= result["val_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy"] <= 1.0
+
+
+def test_llava_tiny_proxy_answers_with_the_answer_tokens_and_trains_on_them():
+    from autoaug.trainers.hf_vlm import model_builder
+    from autoaug.trainers.train import prepare_task
+
+    prepared = prepare_task("shapes-vqa", None, 0, SMALL_TASK, model="llava-tiny")
+    proxy = prepared.build_model(prepared.tokenizer, prepared.data)
+    batch = prepared.splits["train"].batch(torch.arange(4), prepared.data.num_classes, prepared.tokenizer.vocabulary)
+    output = proxy.predict(batch)
+    assert output.logits.shape == (4, prepared.data.num_classes)
+    assert bool((output.logits <= 0).all())  # log-probabilities of the answer tokens under the full vocabulary
+    loss = -(batch.labels * torch.log_softmax(output.logits, -1)).sum(-1).mean()
+    loss.backward()
+    assert proxy.model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    assert model_builder(None) is None
+
+
+def test_bad_model_argument_is_one_clear_line(tmp_path):
+    from autoaug.trainers.hf_vlm import model_builder
+
+    with pytest.raises(AutoaugInputError, match="not a local model directory.*llava-tiny.*nothing is downloaded"):
+        model_builder("llava-hf/llava-1.5-7b-hf")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_vl"}')
+    with pytest.raises(AutoaugInputError, match="model_type 'qwen2_vl' is not supported.*llava"):
+        model_builder(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_cli_train_refuses_a_model_path_that_is_not_a_model_directory(tmp_path):
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "autoaug", "train", "--task", "shapes-vqa", "--model", str(tmp_path / "missing"),
+         "--max-epochs", "1", "--json", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "not a local model directory" in completed.stderr and "Traceback" not in completed.stderr

@@ -86,10 +86,16 @@ def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
 
 
 def prepare_task(task: Optional[str], data: Optional[Union[str, Path]], seed: int,
-                 task_options: Optional[dict] = None) -> PreparedTask:
-    """``--task`` / ``--data`` read, tokenised and stacked once (see `PreparedTask`)."""
+                 task_options: Optional[dict] = None, model: Optional[str] = None) -> PreparedTask:
+    """``--task`` / ``--data`` read, tokenised and stacked once (see `PreparedTask`); ``model`` is
+    ``--model`` (`autoaug.trainers.hf_vlm`: ``llava-tiny`` or a local checkpoint; None: the tiny VLM)."""
+    from .hf_vlm import model_builder
+
+    builder = model_builder(model)  # a bad --model fails before any data is read
     plugin = resolve_task(task, data, seed, task_options)
-    return PreparedTask.build(plugin.data, plugin.build_model)
+    if builder is not None and plugin.build_model is not None:
+        raise AutoaugInputError(f"--model {model}: the --task plug-in brings its own model; give one or the other")
+    return PreparedTask.build(plugin.data, builder or plugin.build_model)
 
 
 def resolve_policy(policy: Union[str, Path, Policy, None], seed: int) -> Policy:
@@ -119,6 +125,7 @@ def run_training(
     resume_from: Optional[Union[str, Path]] = None,
     prepared: Optional[PreparedTask] = None,
     data_seed: int = 0,
+    model: Optional[str] = None,
 ) -> dict[str, Any]:
     """Train once and return the result dict (`autoaug train --json` prints it).
 
@@ -149,9 +156,10 @@ def run_training(
     started = time.perf_counter()
     policy = resolve_policy(policy, seed)
     if prepared is None:
-        prepared = prepare_task(task, data, data_seed, task_options)
+        prepared = prepare_task(task, data, data_seed, task_options, model=model)
     task_data, tokenizer = prepared.data, prepared.tokenizer
     L.seed_everything(seed, workers=True, verbose=False)  # model init depends on the seed only
+    model_name = model
     model = prepared.build_model(tokenizer, task_data) if prepared.build_model else \
         build_model(tokenizer, task_data.num_classes, image_size=task_data.image_size, variant=variant)
     module = ProxyTrialModule(model, policy, learning_rate=learning_rate)
@@ -183,6 +191,7 @@ def run_training(
         "task": task_data.name,
         "policy": policy.config.name or policy.source,
         "variant": model.config.variant if hasattr(model, "config") else "custom",
+        "model": model_name or "tiny-vlm",
         "seed": seed,
         "data_seed": data_seed,
         "learning_rate": learning_rate,

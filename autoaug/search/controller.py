@@ -72,6 +72,7 @@ class SearchRequest:
     confirm_top_k: int = 3
     confirm_seeds: int = 3
     reuse_workers: bool = True
+    model: Optional[str] = None  # --model: None is the built-in tiny VLM (autoaug.trainers.hf_vlm)
 
     def validate(self) -> None:
         if (self.task is None) == (self.data is None):
@@ -194,7 +195,7 @@ def _public_confirmation(record: Optional[dict]) -> Optional[dict]:
 def _prepare(request: SearchRequest):
     from autoaug.trainers.train import prepare_task
 
-    return prepare_task(request.task, request.data, request.data_seed, request.task_options)
+    return prepare_task(request.task, request.data, request.data_seed, request.task_options, model=request.model)
 
 
 # ---------------------------------------------------------------------- study and resume
@@ -211,7 +212,8 @@ def _open_study(storage, request: SearchRequest, space: SearchSpace, identity: s
 
     directions = ["maximize", "maximize"] if request.sampler == "nsga2" else ["maximize"]
     expected = {"space_hash": space.hash, "task": identity, "objectives": len(directions),
-                "max_epochs": request.max_epochs, "data_seed": request.data_seed}
+                "max_epochs": request.max_epochs, "data_seed": request.data_seed,
+                **({"model": request.model} if request.model else {})}
     try:
         study = optuna.load_study(study_name=request.name, storage=storage)
     except KeyError:
