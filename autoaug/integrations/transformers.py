@@ -335,7 +335,7 @@ class AttachedPolicy:
             text_mask=keep,
             text_special=protected,
             vocab=self.vocab,
-            text_embedding_table=module.get_input_embeddings().weight,
+            text_embedding_table=module.get_input_embeddings().weight.detach(),
         )
         return batch, image_positions
 
