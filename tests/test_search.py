@@ -270,8 +270,8 @@ def test_small_search_json_contract_and_mlflow_records(main_search, tmp_path):
         history = _history(client, run)
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         reported = set(rungs(request.max_epochs, None)) | {request.max_epochs}
+        # (Ray does not pass a trial's final result on to the searcher as an intermediate value)
         assert set(trial.intermediate_values) <= reported & {m.step for m in history}
-        assert trial.intermediate_values
         for m in history:
             if m.step in trial.intermediate_values:
                 assert m.value == pytest.approx(trial.intermediate_values[m.step])
