@@ -425,7 +425,8 @@ def load_space(name_or_path: Union[str, Path]) -> SearchSpace:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = f"unknown field; allowed: {allowed_fields(first['loc'], _KINDS[kind])}"
-        raise SearchSpaceError(f"{source}: {field_path(first['loc'])}: {message}") from None
+        where = f"{field_path(first['loc'])}: " if first["loc"] else ""  # a whole-space check names its field itself
+        raise SearchSpaceError(f"{source}: {where}{message}") from None
     space = SearchSpace(model, source)
     _check_buildable(space)
     return space
