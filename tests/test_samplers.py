@@ -167,3 +167,32 @@ def test_every_sampler_builds_policies_within_the_cap(sampler):
             assert 1 <= len(ops) <= trial.params.get("max_ops", 4) and len(set(ops)) == len(ops)
             values = two_objectives(policy) if sampler == "nsga2" else score(policy)
             study.tell(trial, values)
+
+
+def test_grid_requeues_a_failed_point_and_counts_distinct_points(tmp_path):
+    """Issue 16 item 12: Optuna's grid sampler counts a failed point as visited; the search queues it
+    again and counts coverage in distinct grid points, so it stops exactly when the grid is covered."""
+    from optuna.trial import TrialState
+
+    from autoaug.search.controller import grid_coverage
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("kind: randaugment\nname: g\nops: [vision_token_dropout, text_mask]\nn: [1, 2]\nm: [0.2, 0.6]\n")
+    space = load_space(path)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("grid", space, 0, 4))
+    trial = study.ask()
+    space.suggest(trial)
+    failed = (trial.params["n"], trial.params["m"])
+    study.tell(trial, state=TrialState.FAIL)  # e.g. running when the driver was killed
+    for _ in range(3):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.0)
+    assert grid_coverage(study, space) == 3  # 4 trials, 3 distinct points done; the failed one queued
+    assert grid_coverage(study, space) == 3  # and queued once, not once per call
+    assert sum(t.state == TrialState.WAITING for t in study.trials) == 1
+    trial = study.ask()
+    space.suggest(trial)
+    assert (trial.params["n"], trial.params["m"]) == failed
+    study.tell(trial, 0.0)
+    assert grid_coverage(study, space) == 4

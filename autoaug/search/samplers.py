@@ -152,7 +152,7 @@ def make_sampler(name: str, space, seed: int, trials: int):
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": cmaes,
         "nsga2": nsga2,
-        "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
+        "grid": lambda: CoverageGridSampler(space.grid(), seed=seed),
     }
     return factories[name]()
 
@@ -167,6 +167,16 @@ class ConditionalNSGAII(optuna.samplers.NSGAIISampler):
 
     def infer_relative_search_space(self, study, trial) -> dict:
         return {name: dist for name, dist in searched_union(study).items() if not dist.single()}
+
+
+class CoverageGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its own stop: it calls ``study.stop()`` when it believes the grid
+    is exhausted — counting failed points as visited, and raising outside ``optimize`` (ask/tell, as
+    Ray drives it). The search stops on distinct grid points finished instead, and queues failed
+    points again (`controller.grid_coverage`)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
 
 
 def cmaes_coverage(space) -> tuple[list[str], list[str]]:
