@@ -259,12 +259,20 @@ def test_small_search_json_contract_and_mlflow_records(main_search, tmp_path):
         assert run.info.status == "FINISHED"
         policy = Policy.from_dict(trial.user_attrs[POLICY_ATTR])
         entries = policy.config.entries
-        assert params["n_entries"] == str(len(entries))
-        for index, entry in enumerate(entries):
-            assert params[f"entry{index}.op"] == entry.op
-            assert float(params[f"entry{index}.magnitude"]) == pytest.approx(entry.magnitude, abs=1e-6)
-            assert float(params[f"op.{entry.op}.magnitude"]) == pytest.approx(entry.magnitude, abs=1e-6)
-            assert float(params[f"op.{entry.op}.p"]) == pytest.approx(entry.p, abs=1e-6)
+        # One name for one thing: every Optuna param is an MLflow param with the same value, and the
+        # policy's ops appear under the same op.<name>.* names (issue 16 item 4).
+        for name, value in trial.params.items():
+            assert params[name] == str(value), name
+        assert params["n_ops"] == str(len(entries))
+        assert params["ops"] == ",".join(entry.op for entry in entries)
+        for entry in entries:
+            assert params[f"op.{entry.op}.use"] == "True"
+            assert params[f"op.{entry.op}.magnitude"] == str(entry.magnitude)
+            assert params[f"op.{entry.op}.p"] == str(entry.p)
+            if f"op.{entry.op}.use" in trial.params:
+                assert trial.params[f"op.{entry.op}.use"] is True
+        unused = [name for name, value in trial.params.items() if name.endswith(".use") and value is False]
+        assert all(name.removesuffix(".use").removeprefix("op.") not in params["ops"].split(",") for name in unused)
         # val_accuracy: one value per epoch in MLflow (epochs travel in each report's history); trials
         # report to Tune only at ASHA's rungs and at the end, so those are the values Optuna was told.
         history = _history(client, run)
@@ -479,16 +487,22 @@ def test_failed_trial_error_tag_names_the_exception(failing_search):
 
 # ====================================================================== samplers and schedulers
 def test_nsga2_objective_pair(plugin_dir, tmp_path):
-    request = _request(tmp_path / "runs", "pareto", sampler="nsga2", trials=2)
+    # ASHA is asked for, but a two-objective trial is never cut on clean accuracy alone: all run to the end.
+    request = _request(tmp_path / "runs", "pareto", sampler="nsga2", trials=2, scheduler="asha", max_epochs=2)
     result = run_search(request)
     _check_result_contract(result, request)
-    assert result["n_complete"] + result["n_pruned"] == 2 and result["n_failed"] == 0
+    assert result["n_complete"] == 2 and result["n_pruned"] == 0 and result["n_failed"] == 0
     study = _study(request)
     assert len(study.directions) == 2 and study.user_attrs["sampler"] == "nsga2"
     assert all(len(t.values) == 2 for t in study.trials)
     best = study.trials[result["best_trial"]]
-    assert result["best_trial"] in {t.number for t in study.best_trials}
+    from autoaug.search.controller import pareto_choice, pareto_front
+
+    assert result["best_trial"] == pareto_choice(pareto_front(study)).number
     assert result["best_value"] == pytest.approx(best.values[0])
+    assert [row["trial"] for row in result["pareto_front"]] == [t.number for t in pareto_front(study)]
+    for row in result["pareto_front"]:
+        assert Policy.load(row["policy_path"]).config.provenance.trial == row["trial"]
 
     client = _client(result)
     _, children = _runs(result)
@@ -516,13 +530,25 @@ def test_grid_sampler_runs_min_of_trials_and_grid(plugin_dir, tmp_path):
     assert policy.config.provenance.search_space_hash == load_space(space).hash
 
 
-def test_cmaes_sampler_runs(plugin_dir, tmp_path):
+def test_cmaes_sampler_models_its_parameters_with_baselines_in_the_study(plugin_dir, tmp_path):
     # 3 trials on 2 slots: the third is proposed after one has finished, when CMA-ES has a search space.
-    request = _request(tmp_path / "runs", "cmaes", sampler="cmaes", trials=3, cpus_per_trial=1.0)
+    # The baselines (trials without parameters) used to empty that space: CMA-ES then never ran.
+    request = _request(tmp_path / "runs", "cmaes", sampler="cmaes", trials=3, cpus_per_trial=1.0, baselines=True)
     result = run_search(request)
     _check_result_contract(result, request)
     assert result["n_complete"] + result["n_pruned"] == 3 and result["n_failed"] == 0
-    assert _study(request).user_attrs["sampler"] == "cmaes"
+    study = _study(request)
+    assert study.user_attrs["sampler"] == "cmaes"
+    searched = [t for t in study.trials if "autoaug_baseline" not in t.user_attrs]
+    # CMA-ES writes its generation and optimiser state on a trial it proposed
+    assert any(key.startswith("cma:") for t in searched for key in t.system_attrs), [t.system_attrs for t in searched]
+    assert all({"max_ops", "clean_fraction", "augmented_loss_weight"} <= set(t.params) for t in searched)
+
+
+def test_cmaes_refuses_a_space_it_cannot_model(tmp_path):
+    request = _request(tmp_path / "runs", "cmaes-grid", space="randaugment", sampler="cmaes")
+    with pytest.raises(AutoaugInputError, match="cmaes: randaugment has no numeric parameter"):
+        run_search(request)
 
 
 PBA_FAST = """\
@@ -561,15 +587,21 @@ def test_pbt_exports_piecewise_schedules(pbt_search):
     assert {e.op for e in policy.config.entries} == {"vision_token_dropout", "text_mask"}
     for entry in policy.config.entries:
         assert entry.schedule.kind == "piecewise"
-        assert entry.magnitude == 1.0  # the schedule value is the magnitude
         points = entry.schedule.points
-        assert points[0][0] == 0.0 and points[0][1] == 0.0  # PBA starts at magnitude 0
         assert [t for t, _ in points] == sorted(t for t, _ in points) and all(0 <= t <= 1 for t, _ in points)
         assert 0.2 <= entry.p <= 1.0
+        if entry.schedule_p:  # one stretch of constant (p, magnitude): the schedule switches it on and off
+            assert {value for _, value in points} <= {0.0, 1.0}
+        else:
+            assert entry.magnitude == 1.0  # the schedule value is the magnitude
+    for op in ("vision_token_dropout", "text_mask"):  # PBA starts at magnitude 0
+        active = [entry for entry in policy.config.entries if entry.op == op and entry.schedule(0.0) > 0
+                  or entry.op == op and not entry.schedule_p]
+        assert len(active) == 1 and active[0].magnitude * active[0].schedule(0.0) == 0.0
     assert policy.config.provenance.trial == result["best_trial"]
     assert study.trials[result["best_trial"]].values[0] == pytest.approx(result["best_value"])
     _, children = _runs(result)
-    assert len(children) >= 4
+    assert len(children) == 4  # one child run per member, whatever its exploits
 
 
 def _pbt_logs(request: SearchRequest) -> dict[str, list]:

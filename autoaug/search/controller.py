@@ -100,8 +100,6 @@ class SearchRequest:
         if self.confirm and (self.confirm_top_k < 1 or self.confirm_seeds < 2):
             raise AutoaugInputError(f"--confirm-top-k / --confirm-seeds: expected >= 1 candidate and >= 2 seeds "
                                     f"(a standard error needs two), got {self.confirm_top_k} and {self.confirm_seeds}")
-        if self.confirm and self.sampler == "nsga2":
-            raise AutoaugInputError("--sampler nsga2 exports from a Pareto front, not one winner: run it with --no-confirm")
         if self.data_seed < 0:
             raise AutoaugInputError(f"--data-seed: expected a non-negative integer, got {self.data_seed}")
         if not self.name or "/" in self.name:
@@ -121,6 +119,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
         raise AutoaugInputError(f"--space {space.name} is a pba_schedule space: run it with --scheduler pbt")
     if request.sampler == "grid":
         space.grid()  # fails clearly unless it is a randaugment space
+    _check_cmaes(request, space, console)
     locations = resolve(request.workdir, request.storage, request.tracking_uri)
     # The driver reads, tokenises and stacks the data once; workers get the result, never a path to
     # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
@@ -166,7 +165,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
             run_pbt(context)
         else:
             _run_searched_trials(context)
-        if request.confirm:
+        if request.confirm and len(study.directions) == 1:  # a two-objective search exports its Pareto front
             confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds)
         status = "FINISHED"
     finally:
@@ -330,18 +329,28 @@ def _start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
 
 
 def _sampler(request: SearchRequest, space: SearchSpace, offset: int):
-    """The Optuna sampler; seeded by the search seed plus the trials already in the study, so a
-    resumed search does not propose its first points again."""
-    import optuna
+    """The Optuna sampler (`autoaug.search.samplers`); seeded by the search seed plus the trials already
+    in the study, so a resumed search does not propose its first points again."""
+    from autoaug.search.samplers import make_sampler
 
-    seed = request.seed + offset
-    return {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-        "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
-    }[request.sampler]()
+    return make_sampler(request.sampler, space, request.seed + offset, request.trials)
+
+
+def _check_cmaes(request: SearchRequest, space: SearchSpace, console) -> None:
+    """CMA-ES models only numeric parameters every trial has: refuse a space with none, say which
+    parameters it models (and that TPE draws the rest) otherwise."""
+    if request.sampler != "cmaes":
+        return
+    from autoaug.search.samplers import cmaes_coverage
+
+    modelled, others = cmaes_coverage(space)
+    if not modelled:
+        raise AutoaugInputError(
+            f"--sampler cmaes: {space.name} has no numeric parameter in every trial, so CMA-ES would model nothing; "
+            "use --sampler tpe (or grid for a randaugment space)")
+    if console is not None:
+        console.print(f"cmaes: CMA-ES models {', '.join(modelled)}; the {len(others)} categorical or conditional "
+                      "parameters (op choice, p, magnitude, schedule) are drawn by TPE", highlight=False)
 
 
 def _scheduler(request: SearchRequest, epochs: int, calibration: Optional[dict]):
@@ -350,7 +359,9 @@ def _scheduler(request: SearchRequest, epochs: int, calibration: Optional[dict])
     exactly the trials that win later. Without calibration the first rung is at half the length."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if request.scheduler == "none" or rungs(epochs, calibration) == ():
+    # ASHA ranks on one metric; a two-objective (nsga2) trial cut on clean accuracy alone would enter
+    # the Pareto population with early values, so two-objective searches run every trial to the end.
+    if request.scheduler == "none" or rungs(epochs, calibration) == () or request.sampler == "nsga2":
         return FIFOScheduler()
     # time_attr "epoch": trials report only at the rungs and the end (`TrialSettings.report_epochs`)
     return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=epochs,
@@ -385,9 +396,12 @@ def _run_searched_trials(context: SearchContext) -> None:
         for values in grid.values():
             size *= len(values)
         total = min(total, size)
+    # A grid search counts distinct grid points finished (Optuna's grid sampler counts a failed point as
+    # visited and would fill the budget with repeats): failed points are queued again each round.
+    done = (lambda: grid_coverage(study, space)) if request.sampler == "grid" else (lambda: finished_count(study))
     attempts = 0
     while True:
-        remaining = total - finished_count(study)
+        remaining = total - done()
         if remaining <= 0 or attempts >= 3:
             return
         attempts += 1
@@ -395,7 +409,7 @@ def _run_searched_trials(context: SearchContext) -> None:
         metric = [METRIC, ROBUST_METRIC] if request.sampler == "nsga2" else METRIC
         mode = ["max", "max"] if request.sampler == "nsga2" else "max"
 
-        if request.scheduler == "none":
+        if request.scheduler == "none" or request.sampler == "nsga2":  # no scheduler decides mid-trial
             context = context.with_settings(report_epochs=())
         elif request.scheduler == "asha":
             context = context.with_settings(report_epochs=rungs(epochs, study.user_attrs.get("calibration")))
@@ -409,7 +423,7 @@ def _run_searched_trials(context: SearchContext) -> None:
         recorder = MlflowRecorder(
             context.client, context.experiment_id, context.parent, request.name,
             label_of=lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}", policy_of=policy_of,
-            max_epochs=epochs, on_finished=progress.record if progress else None,
+            max_epochs=epochs, on_finished=progress.record if progress else None, log_config_params=True,
         )
         callbacks = [recorder] + ([progress] if progress else [])
         tuner = context.tuner("search", callbacks=callbacks, tune_config=tune.TuneConfig(
@@ -420,6 +434,30 @@ def _run_searched_trials(context: SearchContext) -> None:
         context.stage_seconds["search"] = context.stage_seconds.get("search", 0.0) + time.perf_counter() - started
         if finished_count(study) == before:  # nothing finished: failing trials would fail again
             return
+
+
+def grid_coverage(study, space: SearchSpace) -> int:
+    """How many grid points have a finished searched trial; queues again (once) each point whose
+    trials all failed, e.g. those a stopped driver left behind."""
+    import itertools
+
+    from optuna.trial import TrialState
+
+    grid = space.grid()
+    names = list(grid)
+    points = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
+
+    def key(params: dict) -> tuple:
+        return tuple(params.get(name) for name in names)
+
+    trials = searched_trials(study)
+    covered = {key(trial.params) for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    waiting = {key(trial.system_attrs.get("fixed_params", {})) for trial in trials if trial.state == TrialState.WAITING}
+    failed = {key(trial.params) for trial in trials if trial.state == TrialState.FAIL}
+    for point in points:
+        if key(point) in failed and key(point) not in covered | waiting:
+            study.enqueue_trial(point)
+    return len(covered & {key(point) for point in points})
 
 
 def _run_baselines(context: SearchContext) -> None:
@@ -498,7 +536,7 @@ def _parent_run(client, experiment_id: str, request: SearchRequest, space: Searc
 # ---------------------------------------------------------------------- result
 def best_trial(study, number: Optional[int] = None):
     """The trial to export: ``number`` if given (must be complete), else the best full-length trial,
-    searched or baseline (nsga2: the Pareto-optimal trial with the best clean accuracy)."""
+    searched or baseline (nsga2: `pareto_choice` of the searched trials' `pareto_front`)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -516,9 +554,36 @@ def best_trial(study, number: Optional[int] = None):
     if not candidates:
         return None
     if len(study.directions) > 1:
-        front = {trial.number for trial in study.best_trials}
-        candidates = [trial for trial in candidates if trial.number in front] or candidates
+        return pareto_choice(pareto_front(study))
     return max(candidates, key=lambda trial: (trial.values[0], -trial.number))
+
+
+ROBUST_TOLERANCE = 0.02  # accuracy points a two-objective export may give up on robustness for clean accuracy
+
+
+def pareto_front(study) -> list:
+    """The Pareto front of (clean, robust) validation accuracy over searched, full-length trials;
+    baselines are compared with it but never on it. Ordered by clean accuracy, best first."""
+    from optuna.trial import TrialState
+
+    trials = [trial for trial in searched_trials(study) if trial.state == TrialState.COMPLETE
+              and trial.user_attrs.get(STATE_ATTR, "complete") == "complete" and trial.values]
+
+    def dominates(a, b) -> bool:
+        return all(x >= y for x, y in zip(a.values, b.values)) and any(x > y for x, y in zip(a.values, b.values))
+
+    front = [trial for trial in trials if not any(dominates(other, trial) for other in trials)]
+    return sorted(front, key=lambda trial: (-trial.values[0], -trial.values[1], trial.number))
+
+
+def pareto_choice(front: list):
+    """The export of a two-objective search: among front trials whose robust accuracy is within
+    ``ROBUST_TOLERANCE`` of the front's best robust accuracy, the one with the best clean accuracy."""
+    if not front:
+        return None
+    most_robust = max(trial.values[1] for trial in front)
+    eligible = [trial for trial in front if trial.values[1] >= most_robust - ROBUST_TOLERANCE]
+    return max(eligible, key=lambda trial: (trial.values[0], trial.values[1], -trial.number))
 
 
 def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0,
@@ -553,4 +618,22 @@ def summarize(study, request: SearchRequest, locations: Locations, experiment_id
         "sampler": request.sampler,
         "scheduler": request.scheduler,
         "baselines": baselines,
+        **(_front_result(study, request, locations) if len(study.directions) > 1 else {}),
     }
+
+
+def _front_result(study, request: SearchRequest, locations: Locations) -> dict[str, Any]:
+    """A two-objective search exports its Pareto front as a set (one policy file per front trial)
+    and names the rule that chose ``best_trial`` from it."""
+    from autoaug.search.export import export_policy
+
+    folder = locations.exports_dir / f"{request.name}-pareto"
+    front = []
+    for trial in pareto_front(study):
+        folder.mkdir(parents=True, exist_ok=True)
+        path = export_policy(study, trial.number, folder / f"trial{trial.number}.yaml")
+        front.append({"trial": trial.number, METRIC: trial.values[0], ROBUST_METRIC: trial.values[1],
+                      "policy_path": str(path)})
+    return {"pareto_front": front,
+            "export_rule": f"best {METRIC} among front trials whose {ROBUST_METRIC} is within "
+                           f"{ROBUST_TOLERANCE} of the front's best"}

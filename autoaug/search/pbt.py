@@ -2,15 +2,24 @@
 
 A population of ``--trials`` trials trains at once; every ``perturbation_interval`` epochs Ray Tune's Population
 Based Training replaces the worst quantile by copies of the best (weights from their checkpoint and
-hyper-parameters), then explores: each magnitude or probability moves by ±0.1 or, with probability
-0.2, is redrawn from its range (PBA's explore step). Ray refuses a search algorithm next to PBT, so no
-Optuna sampler runs here; the finished population is added to the study afterwards, so export,
-resume and the JSON result read the same place as for the other schedulers.
+hyper-parameters), then explores once: each magnitude or probability moves by ±0.1 (clipped to its
+range) or, with probability 0.2, is redrawn from its range — PBA's explore step, and the only one:
+Ray's own perturbation is not configured (no ``hyperparam_mutations``), so it does not run first.
+Ray refuses a search algorithm next to PBT, so no Optuna sampler runs here; the finished population
+is added to the study afterwards, so export, resume and the JSON result read the same place as for
+the other schedulers. Config keys are the search space's names (``op.<name>.p``, ``op.<name>.magnitude``).
 
-What is exported is what PBA exports: the best trial's history of hyper-parameters (Ray's
+Reproducible from ``--seed``: the initial draws come from Ray's variant generator with that seed,
+explore from its own seeded generator, and PBT's exploit choices from Python's ``random``, which
+Ray's scheduler uses and which is seeded before the population starts.
+
+What is exported is what trained: the best member's history of hyper-parameters (Ray's
 ``pbt_policy_<trial>.txt`` log: [target, clone, target_iter, clone_iter, old_config, new_config] per
-exploit) turned into one ``piecewise`` magnitude schedule per op (values held between exploit steps,
-entry magnitude 1 so the schedule value *is* the magnitude); p is exported at its final value.
+exploit) as schedules over training progress. An op whose p never changed gets one entry: magnitude
+1 and a ``piecewise`` (step) schedule whose value *is* the magnitude. An op whose p changed gets one
+entry per stretch of constant (p, magnitude): that p and magnitude, with a step schedule that is 1
+inside the stretch and 0 outside, applied to p as well (``schedule_p``) — so at every point of
+training the exported policy applies exactly the p and magnitude that trained (schema version 1).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from typing import Any
 from ray.tune import Callback
 
 from autoaug.search.records import POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress
-from autoaug.search.space import PbaScheduleSpace, SearchSpace, stage_sorted
+from autoaug.search.space import PbaScheduleSpace, SearchSpace, op_param, stage_sorted
 from autoaug.search.stages import METRIC, fit_quietly
 
 EXPLORE_STEP = 0.1
@@ -64,8 +73,8 @@ class FinishedTrials(Callback):
 def hyperparameter_ranges(space: PbaScheduleSpace) -> dict[str, tuple[float, float]]:
     ranges: dict[str, tuple[float, float]] = {}
     for op, op_ranges in space.ops.items():
-        ranges[f"{op}.magnitude"] = tuple(op_ranges.magnitude)
-        ranges[f"{op}.p"] = tuple(op_ranges.p)
+        ranges[op_param(op, "magnitude")] = tuple(op_ranges.magnitude)
+        ranges[op_param(op, "p")] = tuple(op_ranges.p)
     return ranges
 
 
@@ -81,24 +90,58 @@ def schedule_history(log_file: Path, final_config: dict) -> list[tuple[int, dict
 
 
 def piecewise_policy(space: SearchSpace, history: list[tuple[int, dict]], max_epochs: int, name: str) -> dict:
-    """The exported policy: one piecewise magnitude schedule per op, p at its final value."""
+    """The exported policy: each op's magnitude and p over training, as they trained (module docstring)."""
     model = space.model
-    final = history[-1][1]
     entries = []
     for op in model.ops:
-        points: list[list[float]] = []
+        stretches: list[list] = []  # [start progress, p, magnitude]
         for epoch, config in history:
-            progress = round(min(epoch / max_epochs, 1.0), 6)
-            value = round(float(config.get(f"{op}.magnitude", model.initial_magnitude)), 6)
-            if points and points[-1][0] == progress:
-                points[-1][1] = value  # a later exploit at the same epoch wins
-            elif not points or points[-1][1] != value:
-                points.append([progress, value])
-        entries.append({"op": op, "p": round(float(final.get(f"{op}.p", model.ops[op].p[1])), 6), "magnitude": 1.0,
-                        "schedule": {"kind": "piecewise", "points": points, "interpolation": "step"}})
+            progress = min(epoch / max_epochs, 1.0)  # exact: a rounded-up point would start a stretch late
+            p = round(float(config.get(op_param(op, "p"), model.ops[op].p[1])), 6)
+            magnitude = round(float(config.get(op_param(op, "magnitude"), model.initial_magnitude)), 6)
+            if stretches and stretches[-1][0] == progress:
+                stretches[-1][1:] = [p, magnitude]  # a later exploit at the same epoch wins
+            elif not stretches or stretches[-1][1:] != [p, magnitude]:
+                stretches.append([progress, p, magnitude])
+        if len({p for _, p, _ in stretches}) == 1:
+            points, last = [], None
+            for start, _, magnitude in stretches:
+                if magnitude != last:
+                    points.append([start, magnitude])
+                    last = magnitude
+            entries.append({"op": op, "p": stretches[0][1], "magnitude": 1.0,
+                            "schedule": {"kind": "piecewise", "points": points, "interpolation": "step"}})
+            continue
+        for index, (start, p, magnitude) in enumerate(stretches):
+            points = [[0.0, 0.0]] if start > 0 else []
+            points.append([start, 1.0])
+            if index + 1 < len(stretches):
+                points.append([stretches[index + 1][0], 0.0])
+            entries.append({"op": op, "p": p, "magnitude": magnitude, "schedule_p": True,
+                            "schedule": {"kind": "piecewise", "points": points, "interpolation": "step"}})
     policy = space.policy_data({}, name=name)
     policy["entries"] = stage_sorted(entries)
     return policy
+
+
+def pbt_setup(model: PbaScheduleSpace, seed: int):
+    """(param_space, scheduler, search_alg) of a PBT run: seeded initial draws, one explore step."""
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    ranges = hyperparameter_ranges(model)
+    param_space: dict[str, Any] = {}
+    for op, op_ranges in model.ops.items():
+        param_space[op_param(op, "magnitude")] = model.initial_magnitude
+        param_space[op_param(op, "p")] = tune.uniform(*op_ranges.p)
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration", metric=METRIC, mode="max",
+        perturbation_interval=model.perturbation_interval,
+        quantile_fraction=model.quantile_fraction, custom_explore_fn=PbaExplore(ranges, seed),
+        log_config=True,
+    )
+    return param_space, scheduler, BasicVariantGenerator(random_state=seed)
 
 
 def run_pbt(context) -> None:
@@ -106,8 +149,6 @@ def run_pbt(context) -> None:
     import optuna
     from optuna.trial import TrialState
     from ray import tune
-    from ray.tune.schedulers import PopulationBasedTraining
-
     from autoaug.search.controller import finished_count
 
     request, study, space, settings, console = context.request, context.study, context.space, context.settings, context.console
@@ -116,18 +157,8 @@ def run_pbt(context) -> None:
     population = request.trials  # --trials is the population size under PBT
     if finished_count(study) >= population:
         return
-    ranges = hyperparameter_ranges(model)
-    param_space: dict[str, Any] = {}
-    for op, op_ranges in model.ops.items():
-        param_space[f"{op}.magnitude"] = model.initial_magnitude
-        param_space[f"{op}.p"] = tune.uniform(*op_ranges.p)
-    scheduler = PopulationBasedTraining(
-        time_attr="training_iteration", metric=METRIC, mode="max",
-        perturbation_interval=model.perturbation_interval,
-        hyperparam_mutations={key: tune.uniform(*bounds) for key, bounds in ranges.items()},
-        quantile_fraction=model.quantile_fraction, custom_explore_fn=PbaExplore(ranges, request.seed),
-        log_config=True,
-    )
+    param_space, scheduler, variants = pbt_setup(model, request.seed)
+    random.seed(request.seed)  # Ray's PBT draws its exploit choices from Python's global generator
     finished = FinishedTrials()
     progress = SearchProgress(console, population, METRIC, f"pbt {request.name}") if console else None
     recorder = MlflowRecorder(context.client, context.experiment_id, context.parent, request.name,
@@ -135,7 +166,8 @@ def run_pbt(context) -> None:
                               max_epochs=settings.max_epochs, on_finished=progress.record if progress else None,
                               track_config=True)
     tuner = context.tuner(
-        "pbt", param_space=param_space, tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=population),
+        "pbt", param_space=param_space,
+        tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=variants, num_samples=population),
         callbacks=[recorder, finished] + ([progress] if progress else []),
         # PBT clones from other trials' checkpoints: deleting old ones races with that (Ray warns),
         # and the tiny proxy model's checkpoints cost little, so all are kept.

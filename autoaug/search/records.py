@@ -78,26 +78,38 @@ class RecordingOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def flatten_policy(policy: Policy) -> dict[str, Any]:
-    """MLflow params of a policy: ``entryK.*`` in order, plus one ``op.<name>.*`` column per op so
-    the compare view lines trials up by op whatever position the op had."""
+def flatten_policy(policy: Policy, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """MLflow params of a trial: the sampler's own params verbatim (``params``: a searched trial's
+    config), then the policy under the same names — ``op.<name>.use`` / ``.p`` / ``.magnitude`` /
+    ``.schedule`` per op, whatever its position — so Optuna, Ray and MLflow give one name one meaning
+    and the compare view lines trials up by op. ``n_ops`` and ``ops`` (the ops in the order they run)
+    are derived from the policy. An op the policy lists more than once (a PBT schedule exported in
+    windows) gets ``op.<name>.entry<k>.*`` for its later entries."""
     config = policy.config
-    params: dict[str, Any] = {
-        "selection": config.selection, "n_entries": len(config.entries),
-        "clean_fraction": round(config.clean_fraction, 6),
-        "augmented_loss_weight": round(config.augmented_loss_weight, 6),
+    flat: dict[str, Any] = {key: value for key, value in (params or {}).items() if not key.startswith("_")}
+    flat.update({
+        "selection": config.selection, "n_ops": len(config.entries),
+        "ops": ",".join(entry.op for entry in config.entries),
+        "clean_fraction": config.clean_fraction, "augmented_loss_weight": config.augmented_loss_weight,
         "balance.vision": config.balance.vision, "balance.text": config.balance.text,
         "balance.cross": config.balance.cross,
-    }
+    })
     if config.selection == "random_n":
-        params["n"] = config.n
+        flat["n"] = config.n
+    seen: set[str] = set()
     for index, entry in enumerate(config.entries):
-        for key, value in (("op", entry.op), ("p", round(entry.p, 6)), ("magnitude", round(entry.magnitude, 6)),
-                           ("schedule", entry.schedule.describe())):
-            params[f"entry{index}.{key}"] = value
-        params[f"op.{entry.op}.magnitude"] = round(entry.magnitude, 6)
-        params[f"op.{entry.op}.p"] = round(entry.p, 6)
-    return params
+        prefix = f"op.{entry.op}" if entry.op not in seen else f"op.{entry.op}.entry{index}"
+        seen.add(entry.op)
+        flat[f"{prefix}.use"] = True
+        flat[f"{prefix}.p"] = entry.p
+        flat[f"{prefix}.magnitude"] = entry.magnitude
+        flat[f"{prefix}.schedule"] = entry.schedule.kind if _plain(entry.schedule) else entry.schedule.describe()
+    return flat
+
+
+def _plain(schedule) -> bool:
+    """A schedule with its defaults is logged by its kind alone: the name the search space samples."""
+    return schedule.describe() == schedule.kind
 
 
 class MlflowRecorder(Callback):
@@ -105,7 +117,8 @@ class MlflowRecorder(Callback):
 
     def __init__(self, client, experiment_id: str, parent_run_id: str, study: str,
                  label_of: Callable[[Any], str], policy_of: Callable[[dict], Policy], max_epochs: int,
-                 on_finished: Optional[Callable[[Any, str], None]] = None, track_config: bool = False) -> None:
+                 on_finished: Optional[Callable[[Any, str], None]] = None, track_config: bool = False,
+                 log_config_params: bool = False) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -115,6 +128,7 @@ class MlflowRecorder(Callback):
         self.max_epochs = max_epochs
         self.on_finished = on_finished
         self.track_config = track_config  # PBT: hyper-parameters change mid-trial; log them per epoch
+        self.log_config_params = log_config_params  # searched trials: the sampler's params, verbatim
         self.run_ids: dict[str, str] = {}
 
     def __getstate__(self) -> dict:
@@ -134,7 +148,8 @@ class MlflowRecorder(Callback):
                 "autoaug_ray_trial_id": trial.trial_id, "autoaug_state": "running"}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=label)
         self.run_ids[trial.trial_id] = run.info.run_id
-        params = [Param(key, str(value)) for key, value in flatten_policy(policy).items()]
+        params = [Param(key, str(value)) for key, value in
+                  flatten_policy(policy, trial.config if self.log_config_params else None).items()]
         self.client.log_batch(run.info.run_id, params=params,
                               tags=[RunTag("autoaug_policy_name", str(policy.config.name or ""))])
         self.client.log_text(run.info.run_id, policy.dumps(), "policy.yaml")

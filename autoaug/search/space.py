@@ -2,16 +2,37 @@
 
 Three kinds, one per search style:
 
-- ``policy`` (``vlm_default``): up to ``entries.max`` entries; for each, the op is a categorical choice
-  and its ``p``, magnitude and schedule are conditional on that choice; plus clean fraction, loss
-  weight of augmented samples and per-modality balance;
+- ``policy`` (``vlm_default``): a set of at most ``entries.max`` ops; per op, whether it is in the policy
+  and — only when it is — its ``p``, magnitude and schedule; plus clean fraction and the loss weight
+  of augmented samples;
 - ``randaugment``: RandAugment's N × M grid over a fixed op list (``--sampler grid``);
 - ``pba_schedule``: Population Based Augmentation: a magnitude and a probability per op, changed over
   training by Ray Tune's Population Based Training and exported as ``piecewise`` schedules.
 
-Parameter names are flat strings (``entry0.op``, ``entry0.vision_token_dropout.magnitude``,
-``clean_fraction``), the same in Optuna, Ray Tune's config and MLflow, so a trial's params turn into
-its policy by a pure function (`SearchSpace.policy_data`), in the driver and in the trainable alike.
+How a policy space reaches Optuna (one name per thing, whatever the op's position):
+
+- ``max_ops``: this trial's cap on the number of ops, within ``entries`` (so the number of ops is
+  searched too: with many ops on offer the ``use`` questions alone would nearly always fill the cap);
+- ``op.<name>.use`` (``False``/``True``): the op is in the policy or not;
+- ``op.<name>.p``, ``op.<name>.magnitude``, ``op.<name>.schedule``: asked only when ``use`` is True,
+  so each op's p, magnitude and schedule are modelled from every trial that used the op;
+- ``clean_fraction``, ``augmented_loss_weight``.
+
+The policy holds exactly the used ops, in stage order (pixel → token → embedding); an op is never in
+it twice, so nothing is de-duplicated. The cap ``max_ops`` is enforced by the order in which the ops
+are *considered*: a permutation drawn from the trial number (so no op is favoured by its place in
+the file), with ``use`` asked op by op until ``max_ops`` ops are in; ops after that are not asked
+and Optuna records nothing for them. The floor ``entries.min`` is enforced the same way: when the ops
+not yet considered are just enough to reach it, they join without a ``use`` question (their p,
+magnitude and schedule are still asked and recorded). So every parameter Optuna records is one the
+policy uses, and the trial's policy is a pure function of its params (`SearchSpace.policy_data`),
+in the driver and in the trainable alike; MLflow logs the same names (`records.flatten_policy`).
+
+Per-modality ``balance`` multiplies magnitudes at run time (`Policy`). A search space never searches
+it — per-op magnitude ranges already span what it could express, and a searched multiplier would
+make magnitude and balance two names for one effect — but a space may fix it per modality; the
+sampled magnitude range of each op is then divided by its modality's balance, so the magnitude the
+op runs at (``magnitude × balance``) stays within the range the space declares for it.
 """
 
 from __future__ import annotations
@@ -19,6 +40,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import random
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -128,7 +150,7 @@ class PolicySpace(_OpRangesSpace):
     entries: EntryCount = Field(default_factory=EntryCount)
     schedules: list[str] = Field(default_factory=lambda: ["constant"], min_length=1)
     augmented_loss_weight: Union[float, Range] = 1.0
-    balance: dict[Literal["vision", "text", "cross"], Union[float, Range]] = Field(default_factory=dict)
+    balance: dict[Literal["vision", "text", "cross"], float] = Field(default_factory=dict)
 
     @field_validator("schedules")
     @classmethod
@@ -144,10 +166,35 @@ class PolicySpace(_OpRangesSpace):
     def _weight(cls, value):
         return _check_range(value) if isinstance(value, tuple) else _check_range((value, value))[0]
 
-    @field_validator("balance")
+    @field_validator("balance", mode="before")
     @classmethod
     def _balance(cls, value):
-        return {k: _check_range(v, 0.0, 4.0) if isinstance(v, tuple) else v for k, v in value.items()}
+        for modality, multiplier in (value or {}).items():
+            if isinstance(multiplier, (list, tuple)):
+                raise ValueError(
+                    f"{modality}: balance is not searched (per-op magnitude ranges already cover it, and a searched "
+                    f"multiplier of magnitude would be a second name for the same effect); give one number in (0, 4]")
+            if isinstance(multiplier, (int, float)) and not 0.0 < multiplier <= 4.0:
+                raise ValueError(f"{modality}: expected a number in (0, 4], got {multiplier}")
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "PolicySpace":
+        for op, ranges in self.ops.items():
+            modality = ops.op_class(op).modality
+            balance = self.balance.get(modality, 1.0)
+            if ranges.magnitude[0] / balance > 1.0:
+                raise ValueError(f"ops.{op}.magnitude: the low end {ranges.magnitude[0]} cannot be reached with "
+                                 f"balance.{modality} {balance} (magnitude × balance would need a magnitude above 1)")
+        if self.entries.min > len(self.ops):
+            raise ValueError(f"entries.min ({self.entries.min}) exceeds the number of ops ({len(self.ops)})")
+        if self.entries.min > 0 and len(self.schedules) == 1:
+            # An op the floor forces in is known by its recorded p/magnitude (it has no use question).
+            fixed = [op for op, r in self.ops.items() if r.p[0] == r.p[1] and r.magnitude[0] == r.magnitude[1]]
+            if fixed:
+                raise ValueError(f"ops.{fixed[0]}: with entries.min > 0 every op needs a p or magnitude range "
+                                 "(an op forced in by the floor is recorded through them); give a range or set min: 0")
+        return self
 
 
 class RandAugmentSpace(_SpaceBase):
@@ -223,21 +270,37 @@ class SearchSpace:
             return {}
         if isinstance(space, PbaScheduleSpace):
             raise SearchSpaceError(f"{self.source}: a pba_schedule space is searched with --scheduler pbt")
-        count = trial.suggest_int("n_entries", space.entries.min, space.entries.max)
-        op_names = list(space.ops)
-        for index in range(count):
-            op = trial.suggest_categorical(f"entry{index}.op", op_names)
-            ranges = space.ops[op]
-            # Ranges depend on the op, so the names do too: Optuna keeps one distribution per name.
-            _suggest_scalar(trial, f"entry{index}.{op}.p", ranges.p)
-            _suggest_scalar(trial, f"entry{index}.{op}.magnitude", ranges.magnitude)
-            if len(space.schedules) > 1:
-                trial.suggest_categorical(f"entry{index}.schedule", space.schedules)
+        cap = space.entries.max
+        if space.entries.min < space.entries.max:
+            cap = trial.suggest_int(MAX_OPS, space.entries.min, space.entries.max)
+        order = consideration_order(list(space.ops), trial.number)
+        used = 0
+        for position, op in enumerate(order):
+            if used == cap:
+                break  # the cap: later ops are not asked, so Optuna records nothing for them
+            unconsidered = len(order) - position
+            forced = unconsidered <= space.entries.min - used  # the floor: no question whose "no" could not hold
+            if forced or trial.suggest_categorical(use_name(op), [False, True]):
+                used += 1
+                ranges = self.sampling_ranges(op)
+                _suggest_scalar(trial, op_param(op, "p"), ranges.p)
+                _suggest_scalar(trial, op_param(op, "magnitude"), ranges.magnitude)
+                if len(space.schedules) > 1:
+                    trial.suggest_categorical(op_param(op, "schedule"), space.schedules)
         _suggest_scalar(trial, "clean_fraction", space.clean_fraction)
         _suggest_scalar(trial, "augmented_loss_weight", space.augmented_loss_weight)
-        for modality, value in space.balance.items():
-            _suggest_scalar(trial, f"balance.{modality}", value)
         return {}
+
+    def sampling_ranges(self, op: str) -> OpRanges:
+        """The ranges sampled for ``op``: its declared p range, and its magnitude range divided by its
+        modality's fixed balance, so that ``magnitude × balance`` stays within the declared range."""
+        space = self.model
+        ranges = space.ops[op]
+        balance = getattr(space, "balance", {}).get(ops.op_class(op).modality, 1.0)
+        if balance == 1.0:
+            return ranges
+        low, high = ranges.magnitude
+        return OpRanges(p=ranges.p, magnitude=(low / balance, min(high / balance, 1.0)))
 
     def grid(self) -> dict[str, list]:
         """The full grid of a randaugment space (for Optuna's GridSampler)."""
@@ -256,37 +319,64 @@ class SearchSpace:
             return {
                 "name": name, "selection": "random_n", "n": int(params["n"]),
                 "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
-                "entries": [{"op": op, "p": 1.0, "magnitude": float(params["m"])} for op in space.ops],
+                "entries": stage_sorted([{"op": op, "p": 1.0, "magnitude": float(params["m"])} for op in space.ops]),
             }
         if isinstance(space, PbaScheduleSpace):
-            entries = [{"op": op, "p": float(params.get(f"{op}.p", ranges.p[1])),
-                        "magnitude": float(params.get(f"{op}.magnitude", space.initial_magnitude))}
+            entries = [{"op": op, "p": float(params.get(op_param(op, "p"), ranges.p[1])),
+                        "magnitude": float(params.get(op_param(op, "magnitude"), space.initial_magnitude))}
                        for op, ranges in space.ops.items()]
             return {"name": name, "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
                     "entries": stage_sorted(entries)}
-        entries, seen = [], set()
-        for index in range(int(params["n_entries"])):
-            op = params[f"entry{index}.op"]
-            if op in seen:  # the same op twice adds nothing a higher p would not
-                continue
-            seen.add(op)
-            ranges = space.ops[op]
+        entries = []
+        for op in used_ops(space, params):
+            ranges = self.sampling_ranges(op)
             entries.append({
                 "op": op,
-                "p": _value(params, f"entry{index}.{op}.p", ranges.p),
-                "magnitude": _value(params, f"entry{index}.{op}.magnitude", ranges.magnitude),
-                "schedule": params.get(f"entry{index}.schedule", space.schedules[0]),
+                "p": _value(params, op_param(op, "p"), ranges.p),
+                "magnitude": _value(params, op_param(op, "magnitude"), ranges.magnitude),
+                "schedule": params.get(op_param(op, "schedule"), space.schedules[0]),
             })
-        balance = {m: _value(params, f"balance.{m}", v) for m, v in space.balance.items()}
         data = {
             "name": name,
             "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
             "augmented_loss_weight": _value(params, "augmented_loss_weight", space.augmented_loss_weight),
             "entries": stage_sorted(entries),
         }
-        if balance:
-            data["balance"] = balance
+        if space.balance:
+            data["balance"] = dict(space.balance)
         return data
+
+
+MAX_OPS = "max_ops"  # the trial's own cap on the number of ops, within [entries.min, entries.max]
+
+
+def use_name(op: str) -> str:
+    return f"op.{op}.use"
+
+
+def op_param(op: str, field: str) -> str:
+    """The one name of an op's ``p`` / ``magnitude`` / ``schedule`` in Optuna, Ray's config and MLflow."""
+    return f"op.{op}.{field}"
+
+
+def consideration_order(op_names: list[str], trial_number: int) -> list[str]:
+    """The order in which a trial considers the ops: a permutation fixed by the trial number, so the
+    cap on the number of ops favours no op by its place in the file, and a trial replays exactly."""
+    order = list(op_names)
+    random.Random(f"autoaug-op-order:{trial_number}").shuffle(order)
+    return order
+
+
+def used_ops(space: "PolicySpace", params: dict[str, Any]) -> list[str]:
+    """The ops a trial's params put in the policy: ``use`` True, or forced in by ``entries.min``
+    (those have p/magnitude/schedule params but no ``use`` param)."""
+    chosen = []
+    for op in space.ops:
+        flag = params.get(use_name(op))
+        asked_fields = any(op_param(op, field) in params for field in ("p", "magnitude", "schedule"))
+        if flag is True or (flag is None and asked_fields):
+            chosen.append(op)
+    return chosen
 
 
 def _suggest_scalar(trial, name: str, value) -> None:
@@ -335,5 +425,27 @@ def load_space(name_or_path: Union[str, Path]) -> SearchSpace:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = f"unknown field; allowed: {allowed_fields(first['loc'], _KINDS[kind])}"
-        raise SearchSpaceError(f"{source}: {field_path(first['loc'])}: {message}") from None
-    return SearchSpace(model, source)
+        where = f"{field_path(first['loc'])}: " if first["loc"] else ""  # a whole-space check names its field itself
+        raise SearchSpaceError(f"{source}: {where}{message}") from None
+    space = SearchSpace(model, source)
+    _check_buildable(space)
+    return space
+
+
+def _check_buildable(space: SearchSpace) -> None:
+    """Build the policy of a corner point now, so a space that validates but whose trials could never
+    build a valid policy is refused at load time rather than in every trial."""
+    from autoaug.policy.schema import PolicyError, validate_policy
+
+    model = space.model
+    if isinstance(model, RandAugmentSpace):
+        points = [{"n": n, "m": m} for n in model.n for m in model.m[:1]]
+    elif isinstance(model, PbaScheduleSpace):
+        points = [{}]
+    else:
+        points = [{use_name(op): True for op in model.ops}]  # every op at once: stage order, schedules
+    for params in points:
+        try:
+            validate_policy(space.policy_data(params), space.source)
+        except PolicyError as error:
+            raise SearchSpaceError(f"{space.source}: its trials would build an invalid policy: {error}") from None

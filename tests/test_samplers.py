@@ -1,0 +1,198 @@
+"""The samplers learn from their trials (issue 16): a synthetic objective, no training.
+
+The objective is a known function of the sampled policy: two ops help when their p and magnitude are
+near a target, every other op costs a little. TPE must beat random search on it within 30 trials, and
+NSGA-II's offspring must inherit p and magnitude from their parents.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+
+import optuna
+import pytest
+
+from autoaug.search.samplers import (ConditionalNSGAII, SearchedIntersection, cmaes_coverage, gene_of,
+                                     make_sampler)
+from autoaug.search.space import load_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+GOOD = {"text_mask": (0.8, 0.7), "vision_random_mask": (0.6, 0.3)}  # op -> the (p, magnitude) that scores best
+SEEDS = range(8)
+
+
+def score(policy: dict) -> float:
+    total = 0.0
+    for entry in policy["entries"]:
+        if entry["op"] in GOOD:
+            p, magnitude = GOOD[entry["op"]]
+            total += 1.0 - abs(entry["p"] - p) - 3 * abs(entry["magnitude"] - magnitude)
+        else:
+            total -= 0.3
+    return total
+
+
+def magnitude_error(policy: dict) -> list[float]:
+    return [abs(entry["magnitude"] - GOOD[entry["op"]][1]) for entry in policy["entries"] if entry["op"] in GOOD]
+
+
+def run(sampler_name: str, seed: int, trials: int = 30):
+    space = load_space("vlm_default")
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler_name, space, seed, trials))
+    policies = []
+    for _ in range(trials):
+        trial = study.ask()
+        space.suggest(trial)
+        policy = space.policy_data(trial.params)
+        study.tell(trial, score(policy))
+        policies.append(policy)
+    return study, policies
+
+
+def test_tpe_beats_random_within_30_trials():
+    """Mean score of the last 10 of 30 trials, TPE against random, seed by seed. If TPE learnt
+    nothing, each comparison would be a coin flip: 7 or more wins of 8 has probability 9/256."""
+    wins, tpe_errors, random_errors = 0, [], []
+    for seed in SEEDS:
+        tpe_study, tpe_policies = run("tpe", seed)
+        random_study, random_policies = run("random", seed)
+        tpe_last = statistics.mean(trial.value for trial in tpe_study.trials[-10:])
+        random_last = statistics.mean(trial.value for trial in random_study.trials[-10:])
+        wins += tpe_last > random_last
+        tpe_errors += [e for policy in tpe_policies[-10:] for e in magnitude_error(policy)]
+        random_errors += [e for policy in random_policies[-10:] for e in magnitude_error(policy)]
+    assert wins >= 7, f"TPE beat random in only {wins} of {len(SEEDS)} seeds"
+    # p and magnitude are learnt, not only which ops: TPE's good ops sit nearer their target magnitude
+    # and TPE uses the good ops more often than random search does.
+    assert statistics.mean(tpe_errors) < statistics.mean(random_errors)
+    assert len(tpe_errors) > len(random_errors)
+
+
+def test_one_name_per_op_parameter_whatever_its_position():
+    """200 random draws: each op has at most use / p / magnitude / schedule, plus max_ops and the two
+    scalars — 19 × 4 + 3 names (the position-indexed design produced 163)."""
+    space = load_space("vlm_default")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    names: set[str] = set()
+    for _ in range(200):
+        trial = study.ask()
+        space.suggest(trial)
+        names |= set(trial.params)
+        study.tell(trial, 0.0)
+    assert len(names) <= 4 * len(space.model.ops) + 3
+    per_op = {name.rsplit(".", 1)[1] for name in names if name.startswith("op.")}
+    assert per_op == {"use", "p", "magnitude", "schedule"}
+
+
+def two_objectives(policy: dict) -> tuple[float, float]:
+    return score(policy), -float(len(policy["entries"]))
+
+
+def inherited_share(sampler, generations: int = 4, population: int = 6, seed: int = 0) -> float:
+    """Share of the p / magnitude values of generation >= 1 children that equal a value their op had
+    in some earlier trial (a float drawn afresh never does)."""
+    space = load_space("vlm_default")
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    # a baseline without parameters must not stop inheritance (it empties the intersection space)
+    study.add_trial(optuna.trial.create_trial(values=[0.0, 0.0], user_attrs={"autoaug_baseline": "none"}))
+    seen: dict[str, set] = {}
+    inherited = total = 0
+    for number in range(generations * population):
+        trial = study.ask()
+        space.suggest(trial)
+        for name, value in trial.params.items():
+            if name.endswith((".p", ".magnitude")):
+                if number >= population:
+                    total += 1
+                    inherited += value in seen.get(name, set())
+        for name, value in trial.params.items():
+            seen.setdefault(name, set()).add(value)
+        study.tell(trial, two_objectives(space.policy_data(trial.params)))
+    return inherited / max(total, 1)
+
+
+def test_nsga2_offspring_inherit_p_and_magnitude():
+    """With Optuna's stock NSGA-II, p and magnitude (present only in trials that used the op) are
+    outside the intersection space and drawn at random every time: share 0. Ours inherits them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        share = inherited_share(ConditionalNSGAII(seed=0, population_size=6))
+        stock = inherited_share(optuna.samplers.NSGAIISampler(seed=0, population_size=6))
+    assert stock == 0.0
+    assert share >= 0.3  # measured 0.4: the rest are ops neither parent considered, and mutations
+
+
+def test_gene_keeps_an_ops_parameters_together():
+    assert gene_of("op.text_mask.p") == gene_of("op.text_mask.magnitude") == gene_of("op.text_mask.use") == "op.text_mask"
+    assert gene_of("clean_fraction") == "clean_fraction"
+
+
+def test_cmaes_models_the_numeric_parameters_every_trial_has_even_with_baselines():
+    space = load_space("vlm_default")
+    modelled, others = cmaes_coverage(space)
+    assert modelled == ["augmented_loss_weight", "clean_fraction", "max_ops"]
+    assert "op.text_mask.magnitude" in others and "op.text_mask.use" in others
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("cmaes", space, 0, 12))
+    study.add_trial(optuna.trial.create_trial(value=0.0, user_attrs={"autoaug_baseline": "none"}))
+    for _ in range(4):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, score(space.policy_data(trial.params)))
+    relative = study.sampler.infer_relative_search_space(study, study.trials[-1])
+    assert sorted(relative) == modelled
+    # Optuna's own intersection counts the baseline: it models nothing
+    assert optuna.search_space.IntersectionSearchSpace().calculate(study) == {}
+    assert sorted(SearchedIntersection().calculate(study)) != []
+
+
+def test_cmaes_refuses_a_space_it_cannot_model():
+    modelled, _ = cmaes_coverage(load_space("randaugment"))
+    assert modelled == []
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "nsga2"])
+def test_every_sampler_builds_policies_within_the_cap(sampler):
+    space = load_space("vlm_default")
+    directions = ["maximize", "maximize"] if sampler == "nsga2" else ["maximize"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(directions=directions, sampler=make_sampler(sampler, space, 1, 12))
+        for _ in range(14):
+            trial = study.ask()
+            space.suggest(trial)
+            policy = space.policy_data(trial.params)
+            ops = [entry["op"] for entry in policy["entries"]]
+            assert 1 <= len(ops) <= trial.params.get("max_ops", 4) and len(set(ops)) == len(ops)
+            values = two_objectives(policy) if sampler == "nsga2" else score(policy)
+            study.tell(trial, values)
+
+
+def test_grid_requeues_a_failed_point_and_counts_distinct_points(tmp_path):
+    """Issue 16 item 12: Optuna's grid sampler counts a failed point as visited; the search queues it
+    again and counts coverage in distinct grid points, so it stops exactly when the grid is covered."""
+    from optuna.trial import TrialState
+
+    from autoaug.search.controller import grid_coverage
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("kind: randaugment\nname: g\nops: [vision_token_dropout, text_mask]\nn: [1, 2]\nm: [0.2, 0.6]\n")
+    space = load_space(path)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("grid", space, 0, 4))
+    trial = study.ask()
+    space.suggest(trial)
+    failed = (trial.params["n"], trial.params["m"])
+    study.tell(trial, state=TrialState.FAIL)  # e.g. running when the driver was killed
+    for _ in range(3):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.0)
+    assert grid_coverage(study, space) == 3  # 4 trials, 3 distinct points done; the failed one queued
+    assert grid_coverage(study, space) == 3  # and queued once, not once per call
+    assert sum(t.state == TrialState.WAITING for t in study.trials) == 1
+    trial = study.ask()
+    space.suggest(trial)
+    assert (trial.params["n"], trial.params["m"]) == failed
+    study.tell(trial, 0.0)
+    assert grid_coverage(study, space) == 4
