@@ -184,6 +184,7 @@ def run_training(
     device = module.device
     test_loader, val_loader = datamodule.loader("test"), datamodule.loader("val")
     robust = evaluation.robust_accuracies(model, test_loader, device)
+    heldout = evaluation.heldout_robust_accuracies(model, test_loader, device)  # corruptions no op produces
     robust_val = evaluation.robust_accuracies(model, val_loader, device)
     train_accuracy = evaluation.accuracy(model, datamodule.loader("train"), device=device)
     val_accuracy = evaluation.accuracy(model, val_loader, device=device)
@@ -200,6 +201,8 @@ def run_training(
         "robust_accuracy": sum(robust.values()) / len(robust),
         "robust_val_accuracy": sum(robust_val.values()) / len(robust_val),
         "robust_breakdown": robust,
+        "heldout_robust_accuracy": sum(heldout.values()) / len(heldout),
+        "heldout_robust_breakdown": heldout,
         "train_accuracy": train_accuracy,
         "train_val_gap": train_accuracy - val_accuracy,
         "epochs": trainer.current_epoch,
