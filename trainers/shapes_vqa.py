@@ -27,6 +27,7 @@ window around the shape (2000 examples take a fraction of a second).
 from __future__ import annotations
 
 import hashlib
+import os  # TUNING-ONLY
 import math
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -49,6 +50,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 QUESTION_TYPES: tuple[str, ...] = ("colour", "count", "presence", "relation")
 GRID_CELLS = 3  # the image is a GRID_CELLS x GRID_CELLS grid of cells, one shape per cell at most
+SIZE_RANGE = (0.24, 0.42)  # a shape's half-extent, as a fraction of the cell's side
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "colour": ("what color is the {kind}?", "which color does the {kind} have?"),
@@ -82,6 +84,11 @@ class Shape:
     x: float
     y: float
     size: float
+    rgb: Optional[tuple[float, float, float]] = None  # the drawn colour; None: the palette's
+
+    @property
+    def drawn_rgb(self) -> tuple[float, float, float]:
+        return self.rgb if self.rgb is not None else COLOURS[self.colour]
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Scene:
     shapes: tuple[Shape, ...]
     background: float
     image_size: int
+    grid_cells: int = GRID_CELLS
 
     def find(self, colour: Optional[str] = None, kind: Optional[str] = None) -> list[Shape]:
         return [s for s in self.shapes
@@ -124,6 +132,10 @@ def make_shapes_vqa(
     test_size: int = 300,
     image_size: int = 32,
     max_shapes: int = 4,
+    grid_cells: int = GRID_CELLS,
+    pixel_noise: float = 0.0,
+    colour_noise: float = 0.0,
+    min_contrast: float = 1.0,
 ) -> TaskData:
     """The ``shapes-vqa`` task: train / clean val / clean test splits, deterministic from ``seed``.
 
@@ -135,18 +147,23 @@ def make_shapes_vqa(
             raise AutoaugInputError(f"shapes-vqa: {name} must be a positive int, got {value!r}")
     if not isinstance(image_size, int) or image_size < 12:
         raise AutoaugInputError(f"shapes-vqa: image_size must be an int >= 12, got {image_size!r}")
-    if not isinstance(max_shapes, int) or not 1 <= max_shapes <= GRID_CELLS * GRID_CELLS:
+    if not isinstance(grid_cells, int) or not 2 <= grid_cells <= 4:
+        raise AutoaugInputError(f"shapes-vqa: grid_cells must be an int in [2, 4], got {grid_cells!r}")
+    if not isinstance(max_shapes, int) or not 1 <= max_shapes <= grid_cells * grid_cells:
         raise AutoaugInputError(
-            f"shapes-vqa: max_shapes must be an int in [1, {GRID_CELLS * GRID_CELLS}], got {max_shapes!r}"
+            f"shapes-vqa: max_shapes must be an int in [1, {grid_cells * grid_cells}], got {max_shapes!r}"
         )
     classes = answer_vocabulary(max_shapes)
     splits = {
         split: generate_examples(size, seed=seed, split=split, image_size=image_size,
-                                 max_shapes=max_shapes, classes=classes)
+                                 max_shapes=max_shapes, classes=classes, grid_cells=grid_cells,
+                                 pixel_noise=pixel_noise, colour_noise=colour_noise,
+                                 min_contrast=min_contrast)
         for split, size in (("train", train_size), ("val", val_size), ("test", test_size))
     }
     options = dict(seed=seed, train_size=train_size, val_size=val_size, test_size=test_size,
-                   image_size=image_size, max_shapes=max_shapes)
+                   image_size=image_size, max_shapes=max_shapes, grid_cells=grid_cells,
+                   pixel_noise=pixel_noise, colour_noise=colour_noise, min_contrast=min_contrast)
     return TaskData(
         name=TASK_NAME,
         classes=classes,
@@ -167,6 +184,10 @@ def generate_examples(
     image_size: int = 32,
     max_shapes: int = 4,
     classes: Optional[tuple[str, ...]] = None,
+    grid_cells: int = GRID_CELLS,
+    pixel_noise: float = 0.0,
+    colour_noise: float = 0.0,
+    min_contrast: float = 1.0,
 ) -> list[Example]:
     """``count`` examples of one split (scenes, images and questions), deterministic from (seed, split).
 
@@ -181,17 +202,24 @@ def generate_examples(
     scenes: list[Scene] = []
     texts: list[str] = []
     specs: list[dict] = []
+    noises: list[np.ndarray] = []
     for chunk in range(-(-count // CHUNK)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], chunk]))
-        chunk_scenes = _sample_scenes(rng, CHUNK, image_size, max_shapes)
+        chunk_scenes = _sample_scenes(rng, CHUNK, image_size, max_shapes, grid_cells, colour_noise,
+                                      min_contrast)
         for scene in chunk_scenes:
             question = _sample_question(rng, scene)
             template = TEMPLATES[question.pop("template")]
             texts.append(template[int(rng.integers(len(template)))].format(**question))
             specs.append(question)
         scenes.extend(chunk_scenes)
+        if pixel_noise > 0:
+            noises.append(rng.standard_normal((CHUNK, 3, image_size, image_size), dtype=np.float32))
     del scenes[count:], texts[count:], specs[count:]
     images = render(scenes, image_size)
+    if pixel_noise > 0:
+        noise = torch.from_numpy(np.concatenate(noises)[:count]) * (pixel_noise * 255.0)
+        images = (images.float() + noise).round().clamp(0, 255).to(torch.uint8)
     examples = []
     for index, (scene, text, spec) in enumerate(zip(scenes, texts, specs)):
         examples.append(Example(
@@ -206,37 +234,51 @@ def generate_examples(
 
 
 # ---------------------------------------------------------------------- scenes and questions
-def _sample_scenes(rng: np.random.Generator, count: int, image_size: int, max_shapes: int) -> list[Scene]:
+def _sample_scenes(rng: np.random.Generator, count: int, image_size: int, max_shapes: int,
+                   grid_cells: int = GRID_CELLS, colour_noise: float = 0.0,
+                   min_contrast: float = 1.0) -> list[Scene]:
     combos = [(colour, kind) for colour in COLOURS for kind in KINDS]
-    cells = GRID_CELLS * GRID_CELLS
+    cells = grid_cells * grid_cells
     numbers = rng.integers(1, max_shapes + 1, size=count)
     combo_order = np.argsort(rng.random((count, len(combos))), axis=1)[:, :max_shapes]
     cell_order = np.argsort(rng.random((count, cells)), axis=1)[:, :max_shapes]
-    cell = image_size / GRID_CELLS
-    low, high = 0.08 * image_size, min(0.14 * image_size, cell / 2 - 0.5)
+    cell = image_size / grid_cells
+    size_range = tuple(float(v) for v in os.environ.get("SVQA_SIZE", "%s,%s" % SIZE_RANGE).split(","))
+    low, high = size_range[0] * cell, min(size_range[1] * cell, cell / 2 - 0.5)
     sizes = rng.uniform(low, high, size=(count, max_shapes))
     offsets = rng.random((count, max_shapes, 2))
+    offsets = 0.5 + (offsets - 0.5) * float(os.environ.get("SVQA_JITTER", "1"))
     backgrounds = rng.uniform(0.05, 0.30, size=count)
+    jitter = rng.normal(0.0, colour_noise, size=(count, max_shapes, 3)) if colour_noise > 0 else None
+    contrast = rng.uniform(min_contrast, 1.0, size=(count, max_shapes)) if min_contrast < 1 else None
+    if contrast is not None:
+        palette = np.array([COLOURS[colour] for colour, _ in combos])            # [combos, 3]
+        base = palette[combo_order]                                              # [count, max_shapes, 3]
+        drawn = backgrounds[:, None, None] + contrast[..., None] * (base - backgrounds[:, None, None])
+        jitter = drawn - base + (0.0 if jitter is None else jitter)
     # Centres stay inside the cell by at least the half-extent: shapes never cross a cell border.
-    rows, cols = cell_order // GRID_CELLS, cell_order % GRID_CELLS
+    rows, cols = cell_order // grid_cells, cell_order % grid_cells
     xs = cols * cell + sizes + offsets[..., 0] * (cell - 2 * sizes)
     ys = rows * cell + sizes + offsets[..., 1] * (cell - 2 * sizes)
     scenes = []
     for i in range(count):
         shapes = tuple(
             Shape(kind=combos[c][1], colour=combos[c][0], x=round(float(xs[i, j]), 3),
-                  y=round(float(ys[i, j]), 3), size=round(float(sizes[i, j]), 3))
+                  y=round(float(ys[i, j]), 3), size=round(float(sizes[i, j]), 3),
+                  rgb=None if jitter is None else tuple(
+                      round(float(np.clip(v + e, 0.0, 1.0)), 3)
+                      for v, e in zip(COLOURS[combos[c][0]], jitter[i, j])))
             for j, c in enumerate(combo_order[i, : numbers[i]])
         )
         scenes.append(Scene(shapes=shapes, background=round(float(backgrounds[i]), 3),
-                            image_size=image_size))
+                            image_size=image_size, grid_cells=grid_cells))
     return scenes
 
 
 def _sample_question(rng: np.random.Generator, scene: Scene) -> dict:
     """A question spec (with its template family) the scene can answer unambiguously."""
     unique_kinds = [k for k in KINDS if len(scene.find(kind=k)) == 1]
-    cell = scene.image_size / GRID_CELLS
+    cell = scene.image_size / scene.grid_cells
     pairs = [(a, b) for a in scene.shapes for b in scene.shapes
              if int(a.x // cell) != int(b.x // cell)]
     feasible = ["count", "presence"]
@@ -284,7 +326,7 @@ def render(scenes: list[Scene], image_size: int = 32) -> torch.Tensor:
         owner = torch.tensor([i for i, scene in enumerate(scenes) for _ in scene.shapes])
         geometry = torch.tensor([(s.x, s.y, s.size) for s in flat], dtype=torch.float32)
         kinds = torch.tensor([KINDS.index(s.kind) for s in flat])
-        colours = _to_uint8(torch.tensor([COLOURS[s.colour] for s in flat], dtype=torch.float32))
+        colours = _to_uint8(torch.tensor([s.drawn_rgb for s in flat], dtype=torch.float32))
         x, y, size = geometry.unbind(1)
         window = int(math.ceil(2 * float(size.max()))) + 2
         offsets = torch.arange(window)
