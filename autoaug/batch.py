@@ -53,6 +53,33 @@ class TextVocabulary:
                 )
 
 
+@dataclass(frozen=True)
+class MirrorSwaps:
+    """What mirroring the image left to right swaps in the question and the answer, as a task declares it.
+
+    ``text_pairs``: token-id pairs whose meaning a horizontal mirror exchanges (the ids of "left" and
+    "right"); ``label_pairs``: answer-class index pairs it exchanges (the classes "left" and "right").
+    Each id and each class appears at most once, so a swap is a permutation. A batch without a
+    declaration (``None``) claims no text or label depends on left/right.
+    """
+
+    text_pairs: tuple[tuple[int, int], ...] = ()
+    label_pairs: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("text_pairs", "label_pairs"):
+            pairs = getattr(self, name)
+            flat = [value for pair in pairs for value in pair]
+            if any(len(pair) != 2 for pair in pairs) or \
+                    any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in flat):
+                raise BatchValidationError(f"MirrorSwaps.{name}: expected pairs of non-negative ints, got {pairs!r}")
+            if len(set(flat)) != len(flat):
+                raise BatchValidationError(f"MirrorSwaps.{name}: an id appears twice in {pairs!r} (not a swap)")
+
+    def __bool__(self) -> bool:
+        return bool(self.text_pairs or self.label_pairs)
+
+
 @dataclass
 class MultimodalBatch:
     """A batch of image-text samples as the joint token sequence a VLM consumes.
@@ -66,6 +93,8 @@ class MultimodalBatch:
     ``vision_masked`` marks patches whose content was replaced by the mask fill (still attended, so a
     model can swap in a learned [MASK] embedding), as opposed to dropped ones (``vision_mask`` False).
     ``alignment`` ``[B, Nt, Nv]`` (bool) marks text token ↔ patch pairs that must never both be erased.
+    ``mirror_swaps`` (`MirrorSwaps`) says which text ids and answer classes a left-right mirror of the
+    image exchanges (the task declares them; ``multimodal_horizontal_flip`` reads them).
     """
 
     text_ids: Tensor
@@ -87,6 +116,7 @@ class MultimodalBatch:
     num_frames: int = 1
     vocab: Optional[TextVocabulary] = None
     text_embedding_table: Optional[Tensor] = field(default=None, repr=False)
+    mirror_swaps: Optional[MirrorSwaps] = None
 
     def __post_init__(self) -> None:
         self._check_core()
@@ -246,6 +276,8 @@ class MultimodalBatch:
         if self.text_embedding_table is not None:
             _expect(self.text_embedding_table, "text_embedding_table", ndim=2, dtypes=_FLOAT,
                     shape_text="[V, D]", device=device)
+        if self.mirror_swaps is not None:
+            self._check_mirror_swaps()
         if self.vision is None:
             for name in ("vision_mask", "vision_positions", "vision_masked", "saliency", "alignment"):
                 if getattr(self, name) is not None:
@@ -266,6 +298,20 @@ class MultimodalBatch:
         if self.alignment is not None:
             _expect(self.alignment, "alignment", ndim=3, dtypes=_BOOL, shape_text="[B, Nt, Nv]",
                     sizes={0: batch, 1: nt, 2: nv}, device=device)
+
+    def _check_mirror_swaps(self) -> None:
+        if not isinstance(self.mirror_swaps, MirrorSwaps):
+            raise BatchValidationError(
+                f"MultimodalBatch.mirror_swaps: expected a MirrorSwaps, got {type(self.mirror_swaps).__name__}")
+        classes = self.labels.shape[1]
+        if any(index >= classes for pair in self.mirror_swaps.label_pairs for index in pair):
+            raise BatchValidationError(
+                f"MultimodalBatch.mirror_swaps.label_pairs: class indices must be < C={classes}, "
+                f"got {self.mirror_swaps.label_pairs!r}")
+        if self.vocab is not None and any(i >= self.vocab.vocab_size for pair in self.mirror_swaps.text_pairs for i in pair):
+            raise BatchValidationError(
+                f"MultimodalBatch.mirror_swaps.text_pairs: token ids must be < vocab_size={self.vocab.vocab_size}, "
+                f"got {self.mirror_swaps.text_pairs!r}")
 
 
 def raster_positions(tokens: int, device: torch.device | str = "cpu") -> Tensor:

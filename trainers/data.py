@@ -38,12 +38,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from autoaug.batch import MultimodalBatch
+from autoaug.batch import MirrorSwaps, MultimodalBatch
 from autoaug.errors import AutoaugInputError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 IMAGE_KEYS: tuple[str, ...] = ("png", "jpg", "jpeg")
+# Words whose meaning a left-right mirror of the image exchanges. English questions and answers use
+# these; a task in another language, or one where "left" means something else, declares its own.
+DEFAULT_MIRROR_WORDS: tuple[tuple[str, str], ...] = (("left", "right"),)
 
 
 # ---------------------------------------------------------------------- records
@@ -74,10 +77,27 @@ class TaskData:
     fingerprint: str
     split_record: dict
     source: str = ""
+    mirror_words: tuple[tuple[str, str], ...] = DEFAULT_MIRROR_WORDS
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def mirror_swaps(self, tokenizer) -> MirrorSwaps:
+        """The text ids and answer classes that mirroring an image exchanges (``mirror_words``).
+
+        A pair counts for the text only when both words are single tokens of ``tokenizer`` (a word
+        split into pieces cannot be swapped in place), and for the answers only when both are class
+        names (compared case-insensitively)."""
+        classes = {name.lower(): index for index, name in enumerate(self.classes)}
+        text_pairs, label_pairs = [], []
+        for first, second in self.mirror_words:
+            ids = tokenizer.single_token_id(first), tokenizer.single_token_id(second)
+            if None not in ids and ids[0] != ids[1]:
+                text_pairs.append(ids)
+            if first.lower() in classes and second.lower() in classes:
+                label_pairs.append((classes[first.lower()], classes[second.lower()]))
+        return MirrorSwaps(text_pairs=tuple(text_pairs), label_pairs=tuple(label_pairs))
 
     def split(self, name: str) -> list[Example]:
         if name not in SPLITS:
@@ -170,10 +190,12 @@ def to_batch(
     tokenizer,
     num_classes: int,
     device: torch.device | str | None = None,
+    mirror_swaps: Optional[MirrorSwaps] = None,
 ) -> MultimodalBatch:
     """A pixel-stage `MultimodalBatch`: images float ``[B, 3, S, S]`` in [0, 1], text ids and
-    keep-mask from ``tokenizer`` (a `TextTokenizer`), one-hot soft labels ``[B, C]``, the vocabulary
-    and ``text_special`` ([CLS] / [SEP] / [PAD] / [MASK] positions, which no op may touch)."""
+    keep-mask from ``tokenizer`` (a `TextTokenizer`), one-hot soft labels ``[B, C]``, the vocabulary,
+    ``text_special`` ([CLS] / [SEP] / [PAD] / [MASK] positions, which no op may touch) and the task's
+    ``mirror_swaps`` (`TaskData.mirror_swaps`)."""
     if not examples:
         raise AutoaugInputError("to_batch: expected at least one example")
     images = torch.stack([example.image for example in examples])
@@ -187,6 +209,7 @@ def to_batch(
         labels=MultimodalBatch.soft_labels(labels, num_classes),
         images=images,
         vocab=tokenizer.vocabulary,
+        mirror_swaps=mirror_swaps,
     )
     return batch if device is None else batch.to(device)
 
@@ -194,12 +217,13 @@ def to_batch(
 class Collator:
     """``collate_fn`` for a ``torch.utils.data.DataLoader`` over a list of `Example` (picklable)."""
 
-    def __init__(self, tokenizer, num_classes: int) -> None:
+    def __init__(self, tokenizer, num_classes: int, mirror_swaps: Optional[MirrorSwaps] = None) -> None:
         self.tokenizer = tokenizer
         self.num_classes = num_classes
+        self.mirror_swaps = mirror_swaps
 
     def __call__(self, examples: Sequence[Example]) -> MultimodalBatch:
-        return to_batch(examples, self.tokenizer, self.num_classes)
+        return to_batch(examples, self.tokenizer, self.num_classes, mirror_swaps=self.mirror_swaps)
 
 
 # ---------------------------------------------------------------------- reading rows

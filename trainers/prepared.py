@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor
 
-from autoaug.batch import MultimodalBatch
+from autoaug.batch import MirrorSwaps, MultimodalBatch
 
 from .data import SPLITS, TaskData
 from .tokenizer import TextTokenizer
@@ -41,7 +41,8 @@ class TensorSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batch(self, index: Tensor, num_classes: int, vocabulary) -> MultimodalBatch:
+    def batch(self, index: Tensor, num_classes: int, vocabulary,
+              mirror_swaps: Optional[MirrorSwaps] = None) -> MultimodalBatch:
         """The pixel-stage batch of the rows ``index`` (float images in [0, 1], one-hot labels)."""
         images = self.images.index_select(0, index)
         images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
@@ -52,6 +53,7 @@ class TensorSplit:
             labels=MultimodalBatch.soft_labels(self.labels.index_select(0, index), num_classes),
             images=images,
             vocab=vocabulary,
+            mirror_swaps=mirror_swaps,
         )
 
 
@@ -66,6 +68,11 @@ class PreparedTask:
     splits: dict[str, TensorSplit]
     build_model: Optional[Callable] = None
     question_only: bool = False
+    mirror_swaps: Optional[MirrorSwaps] = None  # None: resolved from the task's mirror words
+
+    def __post_init__(self) -> None:
+        if self.mirror_swaps is None:
+            self.mirror_swaps = self.data.mirror_swaps(self.tokenizer)
 
     @classmethod
     def build(cls, data: TaskData, build_model: Optional[Callable] = None) -> "PreparedTask":
@@ -120,7 +127,8 @@ class TensorBatches:
             order = torch.arange(rows)
         vocabulary = self.task.tokenizer.vocabulary
         for start in range(0, rows, self.batch_size):
-            yield self.split.batch(order[start:start + self.batch_size], self.task.num_classes, vocabulary)
+            yield self.split.batch(order[start:start + self.batch_size], self.task.num_classes, vocabulary,
+                                   self.task.mirror_swaps)
 
 
 def _order_seed(seed: int, epoch: int) -> int:

@@ -125,6 +125,13 @@ class TextTokenizer:
     def token_id(self, token: str) -> int:
         return int(self.tokenizer.token_to_id(token))
 
+    def single_token_id(self, word: str) -> Optional[int]:
+        """The id of ``word`` when it encodes to exactly one known token (normalised as texts are),
+        else ``None`` (unknown, or split into pieces)."""
+        encoding = self.tokenizer.encode(word, add_special_tokens=False)
+        ids = [i for i, keep in zip(encoding.ids, encoding.attention_mask) if keep]  # padding is fixed-length
+        return int(ids[0]) if len(ids) == 1 and ids[0] != self.unk_id else None
+
     @property
     def pad_id(self) -> int:
         return self.token_id(PAD)

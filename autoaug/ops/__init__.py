@@ -4,7 +4,8 @@
     op = ops.get("vision_token_dropout")
     augmented = op(batch, magnitude=0.5, generator=torch.Generator().manual_seed(0))
 
-Modules by family: dropout, masking, perturbation, mixing, mergemix, order, length, pixel (kornia).
+Modules by family: dropout, masking, perturbation, mixing, mergemix, order, length, pixel (kornia),
+mirror (the label-consistent multimodal horizontal flip).
 """
 
 from autoaug.ops.base import MODALITIES, STAGES, Op, Params, check_magnitude, where_active
@@ -12,7 +13,7 @@ from autoaug.ops.registry import describe, get, names, op_class, register
 
 # Importing the families registers their ops.
 from autoaug.ops import (  # noqa: E402,F401  isort: skip
-    dropout, masking, perturbation, mixing, mergemix, order, length, pixel,
+    dropout, masking, perturbation, mixing, mergemix, order, length, pixel, mirror,
 )
 
 __all__ = [
