@@ -56,12 +56,16 @@ def _independent_answer(text: str, scene) -> str:
         return str(sum(c == m[1] for c, _, _ in shapes))
     if m := re.fullmatch(rf"(?:is there|does the image contain) a {colour} {kind}\?", text):
         return "yes" if (m[1], m[2]) in {(c, k) for c, k, _ in shapes} else "no"
-    if m := re.fullmatch(rf"(?:is|where is) the {colour} {kind} (?:left or right of|relative to) "
-                         rf"the {colour} {kind}(?:, left or right)?\?", text):
-        (first,) = [x for c, k, x in shapes if (c, k) == (m[1], m[2])]
-        (second,) = [x for c, k, x in shapes if (c, k) == (m[3], m[4])]
+    relation = None
+    if m := re.fullmatch(rf"is the {colour} {kind} left or right of the {colour} {kind}\?", text):
+        relation = (m[1], m[2]), (m[3], m[4])
+    elif m := re.fullmatch(rf"which side of the {colour} {kind} is the {colour} {kind} on\?", text):
+        relation = (m[3], m[4]), (m[1], m[2])
+    if relation:
+        (first,) = [x for c, k, x in shapes if (c, k) == relation[0]]
+        (second,) = [x for c, k, x in shapes if (c, k) == relation[1]]
         # the two shapes lie in different cell columns: their pixels do not overlap horizontally
-        cell = scene.image_size / 3
+        cell = scene.image_size / scene.grid_cells
         assert int(first // cell) != int(second // cell)
         return "left" if first < second else "right"
     raise AssertionError(f"question matches no template: {text!r}")

@@ -28,13 +28,14 @@ class ProxyTrialModule(L.LightningModule):
     """Trains a `TinyVLM` with soft-label cross-entropy (mixing ops mix labels), per-sample loss
     weights from the policy, and the policy's optional consistency term."""
 
-    def __init__(self, model: TinyVLM, policy: Optional[Policy] = None, learning_rate: float = 3e-3,
-                 weight_decay: float = 0.05) -> None:
+    def __init__(self, model: TinyVLM, policy: Optional[Policy] = None, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.05, warmup_fraction: float = 0.05) -> None:
         super().__init__()
         self.model = model
         self.policy = policy
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.warmup_fraction = warmup_fraction
         self.needs_saliency = policy is not None and any(op.uses_saliency for op in policy.ops)
         self.wants_consistency = policy is not None and policy.config.consistency is not None \
             and policy.config.consistency.weight > 0
@@ -68,7 +69,19 @@ class ProxyTrialModule(L.LightningModule):
                       batch_size=batch.batch_size)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        """AdamW, linear warm-up over the first ``warmup_fraction`` of the steps, then cosine decay to 0.
+
+        The schedule is stepped per batch and sized from Lightning's ``estimated_stepping_batches`` (the
+        whole run's optimiser steps), so a run of any length ends at learning rate 0."""
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate,
+                                      weight_decay=self.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = max(int(round(self.warmup_fraction * total)), 1)
+        scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1)),
+        ], milestones=[warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         # Lightning's default deep-copies dataclasses field by field; `to` moves the tensors once.

@@ -27,7 +27,6 @@ window around the shape (2000 examples take a fraction of a second).
 from __future__ import annotations
 
 import hashlib
-import os  # TUNING-ONLY
 import math
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -59,9 +58,17 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "presence": ("is there a {colour} {kind}?", "does the image contain a {colour} {kind}?"),
     "relation": (
         "is the {colour} {kind} left or right of the {other_colour} {other_kind}?",
-        "where is the {colour} {kind} relative to the {other_colour} {other_kind}, left or right?",
+        "which side of the {other_colour} {other_kind} is the {colour} {kind} on?",
     ),
 }
+
+# Prefixes that carry no information: redundant question words for the text ops to learn to ignore.
+FILLERS: tuple[str, ...] = (
+    "look at the picture.", "in this image,", "please answer:", "tell me,", "quick question:",
+    "one more thing,", "here is a scene.", "i wonder,",
+)
+CLUTTER_GREY = (0.45, 0.85)      # grey level of a clutter speck (achromatic: never a palette colour)
+CLUTTER_HALF_EXTENT = (0.6, 1.3)  # pixels: specks of 1-3 px
 
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 CHUNK = 64  # examples per random stream (see generate_examples)
@@ -99,6 +106,7 @@ class Scene:
     background: float
     image_size: int
     grid_cells: int = GRID_CELLS
+    clutter: tuple[Shape, ...] = ()  # grey specks under the shapes: seen, never asked about
 
     def find(self, colour: Optional[str] = None, kind: Optional[str] = None) -> list[Shape]:
         return [s for s in self.shapes
@@ -136,6 +144,10 @@ def make_shapes_vqa(
     pixel_noise: float = 0.0,
     colour_noise: float = 0.0,
     min_contrast: float = 1.0,
+    size_range: tuple[float, float] = SIZE_RANGE,
+    question_types: tuple[str, ...] = QUESTION_TYPES,
+    clutter: int = 0,
+    filler: float = 0.0,
 ) -> TaskData:
     """The ``shapes-vqa`` task: train / clean val / clean test splits, deterministic from ``seed``.
 
@@ -153,17 +165,26 @@ def make_shapes_vqa(
         raise AutoaugInputError(
             f"shapes-vqa: max_shapes must be an int in [1, {grid_cells * grid_cells}], got {max_shapes!r}"
         )
+    size_range = _check_size_range(size_range)
+    question_types = _check_question_types(question_types)
+    if isinstance(clutter, bool) or not isinstance(clutter, int) or not 0 <= clutter <= 16:
+        raise AutoaugInputError(f"shapes-vqa: clutter must be an int in [0, 16], got {clutter!r}")
+    if isinstance(filler, bool) or not isinstance(filler, (int, float)) or not 0.0 <= filler <= 1.0:
+        raise AutoaugInputError(f"shapes-vqa: filler must be a probability in [0, 1], got {filler!r}")
     classes = answer_vocabulary(max_shapes)
     splits = {
         split: generate_examples(size, seed=seed, split=split, image_size=image_size,
                                  max_shapes=max_shapes, classes=classes, grid_cells=grid_cells,
                                  pixel_noise=pixel_noise, colour_noise=colour_noise,
-                                 min_contrast=min_contrast)
+                                 min_contrast=min_contrast, size_range=size_range,
+                                 question_types=question_types, clutter=clutter, filler=filler)
         for split, size in (("train", train_size), ("val", val_size), ("test", test_size))
     }
     options = dict(seed=seed, train_size=train_size, val_size=val_size, test_size=test_size,
                    image_size=image_size, max_shapes=max_shapes, grid_cells=grid_cells,
-                   pixel_noise=pixel_noise, colour_noise=colour_noise, min_contrast=min_contrast)
+                   pixel_noise=pixel_noise, colour_noise=colour_noise, min_contrast=min_contrast,
+                   size_range=list(size_range), question_types=list(question_types), clutter=clutter,
+                   filler=filler)
     return TaskData(
         name=TASK_NAME,
         classes=classes,
@@ -188,6 +209,10 @@ def generate_examples(
     pixel_noise: float = 0.0,
     colour_noise: float = 0.0,
     min_contrast: float = 1.0,
+    size_range: tuple[float, float] = SIZE_RANGE,
+    question_types: tuple[str, ...] = QUESTION_TYPES,
+    clutter: int = 0,
+    filler: float = 0.0,
 ) -> list[Example]:
     """``count`` examples of one split (scenes, images and questions), deterministic from (seed, split).
 
@@ -206,12 +231,21 @@ def generate_examples(
     for chunk in range(-(-count // CHUNK)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], chunk]))
         chunk_scenes = _sample_scenes(rng, CHUNK, image_size, max_shapes, grid_cells, colour_noise,
-                                      min_contrast)
+                                      min_contrast, size_range)
         for scene in chunk_scenes:
-            question = _sample_question(rng, scene)
+            question = _sample_question(rng, scene, question_types)
             template = TEMPLATES[question.pop("template")]
             texts.append(template[int(rng.integers(len(template)))].format(**question))
             specs.append(question)
+        if clutter or filler:
+            # Nuisance draws come from their own stream, so turning them on leaves scenes and questions as they were.
+            nuisance = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], chunk, 1]))
+            chunk_scenes = [_with_clutter(nuisance, scene, clutter) for scene in chunk_scenes]
+            prefixes = nuisance.integers(len(FILLERS), size=CHUNK)
+            padded = nuisance.random(CHUNK) < filler
+            first = len(texts) - CHUNK
+            for j in np.flatnonzero(padded):
+                texts[first + j] = f"{FILLERS[prefixes[j]]} {texts[first + j]}"
         scenes.extend(chunk_scenes)
         if pixel_noise > 0:
             noises.append(rng.standard_normal((CHUNK, 3, image_size, image_size), dtype=np.float32))
@@ -233,21 +267,54 @@ def generate_examples(
     return examples
 
 
+def _with_clutter(rng: np.random.Generator, scene: Scene, clutter: int) -> Scene:
+    """The scene with 0..``clutter`` grey specks anywhere in the image (drawn under the shapes)."""
+    count = int(rng.integers(clutter + 1)) if clutter else 0
+    size = scene.image_size
+    xy = rng.uniform(1.0, size - 1.0, size=(count, 2))
+    half = rng.uniform(*CLUTTER_HALF_EXTENT, size=count)
+    grey = rng.uniform(*CLUTTER_GREY, size=count)
+    specks = tuple(Shape(kind="square", colour="grey", x=round(float(x), 3), y=round(float(y), 3),
+                         size=round(float(h), 3), rgb=(round(float(g), 3),) * 3)
+                   for (x, y), h, g in zip(xy, half, grey))
+    return Scene(shapes=scene.shapes, background=scene.background, image_size=size,
+                 grid_cells=scene.grid_cells, clutter=specks)
+
+
+def _check_size_range(size_range) -> tuple[float, float]:
+    try:
+        low, high = (float(value) for value in size_range)
+    except (TypeError, ValueError):
+        raise AutoaugInputError(f"shapes-vqa: size_range must be two numbers, got {size_range!r}") from None
+    if not 0.05 <= low <= high <= 0.5:
+        raise AutoaugInputError(
+            f"shapes-vqa: size_range must satisfy 0.05 <= low <= high <= 0.5 (fractions of a cell), got {size_range!r}")
+    return low, high
+
+
+def _check_question_types(question_types) -> tuple[str, ...]:
+    chosen = (question_types,) if isinstance(question_types, str) else tuple(question_types)
+    unknown = [kind for kind in chosen if kind not in QUESTION_TYPES]
+    if unknown or not {"count", "presence"} & set(chosen):
+        raise AutoaugInputError(
+            f"shapes-vqa: question_types must be a subset of {', '.join(QUESTION_TYPES)} holding count or "
+            f"presence (always answerable), got {list(chosen)!r}")
+    return tuple(kind for kind in QUESTION_TYPES if kind in chosen)
+
+
 # ---------------------------------------------------------------------- scenes and questions
 def _sample_scenes(rng: np.random.Generator, count: int, image_size: int, max_shapes: int,
                    grid_cells: int = GRID_CELLS, colour_noise: float = 0.0,
-                   min_contrast: float = 1.0) -> list[Scene]:
+                   min_contrast: float = 1.0, size_range: tuple[float, float] = SIZE_RANGE) -> list[Scene]:
     combos = [(colour, kind) for colour in COLOURS for kind in KINDS]
     cells = grid_cells * grid_cells
     numbers = rng.integers(1, max_shapes + 1, size=count)
     combo_order = np.argsort(rng.random((count, len(combos))), axis=1)[:, :max_shapes]
     cell_order = np.argsort(rng.random((count, cells)), axis=1)[:, :max_shapes]
     cell = image_size / grid_cells
-    size_range = tuple(float(v) for v in os.environ.get("SVQA_SIZE", "%s,%s" % SIZE_RANGE).split(","))
     low, high = size_range[0] * cell, min(size_range[1] * cell, cell / 2 - 0.5)
     sizes = rng.uniform(low, high, size=(count, max_shapes))
     offsets = rng.random((count, max_shapes, 2))
-    offsets = 0.5 + (offsets - 0.5) * float(os.environ.get("SVQA_JITTER", "1"))
     backgrounds = rng.uniform(0.05, 0.30, size=count)
     jitter = rng.normal(0.0, colour_noise, size=(count, max_shapes, 3)) if colour_noise > 0 else None
     contrast = rng.uniform(min_contrast, 1.0, size=(count, max_shapes)) if min_contrast < 1 else None
@@ -275,16 +342,18 @@ def _sample_scenes(rng: np.random.Generator, count: int, image_size: int, max_sh
     return scenes
 
 
-def _sample_question(rng: np.random.Generator, scene: Scene) -> dict:
-    """A question spec (with its template family) the scene can answer unambiguously."""
+def _sample_question(rng: np.random.Generator, scene: Scene,
+                     question_types: tuple[str, ...] = QUESTION_TYPES) -> dict:
+    """A question spec (with its template family) of one of ``question_types`` that the scene can
+    answer unambiguously (count and presence are always feasible, so at least one of them is asked for)."""
     unique_kinds = [k for k in KINDS if len(scene.find(kind=k)) == 1]
     cell = scene.image_size / scene.grid_cells
     pairs = [(a, b) for a in scene.shapes for b in scene.shapes
              if int(a.x // cell) != int(b.x // cell)]
-    feasible = ["count", "presence"]
-    if unique_kinds:
+    feasible = [kind for kind in ("count", "presence") if kind in question_types]
+    if unique_kinds and "colour" in question_types:
         feasible.append("colour")
-    if pairs:
+    if pairs and "relation" in question_types:
         feasible.append("relation")
     kind = sorted(feasible, key=QUESTION_TYPES.index)[int(rng.integers(len(feasible)))]
     if kind == "colour":
@@ -321,9 +390,17 @@ def render(scenes: list[Scene], image_size: int = 32) -> torch.Tensor:
     count = len(scenes)
     background = _to_uint8(torch.tensor([scene.background for scene in scenes], dtype=torch.float32))
     images = background.view(count, 1, 1, 1).expand(count, image_size, image_size, 3).clone()  # [N, H, W, 3]
-    flat = [shape for scene in scenes for shape in scene.shapes]
+    for layer in ("clutter", "shapes"):  # clutter first: a shape paints over any speck it meets
+        _paint(images, [(i, shape) for i, scene in enumerate(scenes) for shape in getattr(scene, layer)],
+               image_size)
+    return images.permute(0, 3, 1, 2).contiguous()
+
+
+def _paint(images: torch.Tensor, owned: list[tuple[int, Shape]], image_size: int) -> None:
+    """Paint ``(image index, shape)`` pairs into ``images`` ``[N, H, W, 3]`` (uint8, in place)."""
+    flat = [shape for _, shape in owned]
     if flat:
-        owner = torch.tensor([i for i, scene in enumerate(scenes) for _ in scene.shapes])
+        owner = torch.tensor([i for i, _ in owned])
         geometry = torch.tensor([(s.x, s.y, s.size) for s in flat], dtype=torch.float32)
         kinds = torch.tensor([KINDS.index(s.kind) for s in flat])
         colours = _to_uint8(torch.tensor([s.drawn_rgb for s in flat], dtype=torch.float32))
@@ -345,7 +422,6 @@ def render(scenes: list[Scene], image_size: int = 32) -> torch.Tensor:
             * image_size + cols.clamp(0, image_size - 1).unsqueeze(1)
         shape_of = torch.arange(len(flat)).view(-1, 1, 1).expand_as(inside)
         images.view(-1, 3)[pixel[inside]] = colours[shape_of[inside]]
-    return images.permute(0, 3, 1, 2).contiguous()
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:

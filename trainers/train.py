@@ -126,6 +126,7 @@ def run_training(
     prepared: Optional[PreparedTask] = None,
     data_seed: int = 0,
     model: Optional[str] = None,
+    model_options: Optional[dict] = None,
 ) -> dict[str, Any]:
     """Train once and return the result dict (`autoaug train --json` prints it).
 
@@ -139,6 +140,7 @@ def run_training(
     ``data_seed`` the data itself (generating the built-in task, or the seeded split of a user's data
     without splits). Keeping them apart means runs with different seeds are measured on the same
     validation and test examples, and a search's val/test split is the one later runs are judged on.
+    ``model_options`` override `TinyVLMConfig` fields of the built-in model (``width``, ``patch_size``...).
     """
     if not isinstance(max_epochs, int) or max_epochs < 1:
         raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {max_epochs!r}")
@@ -161,7 +163,8 @@ def run_training(
     L.seed_everything(seed, workers=True, verbose=False)  # model init depends on the seed only
     model_name = model
     model = prepared.build_model(tokenizer, task_data) if prepared.build_model else \
-        build_model(tokenizer, task_data.num_classes, image_size=task_data.image_size, variant=variant)
+        build_model(tokenizer, task_data.num_classes, image_size=task_data.image_size, variant=variant,
+                    **(model_options or {}))
     module = ProxyTrialModule(model, policy, learning_rate=learning_rate)
     datamodule = ProxyDataModule(prepared, batch_size=batch_size, seed=seed)
     timer = EpochTimer()

@@ -1,0 +1,80 @@
+"""shapes-vqa's task options: question types, shape sizes, clutter specks and filler words.
+
+(Determinism, answers and rendering of the default task are covered in test_trainers_data.py.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoaug.errors import AutoaugInputError
+from autoaug.trainers.shapes_vqa import CLUTTER_GREY, FILLERS, QUESTION_TYPES, make_shapes_vqa, render
+
+SMALL = dict(seed=0, train_size=200, val_size=20, test_size=20)
+
+
+def question_types(task) -> set[str]:
+    return {example.meta["question"]["type"] for example in task.train}
+
+
+def test_question_types_restrict_what_is_asked():
+    assert question_types(make_shapes_vqa(**SMALL)) == set(QUESTION_TYPES)
+    assert question_types(make_shapes_vqa(**SMALL, question_types=("colour", "count"))) == {"colour", "count"}
+
+
+def test_size_range_sets_the_half_extent_as_a_fraction_of_the_cell():
+    task = make_shapes_vqa(**SMALL, grid_cells=2, size_range=(0.2, 0.3))
+    cell = task.image_size / 2
+    sizes = [shape.size for example in task.train for shape in example.scene.shapes]
+    assert min(sizes) >= 0.2 * cell - 1e-3 and max(sizes) <= 0.3 * cell + 1e-3
+
+
+def test_clutter_and_filler_leave_scenes_questions_and_answers_as_they_were():
+    plain = make_shapes_vqa(**SMALL)
+    noisy = make_shapes_vqa(**SMALL, clutter=5, filler=0.5)
+    assert [e.scene.shapes for e in noisy.train] == [e.scene.shapes for e in plain.train]
+    assert [e.label for e in noisy.train] == [e.label for e in plain.train]
+    prefixed = 0
+    for clean, example in zip(plain.train, noisy.train):
+        if example.text != clean.text:
+            prefix = example.text[: -len(clean.text) - 1]
+            assert example.text.endswith(" " + clean.text) and prefix in FILLERS
+            prefixed += 1
+    # 200 coin flips at p = 0.5: SD 7.1; 4 SD either side of 100
+    assert 100 - 29 <= prefixed <= 100 + 29
+    specks = [len(e.scene.clutter) for e in noisy.train]
+    assert max(specks) <= 5 and sum(specks) > 0 and all(not e.scene.clutter for e in plain.train)
+
+
+def test_clutter_is_grey_and_drawn_under_the_shapes():
+    noisy = make_shapes_vqa(**SMALL, clutter=8)
+    for example in noisy.train[:50]:
+        for speck in example.scene.clutter:
+            red, green, blue = speck.rgb
+            assert red == green == blue and CLUTTER_GREY[0] <= red <= CLUTTER_GREY[1]
+        # every shape's own pixels are as in the image rendered without clutter
+        clean = render([example.scene.__class__(shapes=example.scene.shapes, background=example.scene.background,
+                                                image_size=example.scene.image_size,
+                                                grid_cells=example.scene.grid_cells)], example.image.shape[-1])[0]
+        background = torch.tensor(round(example.scene.background * 255), dtype=torch.uint8)
+        shape_pixels = (clean != background).any(0)
+        assert torch.equal(example.image[:, shape_pixels], clean[:, shape_pixels])
+
+
+def test_options_off_give_the_same_bytes():
+    assert make_shapes_vqa(**SMALL).fingerprint == make_shapes_vqa(**SMALL, clutter=0, filler=0.0).fingerprint
+    assert make_shapes_vqa(**SMALL).fingerprint != make_shapes_vqa(**SMALL, clutter=2).fingerprint
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"question_types": ("colour", "relation")}, "question_types must be a subset"),
+    ({"question_types": ("count", "size")}, "question_types must be a subset"),
+    ({"size_range": (0.4, 0.2)}, "size_range must satisfy"),
+    ({"size_range": "big"}, "size_range must be two numbers"),
+    ({"clutter": -1}, r"clutter must be an int in \[0, 16\]"),
+    ({"filler": 1.5}, r"filler must be a probability in \[0, 1\]"),
+])
+def test_bad_options_are_one_line_errors(options, message):
+    with pytest.raises(AutoaugInputError, match=f"shapes-vqa: {message}"):
+        make_shapes_vqa(**SMALL, **options)
