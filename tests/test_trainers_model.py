@@ -33,6 +33,9 @@ def tokenizer(task):
 
 
 def _model(tokenizer, task, variant="encoder", seed=0, **options):
+    # The mechanics below are checked on the 8x8 grid of 4-pixel patches they were written for (the
+    # defaults moved to 8-pixel patches and width 96 for speed; the geometry is an option).
+    options = {"patch_size": 4, "width": 64, **options}
     torch.manual_seed(seed)
     return build_model(tokenizer, task.num_classes, variant=variant, **options)
 
@@ -111,7 +114,7 @@ def test_bad_inputs_are_named(task, tokenizer):
     with pytest.raises(AutoaugInputError, match="patch_size"):
         TinyVLMConfig(vocab_size=10, num_classes=3, max_text_length=8, patch_size=5)
     with pytest.raises(AutoaugInputError, match="heads"):
-        TinyVLMConfig(vocab_size=10, num_classes=3, max_text_length=8, heads=3)
+        TinyVLMConfig(vocab_size=10, num_classes=3, max_text_length=8, heads=5)  # divides no default width
     model = _model(tokenizer, task)
     batch = _token_batch(model, task, tokenizer, count=2)
     with pytest.raises(AutoaugInputError, match="embedding-stage"):

@@ -38,7 +38,7 @@ from .tokenizer import TextTokenizer
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DEFAULT_MAX_EPOCHS = 30
-DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_LEARNING_RATE = 1e-3
 
 
 @dataclass
