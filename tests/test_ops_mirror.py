@@ -179,3 +179,22 @@ def test_on_shapes_vqa_a_flipped_relation_question_stays_true():
         expected = answer(mirrored, example.meta["question"])
         assert task.classes[int(out.labels[index].argmax())] == expected
         assert expected != task.classes[example.label]  # a mirror always changes a relation answer
+
+
+def test_a_task_declares_only_the_swaps_its_tokenizer_and_classes_can_carry():
+    import dataclasses as dc
+
+    from autoaug.trainers.shapes_vqa import make_shapes_vqa
+    from autoaug.trainers.tokenizer import TextTokenizer
+
+    task = make_shapes_vqa(seed=0, train_size=64, val_size=8, test_size=8)
+    words = TextTokenizer.fit(task.texts("train"))
+    left, right = words.token_id("left"), words.token_id("right")
+    assert task.mirror_swaps(words) == MirrorSwaps(((left, right),), ((task.classes.index("left"),
+                                                                        task.classes.index("right")),))
+    # a word the tokenizer does not know as one token, or a class the task does not have, is left out
+    other = dc.replace(task, mirror_words=(("left", "right"), ("east", "west")), classes=task.classes[:-2])
+    assert other.mirror_swaps(words) == MirrorSwaps(text_pairs=((left, right),))
+    pieces = TextTokenizer.fit(["le ft ri ght"] * 3 + ["leftish rightish"], kind="bpe", vocab_size=40)
+    assert pieces.single_token_id("left") is None
+    assert dc.replace(task, mirror_words=()).mirror_swaps(words) == MirrorSwaps()

@@ -377,7 +377,7 @@ def test_cli_json_contract(cli):
     result = _json_result(cli.result("shapes"))
     assert result["epochs"] == 1
     assert result["task"] == "shapes-vqa" and result["seed"] == 0 and result["policy"] == "none"
-    assert result["sizes"] == {"train": 300, "val": 300, "test": 300}
+    assert result["sizes"] == {"train": 600, "val": 1000, "test": 1000}
     # the fingerprint is a property of the data: the same in this process
     assert result["data_fingerprint"] == make_shapes_vqa(seed=0).fingerprint
     run_dir = Path(result["run_dir"])
