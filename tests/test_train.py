@@ -255,6 +255,9 @@ BAD_INPUT = {  # case: (arguments, what the one stderr line must say)
     "task_and_data": (["--task", "shapes-vqa", "--data", "{data}/with_split.parquet"], r"exactly one of --task"),
     "neither_task_nor_data": ([], r"exactly one of --task"),
     "zero_epochs": (["--task", "shapes-vqa", "--max-epochs", "0"], r"--max-epochs.*positive"),
+    "plugin_module_missing": (["--task", "no_such_plugin_module:make_task"],
+                              r"--task no_such_plugin_module:make_task: no module named 'no_such_plugin_module'"),
+    "plugin_function_missing": (["--task", "json:make_task"], r"module 'json' has no function 'make_task'"),
 }
 SUBPROCESS_BAD_INPUT = "undecodable_image"  # the others run through the CLI's `main` in this process
 GOOD = {  # run: arguments
@@ -439,3 +442,40 @@ def test_bad_input_in_a_process_exits_2_with_one_line(cli):
     completed = cli.result(f"bad:{SUBPROCESS_BAD_INPUT}")
     _assert_one_line_exit_2(completed.returncode, completed.stdout, completed.stderr,
                             BAD_INPUT[SUBPROCESS_BAD_INPUT][1])
+
+
+BROKEN_PLUGINS = {  # module text: what the user's own code does wrong (their traceback must show)
+    "import_inside": "import package_the_user_forgot_to_install\n\ndef make_task(seed):\n    return None\n",
+    "type_error_inside": "def make_task(seed):\n    return len(seed)  # the user's bug\n",
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_PLUGINS))
+def test_error_inside_a_users_plugin_shows_their_traceback(case, tmp_path, monkeypatch, capfd):
+    """A bug in the user's own --task code is not bad input: exit 1 with their code's traceback."""
+    from autoaug.cli import main
+
+    module = f"autoaug_broken_plugin_{case}"
+    (tmp_path / f"{module}.py").write_text(BROKEN_PLUGINS[case])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--task", f"{module}:make_task", "--workdir", str(tmp_path / "workdir"), "--json"])
+    err = capfd.readouterr().err
+    assert exited.value.code == 1, err
+    assert "Traceback" in err and f"{module}.py" in err, err
+    wanted = {"import_inside": "No module named 'package_the_user_forgot_to_install'",
+              "type_error_inside": "return len(seed)  # the user's bug"}[case]
+    assert wanted in err, err
+
+
+def test_plugin_with_the_wrong_signature_is_bad_input(tmp_path, monkeypatch, capfd):
+    from autoaug.cli import main
+
+    (tmp_path / "autoaug_no_seed_plugin.py").write_text("def make_task():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--task", "autoaug_no_seed_plugin:make_task", "--workdir", str(tmp_path / "w"), "--json"])
+    captured = capfd.readouterr()
+    _assert_one_line_exit_2(exited.value.code, captured.out, captured.err, r"make_task\(seed=\.\.\.\) cannot be called")
