@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import lightning as L
@@ -479,3 +480,61 @@ def test_plugin_with_the_wrong_signature_is_bad_input(tmp_path, monkeypatch, cap
         main(["train", "--task", "autoaug_no_seed_plugin:make_task", "--workdir", str(tmp_path / "w"), "--json"])
     captured = capfd.readouterr()
     _assert_one_line_exit_2(exited.value.code, captured.out, captured.err, r"make_task\(seed=\.\.\.\) cannot be called")
+
+
+# ====================================================================== what the result reports (item 18)
+def test_each_corruption_changes_what_the_model_sees():
+    """Each corruption of the robust suite changes the token-stage inputs, and the model's output."""
+    task = make_shapes_vqa(seed=0, **SMALL)
+    tokenizer = TextTokenizer.fit(task.texts("train"))
+    L.seed_everything(0, verbose=False)
+    model = build_model(tokenizer, task.num_classes, image_size=task.image_size).eval()
+    tokens = model.to_token_stage(Collator(tokenizer, task.num_classes)(task.val))
+    clean_logits = model.predict(tokens).logits
+    assert set(evaluation.CORRUPTIONS) == {"half_patches_missing", "image_missing", "text_dropped", "patches_scrambled"}
+    for name, corruption in evaluation.CORRUPTIONS.items():
+        corrupted = corruption(tokens, torch.Generator().manual_seed(evaluation.CORRUPTION_SEED))
+        before = tokens.tensors()
+        changed = {field for field, tensor in corrupted.tensors().items()
+                   if field != "augmented" and (field not in before or not torch.equal(tensor, before[field]))}
+        assert changed, f"{name} changed no input"
+        assert not torch.allclose(model.predict(corrupted).logits, clean_logits), f"{name}: the model saw no change"
+    kept = lambda batch: batch.vision_mask.float().sum(1)  # noqa: E731
+    half = evaluation.CORRUPTIONS["half_patches_missing"](tokens, torch.Generator().manual_seed(0))
+    assert torch.allclose(kept(half), kept(tokens) / 2, atol=1)
+    assert not evaluation.CORRUPTIONS["image_missing"](tokens, torch.Generator()).vision_mask.any()
+
+
+class _EpochClock(L.Callback):
+    """Wall time of each epoch from its start to the end of its validation, and the final module."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.module = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.module = pl_module
+
+
+def test_train_val_gap_and_seconds_per_epoch_are_measured():
+    clock = _EpochClock()
+    result = _small_run(3, "moderate", clock)
+    model = clock.module.model
+    task = make_shapes_vqa(seed=3, **SMALL)
+    datamodule = ProxyDataModule(task, TextTokenizer.fit(task.texts("train")), seed=3)
+    train_accuracy = evaluation.accuracy(model, datamodule.loader("train"))
+    val_accuracy = evaluation.accuracy(model, datamodule.loader("val"))
+    assert result["train_accuracy"] == train_accuracy and result["val_accuracy"] == val_accuracy
+    assert result["train_val_gap"] == pytest.approx(train_accuracy - val_accuracy)
+    # the reported epoch time is the epochs' wall time (within the probe's interval, which ends later:
+    # at the end of the training epoch, after validation), not the run's start-up
+    assert len(clock.seconds) == result["epochs"] == 2
+    assert 0 < result["seconds_per_epoch"] <= sum(clock.seconds) / 2 + 0.01
+    assert result["seconds_per_epoch"] >= 0.5 * min(clock.seconds)
+    assert result["seconds_per_epoch"] * result["epochs"] < result["seconds"]
