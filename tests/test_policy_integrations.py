@@ -70,24 +70,28 @@ def loader() -> DataLoader:
     return DataLoader(list(range(48)), batch_size=16, collate_fn=collate_from_pool, shuffle=False)
 
 
-def test_lightning_callback_augments_training_batches_only():
+ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # the `device` fixture's names as Lightning accelerators
+
+
+def test_lightning_callback_augments_training_batches_only(device):
     module = Recorder()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[strong_policy().lightning_callback()])
+    trainer = L.Trainer(max_epochs=1, accelerator=ACCELERATOR[device], devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[strong_policy().lightning_callback()])
     trainer.fit(module, train_dataloaders=loader(), val_dataloaders=loader())
     trainer.test(module, dataloaders=loader(), verbose=False)
     clean = [collate_from_pool(list(range(start, start + 16))) for start in (0, 16, 32)]
     assert len(module.seen["train"]) == 3
     for seen, original in zip(module.seen["train"], clean):
+        assert seen.device.type == device  # augmented where the model trains
         assert seen.augmented.all()
-        assert not torch.equal(seen.vision_mask, original.vision_mask)
+        assert not torch.equal(seen.vision_mask.cpu(), original.vision_mask)
     assert all(module.embedding_stage_changed)
     for split in ("val", "test"):
         assert module.seen[split], split
         for seen, original in zip(module.seen[split], clean):
             for name, tensor in original.tensors().items():
-                assert torch.equal(seen.tensors()[name], tensor), (split, name)
+                assert torch.equal(seen.tensors()[name].cpu(), tensor), (split, name)
 
 
 def test_collator_under_a_dataloader_with_workers():

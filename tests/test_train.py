@@ -203,14 +203,19 @@ class _Probe(L.Callback):
         self.digest = digest.hexdigest()
 
 
-def _small_run(seed: int, policy, probe=None, **options) -> dict:
+ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # the `device` fixture's names as --accelerator values
+
+
+def _small_run(seed: int, policy, probe=None, device: str = "cpu", **options) -> dict:
     return run_training(task="shapes-vqa", policy=policy, seed=seed, max_epochs=2, batch_size=16,
-                        accelerator="cpu", task_options=SMALL, callbacks=[probe] if probe else (), **options)
+                        accelerator=ACCELERATOR[device], task_options=SMALL, callbacks=[probe] if probe else (),
+                        **options)
 
 
-def test_run_training_augments_only_training_batches(tmp_path):
+def test_run_training_augments_only_training_batches(tmp_path, device):
     probe = _Probe()
-    result = _small_run(1, Policy.from_dict(STRONG_POLICY), probe, run_dir=tmp_path / "run")
+    result = _small_run(1, Policy.from_dict(STRONG_POLICY), probe, device, run_dir=tmp_path / "run")
+    assert result["device"].startswith(device)
     assert len(probe.train_flags) == 6 and all(flags.all() for flags in probe.train_flags)
     assert len(probe.val_flags) == 2 and not any(flags.any() for flags in probe.val_flags)
     assert result["epochs"] == 2 and result["sizes"] == {"train": 48, "val": 32, "test": 32}
