@@ -10,7 +10,6 @@ and read its records back.
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,7 +91,7 @@ def test_recorder_reports_a_trial_mlflow_never_saw_start():
 
 def test_every_requested_baseline_is_in_the_result_with_a_reason():
     study = optuna.create_study(direction="maximize")
-    settings = TrialSettings(space_source="vlm_default", task="shapes-vqa", data=None, seed=0, max_epochs=2)
+    settings = TrialSettings(search_space=None, seed=0, max_epochs=2)
     results = {
         "none": (fake_tune_trial("a", "none", "TERMINATED", {"val_accuracy": 0.5, "training_iteration": 2}), "complete"),
         "moderate": (fake_tune_trial("b", "moderate", "ERROR", error_msg="Traceback ...\nRuntimeError: boom"), "failed"),
@@ -145,7 +144,7 @@ def search(request, tmp_path_factory):
     search_request = SearchRequest(space=str(folder / "counted.yaml"), name="records", data=str(data), trials=2,
                                    max_epochs=EPOCHS, sampler="random", scheduler="none", seed=0,
                                    gpus_per_trial=1.0 if request.param == "cuda" else 0.0,
-                                   workdir=str(folder / "runs"))
+                                   workdir=str(folder / "runs"), baselines=False, calibrate=False, confirm=False)
     result = run_search(search_request)
     assert result["n_complete"] == 2 and result["n_failed"] == 0, result
     client = mlflow.MlflowClient(tracking_uri=result["tracking_uri"])
@@ -184,8 +183,9 @@ def test_each_epoch_logs_its_own_training_metrics(search):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the trial ran (one CPU per trial): same arithmetic, same numbers
     try:
-        run_training(data=search.request.data, policy=policy, seed=search.request.seed, max_epochs=EPOCHS,
-                     accelerator="gpu" if search.device == "cuda" else "cpu", callbacks=[reference], evaluate=False)
+        run_training(data=search.request.data, data_seed=search.request.data_seed, policy=policy,
+                     seed=search.request.seed, max_epochs=EPOCHS, accelerator="gpu" if search.device == "cuda" else "cpu",
+                     callbacks=[reference], evaluate=False)
     finally:
         torch.set_num_threads(threads)
     for metric in ("train_accuracy", "train_loss"):
@@ -231,7 +231,7 @@ def test_resume_on_changed_data_is_refused(search):
         data.write_bytes(original)
     message = str(refused.value)
     assert "this study was searched on other data" in message and "nothing was changed" in message
-    assert message.count(f"data:{data.resolve()} (seed 0)") == 2  # the old and the new source
+    assert message.count(f"data:{data.resolve()} (data seed 0)") == 2  # the old and the new source
     fingerprints = [part.split(";")[0].split(")")[0] for part in message.split("fingerprint ")[1:]]
     assert len(fingerprints) == 2 and fingerprints[0] != fingerprints[1]
     study_after = optuna.load_study(study_name="records", storage=search.result["optuna_storage"])
