@@ -524,15 +524,13 @@ class _EpochClock(L.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.module = pl_module
+        self.module, self.datamodule = pl_module, trainer.datamodule
 
 
 def test_train_val_gap_and_seconds_per_epoch_are_measured():
     clock = _EpochClock()
     result = _small_run(3, "moderate", clock)
-    model = clock.module.model
-    task = make_shapes_vqa(seed=3, **SMALL)
-    datamodule = ProxyDataModule(task, TextTokenizer.fit(task.texts("train")), seed=3)
+    model, datamodule = clock.module.model, clock.datamodule
     train_accuracy = evaluation.accuracy(model, datamodule.loader("train"))
     val_accuracy = evaluation.accuracy(model, datamodule.loader("val"))
     assert result["train_accuracy"] == train_accuracy and result["val_accuracy"] == val_accuracy
