@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -69,24 +70,28 @@ def loader() -> DataLoader:
     return DataLoader(list(range(48)), batch_size=16, collate_fn=collate_from_pool, shuffle=False)
 
 
-def test_lightning_callback_augments_training_batches_only():
+ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # the `device` fixture's names as Lightning accelerators
+
+
+def test_lightning_callback_augments_training_batches_only(device):
     module = Recorder()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[strong_policy().lightning_callback()])
+    trainer = L.Trainer(max_epochs=1, accelerator=ACCELERATOR[device], devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[strong_policy().lightning_callback()])
     trainer.fit(module, train_dataloaders=loader(), val_dataloaders=loader())
     trainer.test(module, dataloaders=loader(), verbose=False)
     clean = [collate_from_pool(list(range(start, start + 16))) for start in (0, 16, 32)]
     assert len(module.seen["train"]) == 3
     for seen, original in zip(module.seen["train"], clean):
+        assert seen.device.type == device  # augmented where the model trains
         assert seen.augmented.all()
-        assert not torch.equal(seen.vision_mask, original.vision_mask)
+        assert not torch.equal(seen.vision_mask.cpu(), original.vision_mask)
     assert all(module.embedding_stage_changed)
     for split in ("val", "test"):
         assert module.seen[split], split
         for seen, original in zip(module.seen[split], clean):
             for name, tensor in original.tensors().items():
-                assert torch.equal(seen.tensors()[name], tensor), (split, name)
+                assert torch.equal(seen.tensors()[name].cpu(), tensor), (split, name)
 
 
 def test_collator_under_a_dataloader_with_workers():
@@ -108,3 +113,84 @@ def test_collator_under_a_dataloader_with_workers():
     assert any(not torch.equal(left.vision_mask, right.vision_mask) for left, right in zip(first, other))
     masks = torch.stack([batch.vision_mask for batch in first])
     assert not all(torch.equal(masks[0], mask) for mask in masks[1:])  # batches differ from each other
+
+
+# ---------------------------------------------------------------------- schedules need the run's length
+def linear_policy() -> Policy:
+    """One entry whose magnitude rises linearly from 0 to 1 over the run (recorded per application)."""
+    policy = Policy.from_dict({"seed": 0, "clean_fraction": 0.0, "entries": [
+        {"op": "vision_token_dropout", "magnitude": 1.0, "schedule": {"kind": "linear", "start": 0.0, "end": 1.0}}]})
+    policy.record = True
+    return policy
+
+
+class UnsizedBatches(torch.utils.data.IterableDataset):
+    """Three batches from a loader without a length: the trainer cannot know the run's length."""
+
+    def __iter__(self):
+        return iter([collate_from_pool(list(range(start, start + 16))) for start in (0, 16, 32)])
+
+
+def fit(callback: L.Callback, train, **trainer_options) -> None:
+    options = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(callbacks=[callback], **{**options, **trainer_options})
+    trainer.fit(Recorder(), train_dataloaders=train)
+
+
+def applied_magnitudes(policy: Policy) -> list[float]:
+    return [round(record.magnitude, 6) for record in policy.applied]
+
+
+def test_callback_follows_a_linear_schedule_over_the_trainers_length():
+    policy = linear_policy()
+    fit(policy.lightning_callback(), loader(), max_epochs=2)  # 3 batches x 2 epochs = 6 steps
+    assert applied_magnitudes(policy) == [round(step / 6, 6) for step in range(6)]
+
+
+def test_callback_refuses_to_guess_an_unknown_length():
+    from autoaug.errors import AutoaugInputError
+
+    policy = linear_policy()
+    with pytest.raises(AutoaugInputError, match=r"entries\[0\] \(linear\) follow training progress.*total_steps"):
+        fit(policy.lightning_callback(), DataLoader(UnsizedBatches(), batch_size=None), max_epochs=2)
+    assert policy.applied == []  # nothing ran at a guessed magnitude
+
+
+def test_callback_takes_the_length_when_the_trainer_cannot_tell():
+    from autoaug.policy.integrations import PolicyCallback
+
+    policy = linear_policy()
+    fit(PolicyCallback(policy, total_steps=6), DataLoader(UnsizedBatches(), batch_size=None), max_epochs=2)
+    assert applied_magnitudes(policy) == [round(step / 6, 6) for step in range(6)]
+
+
+def test_collator_follows_a_linear_schedule_given_the_length():
+    from autoaug.policy.integrations import PolicyCollator
+
+    policy = linear_policy()
+    collate = PolicyCollator(policy, collate_from_pool, total_steps=6)
+    list(DataLoader(list(range(48)), batch_size=8, collate_fn=collate))
+    assert applied_magnitudes(policy) == [round(step / 6, 6) for step in range(6)]
+
+
+def test_collator_length_count_is_shared_by_workers():
+    from autoaug.policy.integrations import PolicyCollator
+
+    collate = PolicyCollator(linear_policy(), collate_from_pool, total_steps=6)
+    batches = list(DataLoader(list(range(48)), batch_size=8, num_workers=2, collate_fn=collate))
+    assert len(batches) == 6 and collate._collated.value == 6
+
+
+def test_collator_refuses_a_schedule_it_cannot_follow():
+    from autoaug.errors import AutoaugInputError
+    from autoaug.policy.integrations import PolicyCollator
+
+    policy = linear_policy()
+    with pytest.raises(AutoaugInputError, match=r"entries\[0\] \(linear\).*total_steps"):
+        policy.collator(collate_from_pool)
+    driven = PolicyCollator(policy, collate_from_pool, progress_from_set_progress=True)
+    policy.set_progress(3, 6)
+    driven(list(range(8)))
+    assert applied_magnitudes(policy) == [0.5]
+    assert strong_policy().collator(collate_from_pool)  # constant schedules need no length

@@ -6,6 +6,7 @@ databases); without it (a laptop without PostgreSQL) these tests are skipped, no
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -33,6 +34,20 @@ def databases():
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def assert_password_hidden(result: dict, optuna_url: str, mlflow_url: str) -> None:
+    """The result names both servers, user and database included, with the password replaced."""
+    from sqlalchemy.engine import make_url
+
+    assert make_url(optuna_url).password, "AUTOAUG_TEST_POSTGRES_URL must carry a password for this check"
+    printed = json.dumps(result)
+    for key, url in (("optuna_storage", optuna_url), ("tracking_uri", mlflow_url)):
+        given, shown = make_url(url), make_url(result[key])
+        assert shown.password == "***", f"{key}: {result[key]}"
+        assert (shown.username, shown.host, shown.port, shown.database) == \
+            (given.username, given.host, given.port, given.database)
+        assert f":{given.password}@" not in printed
+
+
 def test_search_resume_and_export_on_postgresql(databases, tmp_path):
     import mlflow
     import optuna
@@ -47,7 +62,7 @@ def test_search_resume_and_export_on_postgresql(databases, tmp_path):
                             task_options=TINY, scheduler="none")
     first = run_search(request)
     assert first["n_complete"] == 2 and first["n_failed"] == 0
-    assert "autoaug:***@" in first["optuna_storage"] or "***" not in optuna_url  # password never printed
+    assert_password_hidden(first, optuna_url, mlflow_url)
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
     study = optuna.load_study(study_name="team", storage=optuna_url)

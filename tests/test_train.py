@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import lightning as L
@@ -202,14 +203,19 @@ class _Probe(L.Callback):
         self.digest = digest.hexdigest()
 
 
-def _small_run(seed: int, policy, probe=None, **options) -> dict:
+ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # the `device` fixture's names as --accelerator values
+
+
+def _small_run(seed: int, policy, probe=None, device: str = "cpu", **options) -> dict:
     return run_training(task="shapes-vqa", policy=policy, seed=seed, max_epochs=2, batch_size=16,
-                        accelerator="cpu", task_options=SMALL, callbacks=[probe] if probe else (), **options)
+                        accelerator=ACCELERATOR[device], task_options=SMALL, callbacks=[probe] if probe else (),
+                        **options)
 
 
-def test_run_training_augments_only_training_batches(tmp_path):
+def test_run_training_augments_only_training_batches(tmp_path, device):
     probe = _Probe()
-    result = _small_run(1, Policy.from_dict(STRONG_POLICY), probe, run_dir=tmp_path / "run")
+    result = _small_run(1, Policy.from_dict(STRONG_POLICY), probe, device, run_dir=tmp_path / "run")
+    assert result["device"].startswith(device)
     assert len(probe.train_flags) == 6 and all(flags.all() for flags in probe.train_flags)
     assert len(probe.val_flags) == 2 and not any(flags.any() for flags in probe.val_flags)
     assert result["epochs"] == 2 and result["sizes"] == {"train": 48, "val": 32, "test": 32}
@@ -255,6 +261,9 @@ BAD_INPUT = {  # case: (arguments, what the one stderr line must say)
     "task_and_data": (["--task", "shapes-vqa", "--data", "{data}/with_split.parquet"], r"exactly one of --task"),
     "neither_task_nor_data": ([], r"exactly one of --task"),
     "zero_epochs": (["--task", "shapes-vqa", "--max-epochs", "0"], r"--max-epochs.*positive"),
+    "plugin_module_missing": (["--task", "no_such_plugin_module:make_task"],
+                              r"--task no_such_plugin_module:make_task: no module named 'no_such_plugin_module'"),
+    "plugin_function_missing": (["--task", "json:make_task"], r"module 'json' has no function 'make_task'"),
 }
 SUBPROCESS_BAD_INPUT = "undecodable_image"  # the others run through the CLI's `main` in this process
 GOOD = {  # run: arguments
@@ -439,3 +448,103 @@ def test_bad_input_in_a_process_exits_2_with_one_line(cli):
     completed = cli.result(f"bad:{SUBPROCESS_BAD_INPUT}")
     _assert_one_line_exit_2(completed.returncode, completed.stdout, completed.stderr,
                             BAD_INPUT[SUBPROCESS_BAD_INPUT][1])
+
+
+BROKEN_PLUGINS = {  # module text: what the user's own code does wrong (their traceback must show)
+    "import_inside": "import package_the_user_forgot_to_install\n\ndef make_task(seed):\n    return None\n",
+    "type_error_inside": "def make_task(seed):\n    return len(seed)  # the user's bug\n",
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_PLUGINS))
+def test_error_inside_a_users_plugin_shows_their_traceback(case, tmp_path, monkeypatch, capfd):
+    """A bug in the user's own --task code is not bad input: exit 1 with their code's traceback."""
+    from autoaug.cli import main
+
+    module = f"autoaug_broken_plugin_{case}"
+    (tmp_path / f"{module}.py").write_text(BROKEN_PLUGINS[case])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--task", f"{module}:make_task", "--workdir", str(tmp_path / "workdir"), "--json"])
+    err = capfd.readouterr().err
+    assert exited.value.code == 1, err
+    assert "Traceback" in err and f"{module}.py" in err, err
+    wanted = {"import_inside": "No module named 'package_the_user_forgot_to_install'",
+              "type_error_inside": "return len(seed)  # the user's bug"}[case]
+    assert wanted in err, err
+
+
+def test_plugin_with_the_wrong_signature_is_bad_input(tmp_path, monkeypatch, capfd):
+    from autoaug.cli import main
+
+    (tmp_path / "autoaug_no_seed_plugin.py").write_text("def make_task():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--task", "autoaug_no_seed_plugin:make_task", "--workdir", str(tmp_path / "w"), "--json"])
+    captured = capfd.readouterr()
+    _assert_one_line_exit_2(exited.value.code, captured.out, captured.err, r"make_task\(seed=\.\.\.\) cannot be called")
+
+
+# ====================================================================== what the result reports (item 18)
+def test_each_corruption_changes_what_the_model_sees():
+    """Each corruption of the robust suites changes the model's token-stage inputs, and its output."""
+    task = make_shapes_vqa(seed=0, **SMALL)
+    tokenizer = TextTokenizer.fit(task.texts("train"))
+    L.seed_everything(0, verbose=False)
+    model = build_model(tokenizer, task.num_classes, image_size=task.image_size).eval()
+    pixels = Collator(tokenizer, task.num_classes)(task.val)
+    tokens = model.to_token_stage(pixels)
+    clean_logits = model.predict(tokens).logits
+
+    def corrupted_tokens(name: str):
+        corruption, generator = evaluation.CORRUPTIONS[name], torch.Generator().manual_seed(evaluation.CORRUPTION_SEED)
+        if corruption.stage == "pixel":
+            return model.to_token_stage(corruption.apply(pixels, generator))
+        return corruption.apply(tokens, generator)
+
+    assert len(evaluation.CORRUPTIONS) >= 4
+    for name in evaluation.CORRUPTIONS:
+        corrupted = corrupted_tokens(name)
+        before = tokens.tensors()
+        changed = {field for field, tensor in corrupted.tensors().items()
+                   if field != "augmented" and (field not in before or not torch.equal(tensor, before[field]))}
+        assert changed, f"{name} changed no input"
+        assert not torch.allclose(model.predict(corrupted).logits, clean_logits), f"{name}: the model saw no change"
+    kept = lambda batch: batch.vision_mask.float().sum(1)  # noqa: E731
+    assert torch.allclose(kept(corrupted_tokens("half_patches_missing")), kept(tokens) / 2, atol=1)
+    assert not corrupted_tokens("image_missing").vision_mask.any()
+
+
+class _EpochClock(L.Callback):
+    """Wall time of each epoch from its start to the end of its validation, and the final module."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.module = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.module, self.datamodule = pl_module, trainer.datamodule
+
+
+def test_train_val_gap_and_seconds_per_epoch_are_measured():
+    clock = _EpochClock()
+    result = _small_run(3, "moderate", clock)
+    model, datamodule = clock.module.model, clock.datamodule
+    train_accuracy = evaluation.accuracy(model, datamodule.loader("train"))
+    val_accuracy = evaluation.accuracy(model, datamodule.loader("val"))
+    assert result["train_accuracy"] == train_accuracy and result["val_accuracy"] == val_accuracy
+    assert result["train_val_gap"] == pytest.approx(train_accuracy - val_accuracy)
+    # the reported epoch time is the epochs' wall time (within the probe's interval, which ends later:
+    # at the end of the training epoch, after validation), not the run's start-up
+    assert len(clock.seconds) == result["epochs"] == 2
+    assert 0 < result["seconds_per_epoch"] <= sum(clock.seconds) / 2 + 0.01
+    assert result["seconds_per_epoch"] >= 0.5 * min(clock.seconds)
+    assert result["seconds_per_epoch"] * result["epochs"] < result["seconds"]

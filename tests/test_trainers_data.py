@@ -504,3 +504,70 @@ def test_examples_pickle_small(source_task):
     assert isinstance(example, Example)
     assert len(pickle.dumps(example)) < 8000  # the image owns its storage (no view of a big tensor)
     assert data_module.SPLITS == ("train", "val", "test")
+
+
+# ====================================================================== user data: splits named by files
+def _write_split_files(root, rows, names: dict, *, with_split=False):
+    """One Parquet file per split at ``root / names[split]`` (the Hub's layout), no split column."""
+    for split, name in names.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_parquet(path, [row for row in rows if row[3] == split], with_split=with_split)
+    return root
+
+
+HUB_LAYOUTS = {
+    "hub_data_folder": {"train": "data/train-00000-of-00001.parquet", "val": "data/validation-00000-of-00001.parquet",
+                        "test": "data/test-00000-of-00001.parquet"},
+    "val_and_underscores": {"train": "train_part.parquet", "val": "val.parquet", "test": "test-0.parquet"},
+    "dev_folders": {"train": "train/0.parquet", "val": "dev/0.parquet", "test": "test/0.parquet"},
+}
+
+
+@pytest.mark.parametrize("layout", list(HUB_LAYOUTS))
+def test_split_named_files_keep_the_users_splits(tmp_path, source_task, layout):
+    """A Hub-style folder is read with its own splits, not pooled and re-split 70/15/15."""
+    folder = _write_split_files(tmp_path / "dataset", _records(source_task), HUB_LAYOUTS[layout])
+    loaded = load_data(folder, seed=3)
+    _assert_same_records(loaded, source_task)
+    record = loaded.split_record
+    assert record["method"] == "files" and "drawn_from_train" not in record
+    assert record["counts"] == {"train": 40, "val": 8, "test": 8}
+    assert record["files"] == {split: [name] for split, name in HUB_LAYOUTS[layout].items()}
+
+
+def test_split_named_shards_keep_the_users_splits(tmp_path, source_task):
+    rows = _records(source_task)
+    for split in ("train", "val", "test"):
+        _write_shards(tmp_path / "shards" / split, [row for row in rows if row[3] == split], with_split=False)
+    loaded = load_data(tmp_path / "shards")
+    _assert_same_records(loaded, source_task)
+    assert loaded.split_record["method"] == "files"
+
+
+def test_a_split_no_file_names_is_drawn_from_train(tmp_path, source_task):
+    rows = _records(source_task)
+    folder = _write_split_files(tmp_path / "two", rows, {"train": "train.parquet", "test": "test.parquet"})
+    loaded = load_data(folder, seed=4)
+    record = loaded.split_record
+    assert record["method"] == "files"
+    assert record["drawn_from_train"] == {"splits": ["val"], "seed": 4, "val_fraction": 0.15}
+    assert [e.text for e in loaded.test] == [e.text for e in source_task.test]  # the user's test set, as given
+    assert record["counts"]["train"] + record["counts"]["val"] == 40 and record["counts"]["val"] > 0
+    train_texts = {e.text for e in source_task.train}
+    assert all(e.text in train_texts for e in loaded.val)
+
+
+def test_file_names_without_train_or_partly_named_are_refused(tmp_path, source_task):
+    rows = _records(source_task)
+    no_train = _write_split_files(tmp_path / "no_train", rows, {"val": "validation-0.parquet", "test": "test-0.parquet"})
+    with pytest.raises(AutoaugInputError, match=r"no_train: the file names name the splits val: validation-0\.parquet, "
+                                                r"test: test-0\.parquet but not train"):
+        load_data(no_train)
+    partly = _write_split_files(tmp_path / "partly", rows, {"train": "train.parquet", "val": "extra.parquet"})
+    with pytest.raises(AutoaugInputError, match=r"partly: some file names name a split .* and extra\.parquet does not"):
+        load_data(partly)
+    contradicting = _write_split_files(tmp_path / "contradicting", rows, {"train": "train.parquet", "val": "test.parquet"},
+                                       with_split=True)
+    with pytest.raises(AutoaugInputError, match=r"test\.parquet: row 0: split is 'val' but the file name says 'test'"):
+        load_data(contradicting)

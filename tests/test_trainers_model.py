@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from autoaug.errors import AutoaugInputError
 from autoaug.trainers.data import to_batch
 from autoaug.trainers.model import (
-    TinyVLM,
     TinyVLMConfig,
     build_model,
     grid_positions,
@@ -227,9 +226,15 @@ def test_soft_cross_entropy():
 
 
 def test_config_sizes(task, tokenizer):
+    def transformer_layers(model) -> int:
+        return sum(isinstance(module, torch.nn.TransformerEncoderLayer) for module in model.modules())
+
     model = build_model(tokenizer, task.num_classes, patch_size=8, depth=1)
-    assert isinstance(model, TinyVLM) and model.encoder is None
+    assert model.encoder is None and transformer_layers(model) == 1  # depth counts the readout layer
+    assert transformer_layers(build_model(tokenizer, task.num_classes, depth=3)) == 3
     assert model.config.num_patches == 16 and model.config.patch_dim == 192
+    assert model.patch_embed.in_features == 192 and model.head.out_features == task.num_classes
+    assert model.token_embed.num_embeddings == tokenizer.vocab_size
     batch = to_batch(task.train[:3], tokenizer, task.num_classes)
     assert model.predict(batch).saliency.shape == (3, 16)
 

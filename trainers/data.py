@@ -12,12 +12,17 @@ User data (DESIGN §9, §11 ``--data PATH``):
   relative to the Parquet file), ``text`` (string), ``label`` (string, or int — with the
   ``ClassLabel`` names of the ``huggingface`` schema metadata when present), optional ``split`` with
   values ``train`` / ``val`` / ``test`` (``validation`` is read as ``val``). Read with pyarrow.
+  A folder in the Hub's layout — one file or folder per split, named ``train``, ``validation`` /
+  ``val`` / ``dev``, ``test`` (``data/train-00000-of-00001.parquet``, ``test/part-0.parquet``) — keeps
+  those splits (``split_record["method"] == "files"``); a split no file names is drawn from the train
+  files. A folder whose names name some splits but not train, or name a split for some files only,
+  is refused.
 - **WebDataset** ``.tar`` shards (a folder of them, or one shard): per sample ``png`` / ``jpg`` /
   ``jpeg``, ``txt``, and ``cls`` (the label as text) or ``json`` (``{"label": ..., "split": ...}``).
   Read with the ``webdataset`` library.
 
 Images are decoded with Pillow, converted to RGB and resized (bilinear, no aspect-preserving crop)
-to the model's ``image_size``. Without a split column the rows are split by a seeded, stratified draw
+to the model's ``image_size``. Without split-named files or a split column the rows are split by a seeded, stratified draw
 (``split_record`` says so, with the seed, the fractions and the counts). The fingerprint is a sha256
 over the rows used: raw image bytes, text, label and split, in file order.
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -178,10 +184,18 @@ def load_data(
     if len(kinds) > 1:
         raise AutoaugInputError(f"{path}: the folder mixes Parquet files and .tar shards; keep one format")
     kind = kinds.pop()
-    rows = _read_parquet(files) if kind == "parquet" else _read_webdataset(files)
+    read = _read_parquet if kind == "parquet" else _read_webdataset
+    named = _splits_named_by_files(path, files) if path.is_dir() else None
+    if named is None:
+        rows, by_files = read(files), None
+    else:
+        rows = []
+        for split, group in named.items():
+            rows += _with_file_split(read(group), split)
+        by_files = {split: [str(file.relative_to(path)) for file in group] for split, group in named.items()}
     if not rows:
         raise AutoaugInputError(f"{path}: no rows found")
-    return _build_task(path, kind, rows, image_size, seed, val_fraction, test_fraction)
+    return _build_task(path, kind, rows, image_size, seed, val_fraction, test_fraction, by_files)
 
 
 # ---------------------------------------------------------------------- collate
@@ -411,10 +425,78 @@ def _split_value(value: Any, where: str, what: str) -> str:
     return split
 
 
+# ---------------------------------------------------------------------- splits named by file names
+# The Hugging Face Hub's layout: one file (or folder) per split, e.g. data/train-00000-of-00001.parquet.
+_FILE_SPLIT_WORDS = {"train": "train", "training": "train", "validation": "val", "valid": "val", "val": "val",
+                     "dev": "val", "test": "test", "testing": "test"}
+
+
+def _split_named_by(relative: Path) -> Optional[str]:
+    """The split a file's path names: a folder called after a split, or a split word as the first
+    ``-``/``_``/``.``-separated part of the file name (``validation-00000-of-00001.parquet``)."""
+    for folder in relative.parent.parts:
+        if folder.lower() in _FILE_SPLIT_WORDS:
+            return _FILE_SPLIT_WORDS[folder.lower()]
+    first = re.split(r"[-_.]", relative.name.lower(), maxsplit=1)[0]
+    return _FILE_SPLIT_WORDS.get(first)
+
+
+def _splits_named_by_files(root: Path, files: list[Path]) -> Optional[dict[str, list[Path]]]:
+    """``{split: files}`` when the folder's file names name the splits, ``None`` when none does.
+
+    Names that name some splits but not train, or files that name no split beside files that do,
+    are refused: which rows to train on would be a guess.
+    """
+    named = {file: _split_named_by(file.relative_to(root)) for file in files}
+    if not any(named.values()):
+        return None
+    unnamed = [str(file.relative_to(root)) for file, split in named.items() if split is None]
+    if unnamed:
+        raise AutoaugInputError(
+            f"{root}: some file names name a split (train, validation/val/dev, test) and {unnamed[0]} does not; "
+            "name every file after its split or none")
+    groups: dict[str, list[Path]] = {}
+    for file, split in named.items():
+        groups.setdefault(split, []).append(file)
+    if "train" not in groups:
+        found = ", ".join(f"{split}: {groups[split][0].relative_to(root)}" for split in SPLITS if split in groups)
+        raise AutoaugInputError(
+            f"{root}: the file names name the splits {found} but not train; name the training files "
+            "train-*.parquet (or put them in a train/ folder)")
+    return {split: groups[split] for split in SPLITS if split in groups}
+
+
+def _with_file_split(rows: list["_Row"], split: str) -> list["_Row"]:
+    """Rows of files named after ``split``; a split column or field that says otherwise is refused."""
+    for row in rows:
+        if row.split is not None and row.split != split:
+            raise AutoaugInputError(f"{row.source}: split is {row.split!r} but the file name says {split!r}")
+        row.split = split
+    return rows
+
+
+def _file_split_assignment(rows: list["_Row"], seed: int, fractions: dict[str, float]) -> tuple[list[str], dict]:
+    """The files' splits; a split no file names is drawn from the train files (seeded, stratified)."""
+    assignment = [row.split for row in rows]
+    missing = {split: fractions[split] for split in ("val", "test") if split not in assignment}
+    record: dict = {"method": "files"}
+    if missing:
+        train = [index for index, split in enumerate(assignment) if split == "train"]
+        drawn = _stratified_split([rows[i].label for i in train], seed, missing.get("val", 0.0), missing.get("test", 0.0))
+        for index, split in zip(train, drawn):
+            assignment[index] = split
+        record["drawn_from_train"] = {"splits": sorted(missing), "seed": seed,
+                                      **{f"{split}_fraction": value for split, value in missing.items()}}
+    return assignment, record
+
+
 # ---------------------------------------------------------------------- building the task
 def _build_task(path: Path, kind: str, rows: list[_Row], image_size: int, seed: int,
-                val_fraction: float, test_fraction: float) -> TaskData:
-    if rows[0].split is not None:
+                val_fraction: float, test_fraction: float, by_files: Optional[dict] = None) -> TaskData:
+    if by_files is not None:
+        assignment, split_record = _file_split_assignment(rows, seed, {"val": val_fraction, "test": test_fraction})
+        split_record["files"] = by_files
+    elif rows[0].split is not None:
         assignment = [row.split for row in rows]
         split_record: dict = {"method": "column", "column": "split"}
     else:

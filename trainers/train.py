@@ -17,7 +17,9 @@ Plugging in your own task (``--task my_module:make_task``): ``make_task(seed: in
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -68,15 +70,7 @@ def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
                  task_options: Optional[dict] = None) -> TaskPlugin:
     """``--task NAME`` (built-in), ``--task module:function`` (a user's plug-in) or ``--data PATH``."""
     if task is not None and ":" in task:
-        module_name, _, function_name = task.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise AutoaugInputError(f"--task {task}: cannot import {function_name!r} from {module_name!r} ({error})") from None
-        try:
-            made = factory(seed=seed, **(task_options or {}))
-        except TypeError as error:
-            raise AutoaugInputError(f"--task {task}: {function_name}(seed=...) could not be called ({error})") from None
+        made = _call_plugin(task, seed, task_options or {})
         if isinstance(made, TaskData):
             return TaskPlugin(made)
         if isinstance(made, TaskPlugin):
@@ -96,6 +90,48 @@ def prepare_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
     if builder is not None and plugin.build_model is not None:
         raise AutoaugInputError(f"--model {model}: the --task plug-in brings its own model; give one or the other")
     return PreparedTask.build(plugin.data, builder or plugin.build_model)
+
+
+class TaskPluginError(RuntimeError):
+    """An exception raised inside a user's ``--task module:function`` code: not bad input but their
+    bug, so the message carries their traceback (the CLI prints the message)."""
+
+    def __init__(self, task: str, doing: str, error: BaseException) -> None:
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+        super().__init__(f"--task {task}: {doing} raised {type(error).__name__}: {error}\n{trace}")
+
+
+def _call_plugin(task: str, seed: int, options: dict) -> Any:
+    """Import ``module:function`` and call it with ``seed=`` and the task options.
+
+    What cannot be found or called that way is bad input (`AutoaugInputError`, exit 2); whatever the
+    user's module or function raises while running is theirs (`TaskPluginError`, with the traceback).
+    """
+    module_name, _, function_name = task.partition(":")
+    if not module_name or not function_name:
+        raise AutoaugInputError(f"--task {task}: expected module:function, e.g. my_tasks:make_task")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
+            raise AutoaugInputError(f"--task {task}: no module named {error.name!r} "
+                                    "(is its folder on PYTHONPATH?)") from None
+        raise TaskPluginError(task, f"importing {module_name}", error) from error
+    except Exception as error:
+        raise TaskPluginError(task, f"importing {module_name}", error) from error
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise AutoaugInputError(f"--task {task}: module {module_name!r} has no function {function_name!r}")
+    try:
+        inspect.signature(factory).bind(seed=seed, **options)
+    except TypeError as error:
+        raise AutoaugInputError(f"--task {task}: {function_name}(seed=...) cannot be called that way ({error})") from None
+    except ValueError:  # no inspectable signature (a builtin): the call itself will tell
+        pass
+    try:
+        return factory(seed=seed, **options)
+    except Exception as error:
+        raise TaskPluginError(task, f"{function_name}(seed={seed})", error) from error
 
 
 def resolve_policy(policy: Union[str, Path, Policy, None], seed: int) -> Policy:

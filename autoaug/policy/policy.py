@@ -30,6 +30,7 @@ from autoaug.batch import MultimodalBatch
 from autoaug.errors import AutoaugInputError
 from autoaug.ops import sampling
 from autoaug.ops.base import STAGES, Params
+from autoaug.policy.counting import EntryCounts
 from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, validate_policy
 
 PRESETS = ("none", "conservative", "moderate", "aggressive", "trivial", "randaugment")
@@ -68,6 +69,7 @@ class Policy:
         self.seed = config.seed if config.seed is not None else secrets.randbits(62)
         self.record = False
         self.applied: list[AppliedOp] = []
+        self.counts: Optional[EntryCounts] = None  # see count_entries
         # Shared with DataLoader workers forked after it is made, so collators follow the schedule.
         self._progress = multiprocessing.Value("d", 0.0, lock=False)
 
@@ -161,10 +163,17 @@ class Policy:
             active = eligible & chosen[index] & sampling.bernoulli(
                 generator, probability, (batch.batch_size,), batch.device)
             params = op.sample_params(batch, magnitude, generator, active)
+            if self.counts is not None:
+                self.counts.add(index, params["active"], batch.batch_size)
             batch = op.apply(batch, params)
             if self.record:
                 self.applied.append(AppliedOp(index, entry.op, stage, magnitude, params))
         return self._weigh(start, batch)
+
+    def count_entries(self) -> EntryCounts:
+        """Start counting, per entry, the samples each application touched (see `EntryCounts`)."""
+        self.counts = EntryCounts(len(self.config.entries))
+        return self.counts
 
     def replay(self, batch: MultimodalBatch, applied: list[AppliedOp]) -> MultimodalBatch:
         """Re-apply recorded op applications (from ``policy.applied``) exactly."""

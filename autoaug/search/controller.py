@@ -29,7 +29,7 @@ from autoaug import __version__
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import PRESETS, Policy
 from autoaug.search.records import (BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder,
-                                    RecordingOptunaSearch, SearchProgress)
+                                    RecordingOptunaSearch, SearchProgress, error_reason)
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
 from autoaug.search.calibration import DEFAULT_LEARNING_RATES, ImageSignalMissing, calibrate, refusal_message
 from autoaug.search.confirmation import confirm
@@ -127,8 +127,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     _check_address(request.address)  # before the study or the experiment exists: nothing half-written
     storage = optuna_storage(locations.optuna_url)
     study = _open_study(storage, request, space, _task_identity(request))
-    if study.user_attrs.get("data_fingerprint") != prepared.fingerprint:
-        study.set_user_attr("data_fingerprint", prepared.fingerprint)
+    _check_data_fingerprint(study, request, prepared.fingerprint)
     cleaned = _fail_stale_trials(study)
     experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, f"autoaug-{request.name}")
     _start_ray(request.address, _runtime_env(request))
@@ -198,6 +197,22 @@ def _prepare(request: SearchRequest):
 
 
 # ---------------------------------------------------------------------- study and resume
+def _check_data_fingerprint(study, request: SearchRequest, fingerprint: str) -> None:
+    """Record the data's fingerprint on a new study; on resume, refuse data that changed since (a
+    rewritten file at the same path, a plug-in that now makes other rows): trials trained on
+    different data must not be ranked together."""
+    source = f"{_task_identity(request)} (data seed {request.data_seed})"
+    recorded = study.user_attrs.get("data_fingerprint")
+    if recorded is None:
+        study.set_user_attr("data_fingerprint", fingerprint)
+        study.set_user_attr("data_source", source)
+    elif recorded != fingerprint:
+        raise AutoaugInputError(
+            f"--name {request.name}: this study was searched on other data (recorded "
+            f"{study.user_attrs.get('data_source', 'an earlier source')}, fingerprint {recorded[:12]}; now {source}, "
+            f"fingerprint {fingerprint[:12]}); resume it with the same data or choose another --name (nothing was changed)")
+
+
 def _task_identity(request: SearchRequest) -> str:
     if request.task:
         options = json.dumps(request.task_options or {}, sort_keys=True)
@@ -462,7 +477,6 @@ def grid_coverage(study, space: SearchSpace) -> int:
 
 def _run_baselines(context: SearchContext) -> None:
     """Run each preset not yet in the study as a trial of the same machinery, then add it to the study."""
-    import optuna
     from optuna.trial import TrialState
     from ray import tune
 
@@ -494,17 +508,44 @@ def _run_baselines(context: SearchContext) -> None:
     started = time.perf_counter()
     fit_quietly(tuner)
     context.stage_seconds["baselines"] = context.stage_seconds.get("baselines", 0.0) + time.perf_counter() - started
+    _record_baselines(study, todo, results, settings)
+
+
+NEVER_RUN = "never run: Ray Tune ended without starting or finishing this baseline"
+
+
+def _record_baselines(study, todo: list[str], results: dict[str, Any], settings: TrialSettings) -> None:
+    """Add every requested baseline to the study: complete with its value, or failed with the reason
+    (its error, no metric reported, or never run) — none may vanish from the result."""
+    import optuna
+    from optuna.trial import TrialState
+
     objectives = len(study.directions)
-    for name, (trial, state) in results.items():
-        last = trial.last_result or {}
+    for name in todo:
+        trial, state = results.get(name, (None, "failed"))
+        last = (trial.last_result or {}) if trial is not None else {}
         values = [last.get(METRIC), last.get(ROBUST_METRIC)][:objectives]
         complete = state != "failed" and all(isinstance(v, (int, float)) for v in values)
+        attrs = {BASELINE_ATTR: name, STATE_ATTR: state if complete else "failed",
+                 POLICY_ATTR: settings.policy_for({BASELINE_KEY: name}).to_dict()}
+        if not complete:
+            attrs[ERROR_ATTR] = NEVER_RUN if trial is None else \
+                error_reason(trial) if state == "failed" else f"reported no {METRIC}"
         study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE if complete else TrialState.FAIL,
-            values=values if complete else None,
-            user_attrs={BASELINE_ATTR: name, STATE_ATTR: state if complete else "failed",
-                        POLICY_ATTR: settings.policy_for({BASELINE_KEY: name}).to_dict()},
-        ))
+            state=TrialState.COMPLETE if complete else TrialState.FAIL, values=values if complete else None,
+            user_attrs=attrs))
+
+
+def baseline_outcomes(study) -> dict[str, dict]:
+    """``{preset: {"state", "value", "reason"}}`` of the study's baselines (the latest try of each)."""
+    outcomes: dict[str, dict] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if BASELINE_ATTR in trial.user_attrs:
+            outcomes[trial.user_attrs[BASELINE_ATTR]] = {
+                "state": trial.user_attrs.get(STATE_ATTR, "failed"),
+                "value": trial.values[0] if trial.values else None,
+                "reason": trial.user_attrs.get(ERROR_ATTR)}
+    return outcomes
 
 
 def _parent_run(client, experiment_id: str, request: SearchRequest, space: SearchSpace, locations: Locations) -> str:
@@ -618,6 +659,7 @@ def summarize(study, request: SearchRequest, locations: Locations, experiment_id
         "sampler": request.sampler,
         "scheduler": request.scheduler,
         "baselines": baselines,
+        "baseline_outcomes": baseline_outcomes(study),
         **(_front_result(study, request, locations) if len(study.directions) > 1 else {}),
     }
 

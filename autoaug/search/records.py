@@ -78,6 +78,11 @@ class RecordingOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
+def is_entry_count_metric(key: str) -> bool:
+    """``entry{k}.{op}.applied_fraction`` / ``.applied_samples``: what each entry touched per epoch."""
+    return key.startswith("entry") and key.endswith((".applied_fraction", ".applied_samples"))
+
+
 def flatten_policy(policy: Policy, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """MLflow params of a trial: the sampler's own params verbatim (``params``: a searched trial's
     config), then the policy under the same names — ``op.<name>.use`` / ``.p`` / ``.magnitude`` /
@@ -166,7 +171,7 @@ class MlflowRecorder(Callback):
             step = int(epoch.get("epoch", result.get("training_iteration", 0)))
             metrics += [Metric(key, float(value), stamp, step) for key, value in epoch.items()
                         if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
-                                   "epoch_seconds")]
+                                   "epoch_seconds") or is_entry_count_metric(key)]
         if self.track_config:
             step = int(result.get("epoch", result.get("training_iteration", 0)))
             metrics += [Metric(f"config.{key}", float(value), stamp, step) for key, value in trial.config.items()
@@ -181,8 +186,12 @@ class MlflowRecorder(Callback):
 
     def _finish(self, trial, state: str) -> None:
         run_id = self.run_ids.pop(trial.trial_id, None)
-        if run_id is None:
-            return
+        if run_id is not None:  # None: the trial ended before MLflow saw it start; its callback still runs
+            self._close_run(run_id, trial, state)
+        if self.on_finished is not None:
+            self.on_finished(trial, state)
+
+    def _close_run(self, run_id: str, trial, state: str) -> None:
         self.client.set_tag(run_id, "autoaug_state", state)
         if state == "failed":
             error = _error_text(trial)
@@ -190,8 +199,12 @@ class MlflowRecorder(Callback):
             self.client.set_tag(run_id, "autoaug_error", error[-4900:])
             self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
-        if self.on_finished is not None:
-            self.on_finished(trial, state)
+
+
+def error_reason(trial) -> str:
+    """The last line of a failed trial's error (the exception and its message)."""
+    lines = [line for line in _error_text(trial).splitlines() if line.strip()]
+    return lines[-1].strip()[:500] if lines else "trial failed"
 
 
 def _error_text(trial) -> str:

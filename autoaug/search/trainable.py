@@ -101,19 +101,31 @@ class TrialSettings:
 
 
 class TuneReporter(L.Callback):
-    """Reports each validation epoch to Ray Tune (and checkpoints for PBT); NaN fails the trial."""
+    """Reports each epoch to Ray Tune (and checkpoints for PBT); NaN fails the trial.
 
-    def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None) -> None:
+    It reports at the end of the training epoch, which Lightning reaches after that epoch's validation:
+    the epoch's own training metrics are reduced by then (at the end of validation they are still the
+    previous epoch's). With a ``policy``, each entry's applied fraction of the epoch is reported too.
+    """
+
+    def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None,
+                 policy: Optional[Policy] = None) -> None:
         self.settings = settings
         self.clock = clock
         self.history: list[dict[str, float]] = []
+        self.counts = policy.count_entries() if policy is not None else None
+        self.policy = policy
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from ray import tune
 
         if trainer.sanity_checking:
             return
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if self.counts is not None:
+            from autoaug.policy.counting import applied_fraction_metrics
+
+            metrics.update(applied_fraction_metrics(self.policy, self.counts.take()))
         for name in ("val_accuracy", "val_loss", "train_loss"):
             if name in metrics and not math.isfinite(metrics[name]):
                 raise FloatingPointError(f"{name} is {metrics[name]} at epoch {trainer.current_epoch + 1}")
@@ -191,7 +203,7 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
             max_epochs=run.epochs if run is not None and run.epochs else settings.max_epochs,
             learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
             batch_size=settings.batch_size, accelerator=settings.accelerator,
-            callbacks=[clock, TuneReporter(settings, clock)], evaluate=False, resume_from=resume,
+            callbacks=[clock, TuneReporter(settings, clock, policy)], evaluate=False, resume_from=resume,
         )
     finally:
         if resume is not None:
