@@ -321,13 +321,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         app(args=argv)
     except AutoaugInputError as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        stderr.print("[bold red]error:[/] ", end="", highlight=False)
+        stderr.print(str(error), markup=False, highlight=False, soft_wrap=True)  # [...] in messages is text
         sys.exit(2)
     except AutoaugError as error:
-        stderr.print(f"[bold red]stopped:[/] {error}", highlight=False, soft_wrap=True)
+        stderr.print("[bold red]stopped:[/] ", end="", highlight=False)
+        stderr.print(str(error), markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
     except Exception as error:
-        stderr.print(f"[bold red]failed:[/] {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
+        stderr.print("[bold red]failed:[/] ", end="", highlight=False)
+        stderr.print(f"{type(error).__name__}: {error}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
