@@ -346,3 +346,21 @@ def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_pat
     client = mlflow.MlflowClient(tracking_uri=result["tracking_uri"])
     runs = client.search_runs([result["mlflow_experiment_id"]], filter_string="tags.autoaug_role = 'confirmation'")
     assert len(runs) == 1 and runs[0].data.tags["autoaug_verdict"] == "no-gain"
+
+
+@pytest.mark.slow
+def test_relative_data_and_space_paths_from_another_working_folder(tmp_path, capsys, monkeypatch):
+    """Ray runs each trial in its own working folder: workers get the loaded data and the validated
+    space from the driver, never a path to re-read (issue: relative paths made every trial fail)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    _write_dataset(project / "colours.parquet", image_signal=True, sizes=(48, 32, 32))
+    (project / "space.yaml").write_text(HARMFUL_SPACE.replace("name: harmful", "name: relative"))
+    monkeypatch.chdir(project)
+    code, out, err = _cli(["search", "--space", "space.yaml", "--data", "colours.parquet", "--name", "rel",
+                           "--trials", "2", "--max-epochs", "2", "--no-calibrate", "--no-confirm", "--no-baselines",
+                           "--workdir", "runs", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n_failed"] == 0 and result["n_complete"] + result["n_pruned"] == 2
+    assert result["best_policy_path"] and Path(result["best_policy_path"]).is_file()
