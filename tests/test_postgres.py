@@ -59,7 +59,7 @@ def test_search_resume_and_export_on_postgresql(databases, tmp_path):
     optuna_url, mlflow_url = databases
     request = SearchRequest(space="vlm_default", name="team", task="shapes-vqa", trials=2, max_epochs=2,
                             workdir=str(tmp_path), storage=optuna_url, tracking_uri=mlflow_url,
-                            task_options=TINY, scheduler="none")
+                            task_options=TINY, scheduler="none", calibrate=False, confirm=False, baselines=False)
     first = run_search(request)
     assert first["n_complete"] == 2 and first["n_failed"] == 0
     assert_password_hidden(first, optuna_url, mlflow_url)

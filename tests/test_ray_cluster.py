@@ -67,7 +67,7 @@ def test_search_joins_a_running_cluster(ray_head, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "autoaug", "search", "--space", "vlm_default", "--task", "tiny_task:make_task",
          "--name", "joined", "--trials", "2", "--max-epochs", "2", "--address", address,
-         "--workdir", str(tmp_path / "runs"), "--json"],
+         "--workdir", str(tmp_path / "runs"), "--json", "--no-calibrate", "--no-confirm", "--no-baselines"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
