@@ -173,15 +173,15 @@ def collect(study, client=None) -> SearchRecord:
 
 def exported_trial(study):
     """The trial `autoaug export` picks by default, by the rule of `autoaug.search.controller.best_trial`
-    (restated here because importing the controller loads Lightning, ~5x the report's own time;
-    tests/test_dashboards.py checks the two agree): the best complete searched trial, for two
-    objectives among the Pareto-optimal ones."""
+    (restated here because importing the controller loads Lightning, several times the report's own
+    time; tests/test_dashboards.py checks the two agree): the best trial that ran its full length,
+    searched or baseline, for two objectives among the Pareto-optimal ones."""
     from optuna.trial import TrialState
 
-    from autoaug.search.records import BASELINE_ATTR
+    from autoaug.search.records import STATE_ATTR
 
     candidates = [t for t in study.get_trials(deepcopy=False)
-                  if BASELINE_ATTR not in t.user_attrs and t.state == TrialState.COMPLETE]
+                  if t.state == TrialState.COMPLETE and t.user_attrs.get(STATE_ATTR, "complete") == "complete"]
     if not candidates:
         return None
     if len(study.directions) > 1:
@@ -597,11 +597,11 @@ def summary_facts(record: SearchRecord) -> list[tuple[str, str]]:
                    + (f"; {len(record.baselines)} baselines" if record.baselines else "")),
     ]
     if record.best is not None:
-        stopped = " (stopped early: scored at its last epoch)" if record.best.state == "pruned" else ""
+        stopped = ""
         facts.append(("best", f"{METRIC.replace('_', ' ')} {record.best.value:.4f}, {record.best.label}{stopped}: "
                               f"{record.best.ops_text()}"))
     else:
-        facts.append(("best", "none yet (no complete searched trial)"))
+        facts.append(("best", "none yet (no trial ran its full length)"))
     if record.wall_seconds is not None:
         facts.append(("wall time", f"{_duration(record.wall_seconds)} ({record.wall_source})"))
     if record.trial_seconds is not None:

@@ -94,8 +94,11 @@ def plugin_dir(tmp_path_factory):
 
 
 def _search(workdir: Path, name: str, console=None, **options) -> dict:
+    # calibration and confirmation are off (their own tests cover them; the confirmation's rendering is
+    # tested from its recorded contract below); baselines only where asked
     settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
-                    workdir=str(workdir), task_options=dict(SMALL), seed=0, cpus_per_trial=0.5)
+                    workdir=str(workdir), task_options=dict(SMALL), seed=0, cpus_per_trial=0.5, baselines=False,
+                    calibrate=False, confirm=False)
     settings.update(options)
     if settings["task"] != "shapes-vqa":
         settings["task_options"] = None
