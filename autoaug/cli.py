@@ -316,12 +316,13 @@ def ui(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow database store URI (overrides --workdir)."),
 ) -> None:
     """Serve the MLflow UI (opened on the study's trials) and optuna-dashboard; Ctrl-C stops both."""
-    from autoaug.dashboards.ui import plan, serve
+    from autoaug.dashboards.ui import host_warning, plan, serve
 
+    warning = host_warning(host)
+    if warning:
+        stderr.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     prepared = plan(workdir=workdir, name=name, host=host, port=port, dashboard_port=dashboard_port,
                     storage=storage, tracking_uri=tracking_uri)
-    if prepared.warning:
-        stderr.print(f"[bold yellow]warning:[/] {prepared.warning}", highlight=False, soft_wrap=True)
     code = serve(prepared, Console(stderr=False, highlight=False))
     if code:
         raise typer.Exit(code)

@@ -146,6 +146,15 @@ def check_port_free(host: str, port: int, flag: str) -> None:
             raise AutoaugInputError(f"{flag} {port}: cannot listen on {host}:{port} ({error.strerror or error})") from None
 
 
+def host_warning(host: str) -> Optional[str]:
+    """The warning to print for a non-loopback ``--host`` (checked first, so it shows even when
+    another input is refused); None on loopback."""
+    if check_host(host):
+        return None
+    return (f"--host {host}: the MLflow and Optuna records become reachable from the network "
+            "(anyone who can reach this machine can read them); the default is 127.0.0.1")
+
+
 def _browse_host(host: str) -> str:
     """The host to put in printed URLs (a wildcard bind is browsed on loopback)."""
     if host in ("0.0.0.0", "::", ""):
@@ -185,10 +194,7 @@ def plan(workdir: Path | str = "autoaug-runs", name: Optional[str] = None, host:
     """Check every input (records, study, host, ports) and prepare the MLflow trials view."""
     from autoaug.storage import redact
 
-    warning = None
-    if not check_host(host):
-        warning = (f"--host {host}: the MLflow and Optuna records become reachable from the network "
-                   "(anyone who can reach this machine can read them); the default is 127.0.0.1")
+    warning = host_warning(host)
     if tracking_uri and tracking_uri.startswith(("http://", "https://", "databricks")):
         raise AutoaugInputError(f"--tracking-uri {redact(tracking_uri)}: that is an MLflow server already; open it in a browser "
                                 "(autoaug ui serves database stores: sqlite, postgresql)")
