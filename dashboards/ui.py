@@ -136,6 +136,8 @@ def check_port_free(host: str, port: int, flag: str) -> None:
         raise AutoaugInputError(f"{flag} {port}: browsers refuse to open this port (the Fetch standard's bad ports); choose another")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as the servers do: a port left in TIME_WAIT by the last run is free; a listener still refuses
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except PermissionError:

@@ -385,8 +385,9 @@ def test_ui_serves_both_dashboards_and_stops_cleanly_on_sigint(records, tmp_path
     while _session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _session_processes(process.pid) == []  # both servers and every worker they forked are gone
-    for free in (port, dashboard_port):
+    for free in (port, dashboard_port):  # nothing listens any more (TIME_WAIT of our requests is fine)
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", free))
     assert "Traceback" not in stderr_path.read_text()
 
