@@ -307,6 +307,49 @@ def export(
                    **({"verdict": evidence.verdict, "winner": evidence.winner} if evidence else {})})
 
 
+@app.command("ui")
+def ui(
+    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="The search records to serve."),
+    name: Optional[str] = typer.Option(None, "--name", metavar="STUDY", help="Open this study (default: list every study)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes the records to the network)."),
+    port: int = typer.Option(5000, "--port", help="Port of the MLflow UI."),
+    dashboard_port: Optional[int] = typer.Option(None, "--dashboard-port", help="Port of optuna-dashboard (default: --port + 1)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow database store URI (overrides --workdir)."),
+) -> None:
+    """Serve the MLflow UI (opened on the study's trials) and optuna-dashboard; Ctrl-C stops both."""
+    from autoaug.dashboards.ui import host_warning, plan, serve
+
+    warning = host_warning(host)
+    if warning:
+        stderr.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    prepared = plan(workdir=workdir, name=name, host=host, port=port, dashboard_port=dashboard_port,
+                    storage=storage, tracking_uri=tracking_uri)
+    code = serve(prepared, Console(stderr=False, highlight=False))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("report")
+def report(
+    name: str = typer.Option(..., "--name", metavar="STUDY", help="The study to report on."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="HTML file to write (self-contained, opens offline)."),
+    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the search records live."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (overrides --workdir)."),
+    as_json: bool = typer.Option(False, "--json", help="End stdout with {path, study, n_trials, best_value} as JSON."),
+) -> None:
+    """Write one self-contained HTML report of a search: cost, scores, ops, importance, curves."""
+    from autoaug.dashboards.report import write_report
+
+    summary = write_report(name, out, workdir=workdir, storage=storage, tracking_uri=tracking_uri)
+    for note in summary["notes"]:
+        stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
+    stderr.print(f"wrote the report of {name} to {summary['path']}", highlight=False, soft_wrap=True)
+    if as_json:
+        emit_json({key: value for key, value in summary.items() if key != "notes"})
+
+
 @app.callback()
 def _root() -> None:
     """Search augmentation policies for vision-language models."""

@@ -1,2 +1,3 @@
-"""Dashboards (installed as ``autoaug.dashboards``): MLflow UI / optuna-dashboard launchers and the
-HTML search report. Filled by later issues; nothing here yet."""
+"""Dashboards (installed as ``autoaug.dashboards``): the MLflow UI and optuna-dashboard launcher
+(`autoaug ui`, `ui.py`) and the self-contained HTML search report (`autoaug report`, `report.py`);
+`sources.py` opens a search's records read-only for both."""

@@ -6,12 +6,13 @@
 - `MlflowRecorder`: one child run per trial nested under the search's parent run (the
   ``mlflow.parentRunId`` tag; Ray's own MLflow logger has no parent option), with the policy's
   flattened params, every epoch's metrics, the policy YAML and the trial's state.
-- `SearchProgress`: live progress on stderr (done / running / pruned / failed, best so far).
+- `SearchProgress`: live progress on stderr (a rich bar on a terminal, sparse lines otherwise).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Callable, Optional
 
@@ -219,7 +220,17 @@ def _error_text(trial) -> str:
 
 
 class SearchProgress(Callback):
-    """One live status line on stderr: trials done / running / pruned / failed and the best value."""
+    """Live progress of a search on stderr: trials done / total, running, stopped early, failed, the
+    best *finished* score, elapsed time and ETA.
+
+    On a terminal it is one rich progress bar redrawn in place; otherwise (a log file, CI) it prints
+    a line when a trial finishes, at most one every ``line_interval_s`` seconds, plus the last one.
+    "best" is the best score of a trial that ran its full length (state ``complete``), the rule the
+    search's summary and export follow; intermediate values of a running or stopped trial never
+    count, so the bar never shows a best the summary does not have.
+    """
+
+    line_interval_s = 30.0
 
     def __init__(self, console, total: int, metric: str, label: str) -> None:
         self.console = console
@@ -229,29 +240,83 @@ class SearchProgress(Callback):
         self.counts = {"complete": 0, "pruned": 0, "failed": 0}
         self.best: Optional[float] = None
         self.running: set[str] = set()  # trial ids (PBT restarts trials: count each once)
+        self.started = time.monotonic()
+        self._progress = None
+        self._task = None
+        self._last_line = -math.inf
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "console": None}  # see MlflowRecorder.__getstate__
+        # see MlflowRecorder.__getstate__; the live display holds a thread and locks
+        return {**self.__dict__, "console": None, "_progress": None, "_task": None}
+
+    @property
+    def live(self) -> bool:
+        return bool(self.console is not None and self.console.is_terminal)
+
+    def setup(self, **info) -> None:
+        self.started = time.monotonic()
+        if self.live and self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=self.console, redirect_stdout=False, redirect_stderr=False, transient=False,
+            )
+            self._task = self._progress.add_task(self.label, total=self.total, status=self._status())
+            self._progress.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id not in self.running:
             self.running.add(trial.trial_id)
-            self._show()
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)) and (self.best is None or value > self.best):
-            self.best = float(value)
+            self._show(finished=False)
 
     def record(self, trial, state: str) -> None:
+        """A trial ended (``complete`` / ``pruned`` / ``failed``); its final result is its score."""
         self.running.discard(trial.trial_id)
         self.counts[state] += 1
-        self._show()
+        value = (trial.last_result or {}).get(self.metric)
+        if state == "complete" and isinstance(value, (int, float)) and (self.best is None or value > self.best):
+            self.best = float(value)
+        self._show(finished=True)
 
-    def _show(self) -> None:
-        done = sum(self.counts.values())
+    def on_experiment_end(self, trials, **info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, status=self._status())
+            self._progress.stop()
+            self._progress = None
+
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def _status(self) -> str:
         best = "—" if self.best is None else f"{self.best:.4f}"
-        self.console.print(
-            f"[{self.label}] {done}/{self.total} done ({self.counts['complete']} complete, "
-            f"{self.counts['pruned']} stopped early, {self.counts['failed']} failed), "
-            f"{len(self.running)} running, best {self.metric} {best}", highlight=False, soft_wrap=True)
+        return (f"{len(self.running)} running, {self.counts['pruned']} stopped early, {self.counts['failed']} failed, "
+                f"best {self.metric} {best}")
+
+    def _show(self, finished: bool) -> None:
+        if self.console is None:
+            return
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done(), status=self._status())
+            return
+        now = time.monotonic()
+        last = self.done() >= self.total
+        if not finished or (now - self._last_line < self.line_interval_s and not last):
+            return
+        self._last_line = now
+        elapsed = now - self.started
+        eta = ""
+        if 0 < self.done() < self.total:
+            eta = f", ETA {_clock(elapsed / self.done() * (self.total - self.done()))}"
+        self.console.print(f"[{self.label}] {self.done()}/{self.total} done ({self.counts['complete']} complete), "
+                           f"{self._status()}, elapsed {_clock(elapsed)}{eta}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
