@@ -250,9 +250,9 @@ def search(
     stderr.print(f"best policy: {result['best_policy_path']}")
     stderr.print(f"records: MLflow {result['tracking_uri']} (experiment {result['mlflow_experiment_id']}), "
                  f"Optuna {result['optuna_storage']}")
-    if result["tracking_uri"].startswith("sqlite:"):
-        stderr.print(f"compare trials: mlflow ui --backend-store-uri {result['tracking_uri']} --host 127.0.0.1",
-                     soft_wrap=True)
+    where = "" if str(workdir) == "autoaug-runs" else f" --workdir {workdir}"
+    stderr.print(f"compare trials: autoaug ui --name {name}{where}   |   report: autoaug report --name {name}{where} "
+                 f"--out {name}-report.html", soft_wrap=True, highlight=False)
     if as_json:
         emit_json(result)
 

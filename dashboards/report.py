@@ -230,7 +230,7 @@ def _add_mlflow(record: SearchRecord, client) -> None:
         if history:
             trial.curve = [(int(m.step), float(m.value)) for m in history]
             trial.epochs = trial.curve[-1][0]
-        for metric in client.get_metric_history(run.info.run_id, "time_this_iter_s"):
+        for metric in client.get_metric_history(run.info.run_id, "epoch_seconds"):  # stamped at the epoch's end
             end = metric.timestamp / 1000.0
             intervals.append((end - float(metric.value), end))
         trial_seconds += ((run.info.end_time or now_ms) - run.info.start_time) / 1000.0

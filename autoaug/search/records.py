@@ -170,7 +170,8 @@ class MlflowRecorder(Callback):
         metrics = []
         for epoch in epochs_of(result):  # a report carries every epoch since the previous one
             step = int(epoch.get("epoch", result.get("training_iteration", 0)))
-            metrics += [Metric(key, float(value), stamp, step) for key, value in epoch.items()
+            at = int(epoch["epoch_end_time"] * 1000) if "epoch_end_time" in epoch else stamp
+            metrics += [Metric(key, float(value), at, step) for key, value in epoch.items()
                         if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
                                    "epoch_seconds") or is_entry_count_metric(key)]
         if self.track_config:

@@ -173,7 +173,8 @@ class TrialClock(L.Callback):
     def metrics(self) -> dict[str, float]:
         return {"startup_seconds": float(self.startup or 0.0),
                 "epoch_seconds": time.perf_counter() - self.epoch_started,
-                "cpu_seconds": time.process_time() - self.cpu_started}
+                "cpu_seconds": time.process_time() - self.cpu_started,
+                "epoch_end_time": time.time()}  # wall clock: epochs reach the driver in batches
 
 
 def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = None) -> None:
