@@ -38,34 +38,9 @@ from typing import Any
 QUESTION_ONLY = "question-only"
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _options(pairs: list[str], flag: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{flag}: expected KEY=VALUE, got {pair!r}")
-        options[key.strip()] = _parse_value(value.strip())
-    return options
-
-
-def policy_of(spec: str):
-    """A `Policy` from a preset name, a YAML path, or ``op:magnitude[:p]`` (one entry, no clean share)."""
-    from autoaug.policy import Policy
-
-    if ":" not in spec:
-        return Policy.load(spec)
-    op, *numbers = spec.split(":")
-    magnitude = float(numbers[0])
-    probability = float(numbers[1]) if len(numbers) > 1 else 1.0
-    return Policy.from_dict({"schema_version": 1, "name": spec, "clean_fraction": 0.0,
-                             "entries": [{"op": op, "p": probability, "magnitude": magnitude}]})
+# The option parsing and candidate grammar are proxy_task.py's (the benchmarks folder is not a package).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proxy_task import parse_options as _options, policy_of  # noqa: E402
 
 
 _PREPARED: dict[str, Any] = {}
