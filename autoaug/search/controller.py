@@ -169,7 +169,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
         status = "FINISHED"
     finally:
         client.set_terminated(parent, status)
-    result = summarize(study, request, locations, experiment_id, cleaned, epochs=settings.max_epochs)
+    result = summarize(study, request, locations, experiment_id, cleaned)
     result["seconds"] = time.perf_counter() - started
     result["stage_seconds"] = {stage: round(seconds, 1) for stage, seconds in context.stage_seconds.items()}
     result["cost"] = context.accounting.summary(context.stage_seconds, slot_count(request), request.cpus_per_trial)
@@ -627,8 +627,7 @@ def pareto_choice(front: list):
     return max(eligible, key=lambda trial: (trial.values[0], trial.values[1], -trial.number))
 
 
-def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0,
-              epochs: Optional[int] = None) -> dict[str, Any]:
+def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0) -> dict[str, Any]:
     from autoaug.search.export import export_best
 
     from optuna.trial import TrialState
