@@ -25,6 +25,7 @@ The result is stored on the study (a resumed search reuses it), returned in the 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Optional
 
 from autoaug.errors import AutoaugError
@@ -140,7 +141,7 @@ def _log(context: SearchContext, record: dict, outcomes: dict[str, RunOutcome]) 
                             tags={"mlflow.parentRunId": context.parent, "autoaug_role": "calibration",
                                   "autoaug_study": context.request.name})
     run_id = run.info.run_id
-    now = 0
+    now = int(time.time() * 1000)
     metrics = []
     for label, outcome in outcomes.items():
         key = label.replace("calibration ", "").replace(" ", ".").replace("=", "_")
