@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import statistics
 import sys
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -40,16 +38,10 @@ QUESTION_ONLY = "question-only"
 
 # The option parsing and candidate grammar are proxy_task.py's (the benchmarks folder is not a package).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxy_task import parse_options as _options, policy_of  # noqa: E402
+from proxy_task import _quiet, parse_options as _options, policy_of  # noqa: E402
 
 
 _PREPARED: dict[str, Any] = {}
-
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run_one(job: dict) -> dict:
