@@ -38,11 +38,33 @@ def test_catalogue_names_are_registered():
 
 @pytest.mark.parametrize("name", ALL_OPS)
 def test_metadata(name):
+    # stage, modality and the docstring are enforced by `register` at import (tested below); what it
+    # does not check is that the range is a real interval and that `autoaug ops` has a summary to show
     row = ops.op_class(name).describe()
-    assert row["stage"] in ops.STAGES and row["modality"] in ops.MODALITIES
     low, high = row["magnitude_range"]
-    assert math.isfinite(low) and math.isfinite(high)
+    assert math.isfinite(low) and math.isfinite(high) and low < high
     assert isinstance(row["mixes_labels"], bool) and row["summary"]
+
+
+def _op_class(**overrides):
+    attributes = {"__doc__": "Does nothing; magnitude in [0, 1].", "name": "contract_probe",
+                  "stage": "token", "modality": "vision", "parameter": "rate", "default_range": (0.0, 1.0)}
+    attributes.update(overrides)
+    return type("ContractProbe", (ops.Op,), {k: v for k, v in attributes.items() if v is not None})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"stage": "somewhere"}, "stage must be one of"),
+    ({"modality": "audio"}, "modality one of"),
+    ({"__doc__": "  "}, "needs a docstring"),
+    ({"name": "text_mask"}, "registered twice"),
+])
+def test_the_registry_refuses_an_op_that_breaks_the_rules(overrides, message):
+    from autoaug.ops.registry import register
+
+    with pytest.raises(TypeError, match=message):
+        register(_op_class(**overrides))
+    assert "contract_probe" not in ops.names()
 
 
 # Ops whose own code, forced to run at strength 0 on every sample, is not the identity. Users never
