@@ -147,6 +147,12 @@ class MultimodalBatch:
         return self.text_ids.shape[1]
 
     @property
+    def text_content(self) -> Tensor:
+        """``[B, Nt]`` bool: the text positions an op may edit — present and not special (never
+        [CLS]/[SEP]/padding or a vocabulary's special ids)."""
+        return self.text_mask & ~self.text_special
+
+    @property
     def patches_per_frame(self) -> int:
         return self.num_vision_tokens // self.num_frames
 

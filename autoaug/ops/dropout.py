@@ -55,7 +55,7 @@ class TextTokenDropout(Op):
     default_range = (0.0, 0.30)
 
     def _sample(self, batch: MultimodalBatch, strength: float, generator: torch.Generator) -> Params:
-        droppable = batch.text_mask & ~batch.text_special
+        droppable = batch.text_content
         return {"drop": sampling.bernoulli(generator, strength, droppable.shape, batch.device) & droppable}
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
@@ -88,7 +88,7 @@ class ModalityDropout(Op):
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
         erase_vision = (params["drop_vision"] & active).unsqueeze(1) & batch.vision_mask
-        droppable_text = batch.text_mask & ~batch.text_special
+        droppable_text = batch.text_content
         erase_text = (params["drop_text"] & active).unsqueeze(1) & droppable_text
         erase_vision, erase_text = spare_aligned(batch, erase_vision, erase_text)
         return batch.replace(

@@ -101,7 +101,7 @@ class RandomTruncation(Op):
     default_range = (0.0, 0.5)
 
     def _sample(self, batch: MultimodalBatch, strength: float, generator: torch.Generator) -> Params:
-        content = batch.text_mask & ~batch.text_special
+        content = batch.text_content
         suffix = sampling.bernoulli(generator, 0.5, (batch.batch_size,), batch.device)
         seen = content.long().cumsum(dim=1)  # content tokens up to and including each position
         total = seen[:, -1:]
@@ -113,7 +113,7 @@ class RandomTruncation(Op):
         return {"suffix": suffix, "drop": drop, "applies": drop.any(dim=1)}
 
     def _apply(self, batch: MultimodalBatch, params: Params, active: Tensor) -> MultimodalBatch:
-        proposal = params["drop"] & batch.text_mask & ~batch.text_special & active.unsqueeze(1)
+        proposal = params["drop"] & batch.text_content & active.unsqueeze(1)
         _, erase = spare_aligned(batch, erase_text=proposal)
         return batch.replace(text_mask=batch.text_mask & ~erase)
 

@@ -183,7 +183,7 @@ class TextMask(Op):
 
 def _maskable_text(batch: MultimodalBatch) -> Tensor:
     """``[B, Nt]`` text positions MLM masking may select: kept, not special, not already labelled."""
-    maskable = batch.text_mask & ~batch.text_special
+    maskable = batch.text_content
     if batch.mlm_labels is not None:
         maskable = maskable & (batch.mlm_labels == IGNORE_INDEX)
     return maskable

@@ -25,7 +25,7 @@ from autoaug.ops.registry import register
 
 def _editable_text(batch: MultimodalBatch) -> Tensor:
     """``[B, Nt]`` text positions an op may change: kept, not special/padding, not an MLM target."""
-    editable = batch.text_mask & ~batch.text_special
+    editable = batch.text_content
     if batch.mlm_labels is not None:
         editable = editable & (batch.mlm_labels == IGNORE_INDEX)
     return editable
