@@ -1,4 +1,4 @@
-"""The one batch type that travels through every op (DESIGN §4).
+"""The one batch type that travels through every op (docs/ARCHITECTURE.md).
 
 A VLM consumes one joint sequence of image-patch tokens and text tokens. `MultimodalBatch` holds
 both halves side by side, with everything an augmentation needs to act on them without Python loops

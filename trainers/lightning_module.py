@@ -1,6 +1,6 @@
 """The proxy trial as Lightning code: a module that runs the full pipeline, and its data module.
 
-Training step (DESIGN §2)::
+Training step (docs/ARCHITECTURE.md)::
 
     pixel batch ─(PolicyCallback: pixel ops)─► to_token_stage ─► [saliency from a no-grad forward,
     only when an op reads it] ─► augment("token") ─► embed ─► augment("embedding") ─► model ─► loss

@@ -1,6 +1,6 @@
 """The tiny VLM of the proxy task: one joint transformer over image-patch tokens and text tokens.
 
-The pipeline stages of DESIGN §2 map onto three calls:
+The pipeline stages of docs/ARCHITECTURE.md map onto three calls:
 
 - `TinyVLM.to_token_stage` (pixel -> token stage): `patchify` cuts ``images`` ``[B, 3, H, W]`` into
   patch pixels ``vision`` ``[B, Nv, 3*p*p]`` (per patch channel-major, then rows, then columns) with

@@ -8,7 +8,7 @@
 
 or, in a hand-written loop, ``attached = attach(policy, model)`` and ``attached.collator(collate_fn)``.
 
-Where each stage runs (DESIGN §2, pixel → token → embedding):
+Where each stage runs (docs/ARCHITECTURE.md, pixel → token → embedding):
 
 - **pixel** entries run in a collator wrapper (`PolicyDataCollator`) on ``pixel_values``: the
   processor's normalisation is undone (ops work on [0, 1] images), the ops applied, and the result

@@ -1,4 +1,4 @@
-"""The op catalogue (DESIGN §5): every op registered by name, one small unit each.
+"""The op catalogue (docs/ARCHITECTURE.md): every op registered by name, one small unit each.
 
     from autoaug import ops
     op = ops.get("vision_token_dropout")

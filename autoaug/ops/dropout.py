@@ -21,7 +21,7 @@ from autoaug.ops.registry import register
 class VisionTokenDropout(Op):
     """Drop each kept patch token independently with probability p (removed from attention).
 
-    Magnitude → p in [0, 0.30] (seed 000: conservative 0.05–0.10, moderate 0.10–0.20,
+    Magnitude → p in [0, 0.30] (docs/GUIDELINES.md: conservative 0.05–0.10, moderate 0.10–0.20,
     aggressive 0.20–0.30). Params: ``drop`` [B, Nv] bool.
     """
 
@@ -44,7 +44,7 @@ class VisionTokenDropout(Op):
 class TextTokenDropout(Op):
     """Drop each non-special text token independently with probability p (removed from attention).
 
-    Magnitude → p in [0, 0.30] (seed 000's token dropout range). Special tokens and padding are never
+    Magnitude → p in [0, 0.30] (the guidelines' token dropout range). Special tokens and padding are never
     dropped. Params: ``drop`` [B, Nt] bool.
     """
 
@@ -68,7 +68,7 @@ class ModalityDropout(Op):
     """Drop a whole modality of a sample: all its patches, or all its non-special text tokens.
 
     With probability p a sample loses one modality, image or text with equal chance, never both
-    (seed 000: p_img ≈ p_text ≈ 0.05, i.e. p ≈ 0.10). Magnitude → p in [0, 0.20].
+    (docs/GUIDELINES.md: p_img ≈ p_text ≈ 0.05, i.e. p ≈ 0.10). Magnitude → p in [0, 0.20].
     Params: ``drop_vision`` [B] bool, ``drop_text`` [B] bool (never both True).
     """
 

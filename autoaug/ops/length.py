@@ -88,7 +88,7 @@ class RandomTruncation(Op):
     never touched; a token aligned with an erased patch is spared (so a truncation can leave it in
     place). Samples whose count is 0 are not augmented.
 
-    Magnitude → f in [0, 0.5]: seed 000 lists random prefix/suffix truncation among its sequence
+    Magnitude → f in [0, 0.5]: docs/GUIDELINES.md lists random prefix/suffix truncation among its sequence
     length variations without a number; half the content is the most a caption can lose and still
     carry its meaning, and f ≈ 0.1–0.3 matches the token-dropout strengths of its guidelines.
     Params: ``suffix`` [B] bool (True: the suffix is cut), ``drop`` [B, Nt] bool (proposed drops).
@@ -128,7 +128,7 @@ class SaliencyTruncation(Op):
     ties go to the earlier slot. Patches aligned with erased text are not candidates (so the count
     stays exact while enough candidates remain). No randomness: deterministic given the batch.
 
-    Magnitude → f in [0, 0.5]: seed 000's "smart truncation: preserve most informative tokens (high
+    Magnitude → f in [0, 0.5]: the guidelines' "smart truncation: preserve most informative tokens (high
     attention scores)"; token-pruning work keeps half or more of the patches, and f ≈ 0.1–0.3 matches
     its dropout strengths. Params: ``drop`` [B, Nv] bool (the patches to drop).
     """
@@ -162,7 +162,7 @@ class VisionTokenBudget(Op):
     whose size approximates the budget, like a lower-resolution view. Patches aligned with erased
     text are never dropped (random mode then drops other patches instead, keeping the budget exact).
 
-    Magnitude → f in [0, 0.5]: seed 000's variable-length training ("important for deployment across
+    Magnitude → f in [0, 0.5]: the guidelines' variable-length training ("important for deployment across
     different image resolutions"); keeping at least half the tokens stays within the resolution range
     multi-scale training uses (e.g. 224 ↔ 160 px, about 0.5× the tokens).
     Params: ``drop`` [B, Nv] bool (the patches to drop).
@@ -230,7 +230,7 @@ class PaddingSide(Op):
     ``text_mask``; rows without padding, all padding, or padding on both sides are unaffected (not
     augmented). Nothing is erased.
 
-    Magnitude → p in [0, 1]: seed 000, "padding can introduce bias - augment by varying padding
+    Magnitude → p in [0, 1]: docs/GUIDELINES.md, "padding can introduce bias - augment by varying padding
     position (left vs right)"; p = 0.5 makes the side uninformative, p = 1 flips every row.
     Params: ``shift`` [B] long (signed roll: ``new[j] = old[(j - shift) mod Nt]``; 0 = unchanged).
     """

@@ -119,7 +119,7 @@ class TextMask(Op):
     Needs ``batch.vocab``. Text embeddings, if already present, are not recomputed (this is a
     token-stage op).
 
-    Magnitude → rate in [0, 0.25] (seed 000: conservative 5–10%, moderate 10–15%, BERT 15%,
+    Magnitude → rate in [0, 0.25] (docs/GUIDELINES.md: conservative 5–10%, moderate 10–15%, BERT 15%,
     aggressive 15–25%).
 
     Params: ``select`` [B, Nt] bool; ``to_mask_id`` and ``to_random_id`` [B, Nt] bool (disjoint,
@@ -228,7 +228,7 @@ class VisionRandomMask(_VisionMaskingOp):
     maskable or `spare_aligned` withdraws some to protect aligned text ↔ patch pairs. Their content
     becomes ``fill`` (option, default 0.0) and ``vision_masked`` becomes True.
 
-    Magnitude → mask ratio in [0, 0.25] (seed 000: masking ratio 5–10% conservative, 10–15%
+    Magnitude → mask ratio in [0, 0.25] (docs/GUIDELINES.md: masking ratio 5–10% conservative, 10–15%
     moderate, 15–25% aggressive).
 
     Params: ``mask`` [B, Nv] bool, ``count`` [B] long (patches asked for).
@@ -257,7 +257,7 @@ class VisionBlockMask(_VisionMaskingOp):
     lies inside is masked (content → ``fill``, ``vision_masked`` True); for video the same rectangle
     covers every frame (tube masking), since positions are per frame.
 
-    Magnitude → area ratio in [0, 0.25] (seed 000: masking ratio 5–25%).
+    Magnitude → area ratio in [0, 0.25] (docs/GUIDELINES.md: masking ratio 5–25%).
 
     Params: ``mask`` [B, Nv] bool; ``top``, ``left``, ``height``, ``width`` [B] long (grid units).
     """
@@ -316,7 +316,7 @@ class VisionGridMask(_VisionMaskingOp):
     25%; d = 4 reaches 1/16, 1/4 or 9/16. A sample whose s is 0 is left untouched (and not counted as
     augmented); ratio 0 masks nothing. Dropped and already masked patches are never chosen.
 
-    Magnitude → target masked fraction in [0, 0.5] (a lattice needs more than seed 000's 25% before
+    Magnitude → target masked fraction in [0, 0.5] (a lattice needs more than the guidelines' 25% before
     d = 3 and d = 4 can produce anything but a single patch per cell; GridMask itself keeps about half
     of the image).
 
@@ -369,7 +369,7 @@ class VisionAttentionMask(_VisionMaskingOp):
     patch). Ties go to the lower slot index; no randomness is involved. `spare_aligned` may withdraw
     some to protect aligned text ↔ patch pairs.
 
-    Magnitude → mask ratio in [0, 0.25] (seed 000: masking ratio 5–25%).
+    Magnitude → mask ratio in [0, 0.25] (docs/GUIDELINES.md: masking ratio 5–25%).
 
     Params: ``mask`` [B, Nv] bool, ``count`` [B] long (patches asked for).
     """

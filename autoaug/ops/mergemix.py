@@ -1,6 +1,6 @@
 """MergeMix: paste a partner's most attended patches, found through token merging, and mix labels.
 
-MergeMix (Jin, Li, Jian, Yu, Wang; seeds 001/002, arXiv:2510.23479) mixes two images with a mask
+MergeMix (Jin, Li, Jian, Yu, Wang; arXiv:2510.23479) mixes two images with a mask
 taken from the attention of a token-merging (ToMe) encoder, then mixes the labels with a ratio that is
 re-sampled from a Gaussian. On the vision embeddings ``X`` ``[B, N, D]`` of a batch this module:
 
@@ -225,7 +225,7 @@ def merged_patch_scores(batch: MultimodalBatch, merge_ratio: float) -> tuple[Ten
 class MergeMix(Op):
     """Paste the partner's most attended patches (ToMe-merged attention, TopK) and mix the labels.
 
-    Semantics (DESIGN §5, seeds 001/002): bipartite soft matching merges ``r = round(merge_ratio *
+    Semantics (arXiv:2510.23479): bipartite soft matching merges ``r = round(merge_ratio *
     N/2)`` tokens of each sample; the attention each merged token receives (proportional attention,
     or ``batch.saliency`` pooled, when present) is recovered to the original patches through the
     source index; then each sample ``i`` receives, slot for slot, the ``k = round(mask_ratio * N)``
@@ -247,7 +247,7 @@ class MergeMix(Op):
 
     Magnitude -> mask ratio in [0, 0.5]: 0 pastes nothing (identity); 0.5 pastes half the slots, the
     most a partner may take before it dominates the sample (the MergeMix LLaVA trainer hands the label
-    to the partner past 0.5). Unlike seed 000's masking ratios (5-25%), the pasted tokens carry real
+    to the partner past 0.5). Unlike the guidelines' masking ratios (5-25%), the pasted tokens carry real
     content and their share is paid back in the label, as in CutMix. Options: ``merge_ratio`` in
     [0, 1] (default 0.5: ``r = N/4``, 49 of 196 tokens), ``lambda_mode``, ``tau`` > 0.
 

@@ -61,7 +61,7 @@ class TokenMixup(Op):
     embeddings become ``λ x_i + (1 − λ) x_j`` position by position (the partner's padding and dropped
     slots included, as in token-level mixup); masks, ids, positions and every other field stay the
     sample's own; labels become ``λ y_i + (1 − λ) y_j``. Magnitude → α in [0, 1.0]: α → 0 gives
-    λ → 1 (the identity), α = 1 a uniform λ, the original mixup used α = 0.2–0.4 (seed 000: "λ
+    λ → 1 (the identity), α = 1 a uniform λ, the original mixup used α = 0.2–0.4 (docs/GUIDELINES.md: "λ
     typically sampled from Beta(α, α)").
 
     Params: ``partner`` [B] long, ``lam`` [B] float (in [0.5, 1]).

@@ -174,7 +174,7 @@ class VisionPermuteOrder(Op):
     position move together), so only the sequence order changes: a no-op for a bidirectional encoder,
     meaningful for a causal decoder. Dropped slots stay put.
 
-    Magnitude → f in [0, 1]: seed 000 calls vision patches safe to shuffle when positions are encoded
+    Magnitude → f in [0, 1]: docs/GUIDELINES.md calls vision patches safe to shuffle when positions are encoded
     separately (moderate: shuffling enabled for vision tokens), and here the positions travel with the
     tokens, so even a full shuffle keeps every patch where it was in the image.
     Params: ``source`` [B, Nv] long (output slot j takes input slot ``source[b, j]``).
@@ -202,7 +202,7 @@ class VisionScramblePositions(Op):
     sits at another grid position (the image is scrambled). ``vision``, ``vision_mask``,
     ``vision_masked``, ``saliency`` and the alignment's ``Nv`` axis move with the content.
 
-    Magnitude → f in [0, 0.5]: seed 000 enables vision shuffling for moderate training and "with
+    Magnitude → f in [0, 0.5]: docs/GUIDELINES.md enables vision shuffling for moderate training and "with
     constraints" for aggressive training; scrambling destroys spatial layout, so the constraint here
     is that at most half the patches leave their place. Params: ``source`` [B, Nv] long.
     """
@@ -230,7 +230,7 @@ class VisionBlockShuffle(Op):
     arrangement, while positions stay in their slots (as in ``vision_scramble_positions``). Partial
     edge blocks stay put; dropped patches inside a moved block move with it.
 
-    Magnitude → f in [0, 1]: seed 000's "Block Shuffling" keeps local structure (edges, textures)
+    Magnitude → f in [0, 1]: the guidelines' "Block Shuffling" keeps local structure (edges, textures)
     while disrupting the global organisation, the constrained shuffle its aggressive setting allows.
     Option ``block_size`` (k, int >= 1, default 2). Params: ``source`` [B, Nv] long.
     """
@@ -287,7 +287,7 @@ class VisionReversal(Op):
     whole sequence. Tokens keep their 2-D positions (as in ``vision_permute_order``), so only the
     sequence order changes. Every slot in the span moves, dropped ones included (their mask moves too).
 
-    Magnitude → f in [0, 1]: seed 000's "Vision Token Reversal" reverses the patch order to test
+    Magnitude → f in [0, 1]: the guidelines' "Vision Token Reversal" reverses the patch order to test
     position invariance; with positions carried along the full reversal is safe.
     Params: ``source`` [B, Nv] long.
     """
@@ -319,7 +319,7 @@ class ModalityOrderSwap(Op):
     With probability p per sample ``vision_first`` is flipped; the tokens themselves are untouched (the
     model or collator concatenates the two halves in the order ``vision_first`` says).
 
-    Magnitude → p in [0, 0.5]: seed 000's "Text-Vision Order Reversal" tests whether a model is
+    Magnitude → p in [0, 0.5]: the guidelines' "Text-Vision Order Reversal" tests whether a model is
     sensitive to modality order; p = 0.5 already makes the order uninformative, and a larger p would
     only make the other order the habitual one. Params: ``swap`` [B] bool.
     """
@@ -349,7 +349,7 @@ class FrameReversal(Op):
     stay in their slots (each frame's patches keep their within-frame arrangement). With
     ``num_frames == 1`` there is nothing to reverse: the op changes nothing (``applies`` False).
 
-    Magnitude → f in [0, 1]: seed 000's "Temporal Reversal (Video)" reverses frame order to test
+    Magnitude → f in [0, 1]: the guidelines' "Temporal Reversal (Video)" reverses frame order to test
     temporal reasoning (whole-clip reversal is the classic form; use it where actions are symmetric).
     Params: ``source`` [B, Nv] long.
     """
@@ -381,7 +381,7 @@ class FrameShuffle(Op):
     each frame moving whole; positions stay in their slots. With ``num_frames == 1`` nothing changes
     (``applies`` False).
 
-    Magnitude → f in [0, 0.5]: seed 000 says to preserve temporal order in video and cites MERLOT's
+    Magnitude → f in [0, 0.5]: docs/GUIDELINES.md says to preserve temporal order in video and cites MERLOT's
     "scramble random i frames"; scrambling a limited share of the frames is the constrained form.
     Params: ``source`` [B, Nv] long.
     """

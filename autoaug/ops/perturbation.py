@@ -50,7 +50,7 @@ class EmbeddingNoise(Op):
     ``e' = e + σ · rms(e) · ε`` with ``ε ~ N(0, I)`` and ``rms(e) = sqrt(mean_D e²)`` per token, so σ
     is relative to the embedding's own magnitude whatever its scale. Applied to kept, unmasked patch
     embeddings and to kept, non-special text embeddings (not MLM targets); masks, ids and positions
-    are unchanged. Magnitude → σ in [0, 0.10] (seed 000: "σ = 0.01–0.1 of embedding magnitude";
+    are unchanged. Magnitude → σ in [0, 0.10] (docs/GUIDELINES.md: "σ = 0.01–0.1 of embedding magnitude";
     conservative 0.01–0.02, moderate 0.02–0.05, aggressive 0.05–0.10).
 
     Params: ``sigma`` [B] float; ``noise_seed`` [B] int64 (one seed for the whole batch, repeated so
@@ -114,7 +114,7 @@ class TextTokenSubstitution(Op):
     ``special_ids``) and never an id beyond ``batch.vocab.vocab_size``. Masks and embeddings are
     untouched (a token-stage op: embeddings, if present, are not recomputed). Similarities are
     computed only for the distinct selected ids against the table (``[U, V]``, never ``V × V``), so
-    the cost is O(U · V · D) per call. Magnitude → p in [0, 0.30] (seed 000's token-level
+    the cost is O(U · V · D) per call. Magnitude → p in [0, 0.30] (the guidelines' token-level
     rates: 0.05–0.10 conservative, 0.10–0.20 moderate, 0.20–0.30 aggressive).
 
     Options: ``k`` (int ≥ 1, default 5); ``table`` ``[V, D]`` float (default: the batch's
@@ -206,7 +206,7 @@ class VisionPatchSubstitution(Op):
     probability ``across_probability`` (per sample) a random partner (`sampling.random_partners`;
     itself when B = 1). Only ``vision`` changes: positions, masks and saliency stay with the slot.
     Similarities are one ``bmm`` ``[B, Nv, Nv]`` (never ``B × Nv × Nv × D``). Magnitude → p in
-    [0, 0.30] (seed 000's token-level rates: 0.05–0.10 conservative, 0.10–0.20 moderate,
+    [0, 0.30] (the guidelines' token-level rates: 0.05–0.10 conservative, 0.10–0.20 moderate,
     0.20–0.30 aggressive).
 
     Options: ``across_probability`` in [0, 1] (default 0.5). Params: ``substitute`` [B, Nv] bool,

@@ -1,7 +1,7 @@
 """Pixel-stage ops: kornia augmentations on ``images`` ``[B, 3, H, W]`` (values in [0, 1]), before tokenising.
 
 Seed 000's pipeline example augments pixels before the image is cut into patches ("Random crop",
-"Color jitter"), and DESIGN §5 asks for pixel ops from a maintained batched library: kornia, whose
+"Color jitter"), and pixel ops come from a maintained batched library: kornia, whose
 augmentations draw their parameters and apply them in two separate calls
 (``forward_parameters(batch_shape)`` and ``forward(images, params=...)``), the same split as our ops.
 
@@ -168,7 +168,7 @@ class PixelColorJitter(_KorniaPixelOp):
     [-s/4, s/4] turns, applied in one random order per batch (torchvision's formulas: brightness
     multiplies, contrast and saturation blend with the grayscale mean / grayscale image).
     Magnitude → jitter strength s in [0, 0.4]: at magnitude 1 this is the ColorJitter(0.4, 0.4, 0.4, 0.1)
-    of MoCo v2 / BYOL-style pipelines, the "Color jitter" step of seed 000's pipeline example.
+    of MoCo v2 / BYOL-style pipelines, the "Color jitter" step of the guidelines' pipeline example.
     Params: ``brightness_factor``, ``contrast_factor``, ``saturation_factor``, ``hue_factor`` [B] float;
     ``order`` [B, 4] long (kornia draws one order per call, so every row holds the same permutation).
     """

@@ -1,4 +1,4 @@
-"""Policies as data (DESIGN §6): the schema, schedules, presets and the callable `Policy`."""
+"""Policies as data (docs/ARCHITECTURE.md): the schema, schedules, presets and the callable `Policy`."""
 
 from autoaug.policy.consistency import consistency_kl
 from autoaug.policy.policy import PRESETS, AppliedOp, Policy, batch_stage

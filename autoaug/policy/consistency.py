@@ -1,4 +1,4 @@
-"""Consistency regularisation (seed 000, "Research Directions"): predictions on the augmented view
+"""Consistency regularisation (docs/GUIDELINES.md, "Consistency regularisation"): predictions on the augmented view
 should agree with those on the clean view of the same sample."""
 
 from __future__ import annotations

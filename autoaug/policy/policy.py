@@ -1,4 +1,4 @@
-"""`Policy`: a validated policy file turned into a callable augmentation (DESIGN §6).
+"""`Policy`: a validated policy file turned into a callable augmentation (docs/ARCHITECTURE.md).
 
     policy = Policy.load("policy.yaml")          # or a preset name: "moderate"
     batch = policy(batch, step=step, total_steps=total)
