@@ -74,6 +74,9 @@ def test_options_off_give_the_same_bytes():
     ({"size_range": "big"}, "size_range must be two numbers"),
     ({"clutter": -1}, r"clutter must be an int in \[0, 16\]"),
     ({"filler": 1.5}, r"filler must be a probability in \[0, 1\]"),
+    ({"max_shapes": 5}, r"max_shapes must be an int in \[1, 4\]"),
+    ({"image_size": 8}, "image_size must be an int >= 12"),
+    ({"clutterr": 1}, "unknown option\\(s\\) clutterr \\(options: seed, train_size"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(AutoaugInputError, match=f"shapes-vqa: {message}"):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
@@ -139,72 +139,89 @@ def answer(scene: Scene, question: dict) -> str:
     raise ValueError(f"unknown question type {kind!r}")
 
 
-def make_shapes_vqa(
-    seed: int = 0,
-    train_size: int = 600,
-    val_size: int = 1000,
-    test_size: int = 1000,
-    image_size: int = 32,
-    max_shapes: int = 4,
-    grid_cells: int = GRID_CELLS,
-    pixel_noise: float = 0.0,
-    colour_noise: float = 0.0,
-    min_contrast: float = 1.0,
-    size_range: tuple[float, float] = SIZE_RANGE,
-    question_types: tuple[str, ...] = QUESTION_TYPES,
-    clutter: int = 0,
-    filler: float = 0.0,
-) -> TaskData:
+@dataclass(frozen=True)
+class SceneOptions:
+    """What the generator draws, validated on construction (one home for both `make_shapes_vqa` and
+    `generate_examples`).
+
+    ``size_range`` is a shape's half-extent as a fraction of its cell; ``question_types`` restricts what
+    is asked (it must keep ``count`` or ``presence``, which every scene can answer); ``clutter`` puts up
+    to that many grey specks under the shapes of each image and ``filler`` is the probability of a
+    redundant question prefix such as "look at the picture.".
+    """
+
+    image_size: int = 32
+    max_shapes: int = 4
+    grid_cells: int = GRID_CELLS
+    pixel_noise: float = 0.0
+    colour_noise: float = 0.0
+    min_contrast: float = 1.0
+    size_range: tuple[float, float] = SIZE_RANGE
+    question_types: tuple[str, ...] = QUESTION_TYPES
+    clutter: int = 0
+    filler: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_size, int) or self.image_size < 12:
+            raise AutoaugInputError(f"shapes-vqa: image_size must be an int >= 12, got {self.image_size!r}")
+        if not isinstance(self.grid_cells, int) or not 2 <= self.grid_cells <= 4:
+            raise AutoaugInputError(f"shapes-vqa: grid_cells must be an int in [2, 4], got {self.grid_cells!r}")
+        cells = self.grid_cells * self.grid_cells
+        if not isinstance(self.max_shapes, int) or not 1 <= self.max_shapes <= cells:
+            raise AutoaugInputError(f"shapes-vqa: max_shapes must be an int in [1, {cells}], got {self.max_shapes!r}")
+        clutter, filler = self.clutter, self.filler
+        if isinstance(clutter, bool) or not isinstance(clutter, int) or not 0 <= clutter <= 16:
+            raise AutoaugInputError(f"shapes-vqa: clutter must be an int in [0, 16], got {clutter!r}")
+        if isinstance(filler, bool) or not isinstance(filler, (int, float)) or not 0.0 <= filler <= 1.0:
+            raise AutoaugInputError(f"shapes-vqa: filler must be a probability in [0, 1], got {filler!r}")
+        # frozen: the normalised forms are set through object.__setattr__
+        object.__setattr__(self, "size_range", _check_size_range(self.size_range))
+        object.__setattr__(self, "question_types", _check_question_types(self.question_types))
+
+    @classmethod
+    def of(cls, options: dict) -> "SceneOptions":
+        """From keyword options, with a clear error for a name that is not an option."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise AutoaugInputError(f"shapes-vqa: unknown option(s) {', '.join(unknown)} "
+                                    f"(options: seed, train_size, val_size, test_size, {', '.join(sorted(known))})")
+        return cls(**options)
+
+    def record(self) -> dict:
+        """The options as plain JSON values (what the split record stores)."""
+        return {**asdict(self), "size_range": list(self.size_range), "question_types": list(self.question_types)}
+
+
+def make_shapes_vqa(seed: int = 0, train_size: int = 600, val_size: int = 1000, test_size: int = 1000,
+                    **options) -> TaskData:
     """The ``shapes-vqa`` task: train / clean val / clean test splits, deterministic from ``seed``.
 
-    The defaults are the measured regime of issue 10 (README, ``benchmarks/proxy_task.py``): 600
-    training examples let the default tiny VLM overfit within the default 30 epochs (train - val gap
-    about 0.3), so augmentation has something to regularise; 1000 val and 1000 test examples keep the
-    measurement noise of one run well below the differences a search ranks. ``question_types``,
-    ``size_range`` (a shape's half-extent as a fraction of its cell), ``clutter`` (up to that many grey
-    specks per image, drawn under the shapes) and ``filler`` (the probability of a redundant prefix
-    such as "look at the picture.") vary what the task asks and how much nuisance its data carries.
+    ``options`` are the fields of `SceneOptions` (image size, shapes, grid, noise, question types,
+    nuisance). The defaults are the measured regime of issue 10 (README, ``benchmarks/proxy_task.py``):
+    600 training examples let the default tiny VLM overfit within the default 30 epochs (train - val
+    gap about 0.3), so augmentation has something to regularise; 1000 val and 1000 test examples keep
+    the measurement noise of one run well below the differences a search ranks.
     """
     for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
         if not isinstance(value, int) or value < 1:
             raise AutoaugInputError(f"shapes-vqa: {name} must be a positive int, got {value!r}")
-    if not isinstance(image_size, int) or image_size < 12:
-        raise AutoaugInputError(f"shapes-vqa: image_size must be an int >= 12, got {image_size!r}")
-    if not isinstance(grid_cells, int) or not 2 <= grid_cells <= 4:
-        raise AutoaugInputError(f"shapes-vqa: grid_cells must be an int in [2, 4], got {grid_cells!r}")
-    if not isinstance(max_shapes, int) or not 1 <= max_shapes <= grid_cells * grid_cells:
-        raise AutoaugInputError(
-            f"shapes-vqa: max_shapes must be an int in [1, {grid_cells * grid_cells}], got {max_shapes!r}"
-        )
-    size_range = _check_size_range(size_range)
-    question_types = _check_question_types(question_types)
-    if isinstance(clutter, bool) or not isinstance(clutter, int) or not 0 <= clutter <= 16:
-        raise AutoaugInputError(f"shapes-vqa: clutter must be an int in [0, 16], got {clutter!r}")
-    if isinstance(filler, bool) or not isinstance(filler, (int, float)) or not 0.0 <= filler <= 1.0:
-        raise AutoaugInputError(f"shapes-vqa: filler must be a probability in [0, 1], got {filler!r}")
-    classes = answer_vocabulary(max_shapes)
+    scene_options = SceneOptions.of(options)
+    classes = answer_vocabulary(scene_options.max_shapes)
     splits = {
-        split: generate_examples(size, seed=seed, split=split, image_size=image_size,
-                                 max_shapes=max_shapes, classes=classes, grid_cells=grid_cells,
-                                 pixel_noise=pixel_noise, colour_noise=colour_noise,
-                                 min_contrast=min_contrast, size_range=size_range,
-                                 question_types=question_types, clutter=clutter, filler=filler)
+        split: generate_examples(size, seed=seed, split=split, options=scene_options, classes=classes)
         for split, size in (("train", train_size), ("val", val_size), ("test", test_size))
     }
-    options = dict(seed=seed, train_size=train_size, val_size=val_size, test_size=test_size,
-                   image_size=image_size, max_shapes=max_shapes, grid_cells=grid_cells,
-                   pixel_noise=pixel_noise, colour_noise=colour_noise, min_contrast=min_contrast,
-                   size_range=list(size_range), question_types=list(question_types), clutter=clutter,
-                   filler=filler)
+    record = dict(seed=seed, train_size=train_size, val_size=val_size, test_size=test_size, **scene_options.record())
     return TaskData(
         name=TASK_NAME,
         classes=classes,
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        image_size=image_size,
+        image_size=scene_options.image_size,
         fingerprint=examples_fingerprint(splits),
-        split_record={"method": "generated", **options},
+        split_record={"method": "generated", **record},
         source=f"{TASK_NAME} (generated)",
     )
 
@@ -213,17 +230,8 @@ def generate_examples(
     count: int,
     seed: int = 0,
     split: str = "train",
-    image_size: int = 32,
-    max_shapes: int = 4,
+    options: Optional[SceneOptions] = None,
     classes: Optional[tuple[str, ...]] = None,
-    grid_cells: int = GRID_CELLS,
-    pixel_noise: float = 0.0,
-    colour_noise: float = 0.0,
-    min_contrast: float = 1.0,
-    size_range: tuple[float, float] = SIZE_RANGE,
-    question_types: tuple[str, ...] = QUESTION_TYPES,
-    clutter: int = 0,
-    filler: float = 0.0,
 ) -> list[Example]:
     """``count`` examples of one split (scenes, images and questions), deterministic from (seed, split).
 
@@ -231,6 +239,9 @@ def generate_examples(
     examples are the same whatever ``count >= n`` is asked for (a smaller train split is a prefix of
     a larger one).
     """
+    options = options if options is not None else SceneOptions()
+    image_size, max_shapes, question_types = options.image_size, options.max_shapes, options.question_types
+    clutter, filler, pixel_noise = options.clutter, options.filler, options.pixel_noise
     if split not in _SPLIT_STREAM:
         raise AutoaugInputError(f"shapes-vqa: split must be one of train, val, test; got {split!r}")
     classes = classes if classes is not None else answer_vocabulary(max_shapes)
@@ -241,8 +252,8 @@ def generate_examples(
     noises: list[np.ndarray] = []
     for chunk in range(-(-count // CHUNK)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], chunk]))
-        chunk_scenes = _sample_scenes(rng, CHUNK, image_size, max_shapes, grid_cells, colour_noise,
-                                      min_contrast, size_range)
+        chunk_scenes = _sample_scenes(rng, CHUNK, image_size, max_shapes, options.grid_cells,
+                                      options.colour_noise, options.min_contrast, options.size_range)
         for scene in chunk_scenes:
             question = _sample_question(rng, scene, question_types)
             template = TEMPLATES[question.pop("template")]
