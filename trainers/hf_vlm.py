@@ -40,7 +40,7 @@ from autoaug.errors import AutoaugInputError
 from autoaug.ops.saliency import distinctiveness
 
 from .data import TaskData
-from .model import VLMOutput
+from .model import StagedVLM, VLMOutput, kept_saliency
 from .tokenizer import TextTokenizer
 
 BUILTIN_MODEL = "tiny-vlm"  # the default: trainers.model.TinyVLM, not this module
@@ -147,7 +147,7 @@ def _require_transformers(model: str) -> None:
             f"--model {model}: needs the Hugging Face extra: pip install 'autoaug[transformers]'") from None
 
 
-class HFVisionLanguageProxy(nn.Module):
+class HFVisionLanguageProxy(StagedVLM):
     """A LLaVA behind the proxy trial's stage interface (see the module docstring)."""
 
     def __init__(self, model, *, text_id_map: Tensor, answer_ids: list[int], image_mean, image_std,
@@ -207,16 +207,8 @@ class HFVisionLanguageProxy(nn.Module):
         last = torch.where(keep, positions, torch.zeros_like(positions)).amax(1)
         answer_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         log_probs = F.log_softmax(self.model.lm_head(answer_hidden).float(), dim=-1)
-        saliency = distinctiveness(batch.vision.detach(), batch.vision_mask)
-        saliency = saliency * batch.vision_mask
-        saliency = saliency / saliency.sum(1, keepdim=True).clamp_min(1e-12)
+        saliency = kept_saliency(distinctiveness(batch.vision.detach(), batch.vision_mask), batch.vision_mask)
         return VLMOutput(log_probs.index_select(1, self.answer_ids), saliency)
-
-    def predict(self, batch: MultimodalBatch) -> VLMOutput:
-        """Any stage -> output: tokenise and embed as needed, then forward."""
-        if batch.text_embeddings is None:
-            batch = self.embed(batch)
-        return self(batch)
 
     @torch.no_grad()
     def with_saliency(self, batch: MultimodalBatch) -> MultimodalBatch:

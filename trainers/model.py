@@ -138,7 +138,25 @@ class VLMOutput(NamedTuple):
     saliency: Tensor  # [B, Nv], detached; sums to 1 over kept vision tokens (0 where none is kept)
 
 
-class TinyVLM(nn.Module):
+def kept_saliency(scores: Tensor, vision_mask: Tensor) -> Tensor:
+    """``scores`` ``[B, Nv]`` (non-negative) zeroed on dropped tokens and normalised to sum 1 over the
+    kept ones (all zeros where a sample keeps none): the `VLMOutput.saliency` contract."""
+    scores = scores * vision_mask
+    return scores / scores.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+class StagedVLM(nn.Module):
+    """What the proxy trial drives: ``to_token_stage`` (pixel -> token), ``embed`` (token -> embedding),
+    ``forward`` (embedding -> `VLMOutput`) and ``with_saliency``; `predict` chains them from any stage."""
+
+    def predict(self, batch: MultimodalBatch) -> VLMOutput:
+        """Any stage -> output: tokenise and embed as needed, then forward."""
+        if batch.text_embeddings is None:
+            batch = self.embed(batch)
+        return self(batch)
+
+
+class TinyVLM(StagedVLM):
     """A joint-sequence VLM small enough to train in seconds on a CPU (see the module docstring)."""
 
     def __init__(self, config: TinyVLMConfig) -> None:
@@ -236,15 +254,8 @@ class TinyVLM(nn.Module):
             answer_at = torch.zeros(batch.batch_size, dtype=torch.long, device=keep.device)
         pooled, attention = self._readout(hidden, keep, answer_at)
         logits = self.head(self.norm(pooled))
-        saliency = attention.gather(1, vision_slots) * batch.vision_mask
-        saliency = saliency / saliency.sum(1, keepdim=True).clamp_min(1e-12)
+        saliency = kept_saliency(attention.gather(1, vision_slots), batch.vision_mask)
         return VLMOutput(logits=logits, saliency=saliency.detach().float())
-
-    def predict(self, batch: MultimodalBatch) -> VLMOutput:
-        """Any stage -> output: tokenise and embed as needed, then forward."""
-        if batch.text_embeddings is None:
-            batch = self.embed(batch)
-        return self(batch)
 
     @torch.no_grad()
     def with_saliency(self, batch: MultimodalBatch) -> MultimodalBatch:
