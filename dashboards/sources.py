@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from autoaug.errors import AutoaugInputError
+from autoaug.storage.redaction import redact_url
 
 EXPERIMENT_PREFIX = "autoaug-"  # the controller names each study's experiment autoaug-<study>
 TRIALS_VIEW_KEY = "autoaug-trials"
@@ -60,7 +61,7 @@ def _check_sqlite_exists(url: str, flag: str) -> None:
     if url.startswith("sqlite:") and ":///" in url:
         path = Path(url.split(":///", 1)[1])
         if not path.is_file():
-            raise AutoaugInputError(f"{flag} {url}: no such database file")
+            raise AutoaugInputError(f"{flag} {redact_url(url)}: no such database file")
 
 
 def study_names(optuna_url: str) -> list[str]:
@@ -69,28 +70,29 @@ def study_names(optuna_url: str) -> list[str]:
 
     from autoaug.storage import optuna_storage
 
-    return [summary.study_name for summary in optuna.get_all_study_summaries(optuna_storage(optuna_url))]
+    return [summary.study_name for summary in optuna.get_all_study_summaries(optuna_storage(optuna_url, read_only=True))]
 
 
 def open_study(optuna_url: str, name: str):
     """Load study ``name``; an unknown name lists the studies that exist."""
     import optuna
 
-    from autoaug.storage import optuna_storage, redact
+    from autoaug.storage import optuna_storage, redact_url
 
-    storage = optuna_storage(optuna_url)
+    storage = optuna_storage(optuna_url, read_only=True)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         known = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
         listing = ", ".join(known) if known else "none"
-        raise AutoaugInputError(f"--name {name}: no such study in {redact(optuna_url)} (studies there: {listing})") from None
+        raise AutoaugInputError(f"--name {name}: no such study in {redact_url(optuna_url)} (studies there: {listing})") from None
 
 
 def mlflow_client(tracking_uri: str):
-    import mlflow
+    """A client of the records' tracking store (its calls retry while the store is briefly unavailable)."""
+    from autoaug.storage import tracking_client
 
-    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+    return tracking_client(tracking_uri)
 
 
 def experiment_of(client, study: str):

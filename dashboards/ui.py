@@ -194,11 +194,11 @@ def plan(workdir: Path | str = "autoaug-runs", name: Optional[str] = None, host:
          port: int = DEFAULT_PORT, dashboard_port: Optional[int] = None, storage: Optional[str] = None,
          tracking_uri: Optional[str] = None) -> Plan:
     """Check every input (records, study, host, ports) and prepare the MLflow trials view."""
-    from autoaug.storage import redact
+    from autoaug.storage import redact_url
 
     warning = host_warning(host)
     if tracking_uri and tracking_uri.startswith(("http://", "https://", "databricks")):
-        raise AutoaugInputError(f"--tracking-uri {redact(tracking_uri)}: that is an MLflow server already; open it in a browser "
+        raise AutoaugInputError(f"--tracking-uri {redact_url(tracking_uri)}: that is an MLflow server already; open it in a browser "
                                 "(autoaug ui serves database stores: sqlite, postgresql)")
     dashboard_port = port + 1 if dashboard_port is None else dashboard_port
     if dashboard_port == port:
@@ -230,7 +230,7 @@ def plan(workdir: Path | str = "autoaug-runs", name: Optional[str] = None, host:
     if name is not None:
         from autoaug.storage import optuna_storage
 
-        study_id = optuna_storage(where.optuna_url).get_study_id_from_name(name)
+        study_id = optuna_storage(where.optuna_url, read_only=True).get_study_id_from_name(name)
         links.append((f"optuna-dashboard, study {name}", f"{dashboard.base_url}/dashboard/studies/{study_id}"))
     else:
         links.append(("optuna-dashboard, all studies", f"{dashboard.base_url}/dashboard"))

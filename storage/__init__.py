@@ -11,11 +11,18 @@ Laptop default: everything under one ``--workdir`` (default ``./autoaug-runs``):
 
 A team points ``--storage`` at PostgreSQL (``postgresql+psycopg://...``) and ``--tracking-uri`` at an
 MLflow server; the command stays the same. Every location is checked before a search starts, so a bad
-URL or an unwritable folder is one clear error (exit 2), never a half-written run.
+URL or an unwritable folder is one clear error (exit 2), never a half-written run; a full disk is exit 1.
+
+Mid-search, a store that stops answering (PostgreSQL restarting, an MLflow server down, a SQLite file
+locked by another search on the same workdir) is retried with backoff before the search stops with
+one clear line (`autoaug.storage.resilience`); finished trials stay in the study. Passwords in URLs
+are hidden in every message and log line (`redact_url`, `protect_logs`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -23,6 +30,12 @@ from pathlib import Path
 from typing import Optional
 
 from autoaug.errors import AutoaugInputError
+from autoaug.storage.redaction import protect_logs, redact_url
+from autoaug.storage.resilience import (RESOURCE, SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable, classify,
+                                        creation_lock, first_line, sqlite_path, use_wal)
+
+redact = redact_url  # the name the search code imported first
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 DEFAULT_WORKDIR = Path("autoaug-runs")
 
@@ -50,6 +63,7 @@ class Locations:
 def resolve(workdir: Path | str = DEFAULT_WORKDIR, storage: Optional[str] = None,
             tracking_uri: Optional[str] = None) -> Locations:
     """Defaults under ``workdir`` unless a URL is given; creates and checks the folder."""
+    protect_logs()
     workdir = Path(workdir).expanduser().resolve()
     ensure_writable(workdir)
     artifacts = workdir / "mlartifacts"
@@ -64,78 +78,103 @@ def resolve(workdir: Path | str = DEFAULT_WORKDIR, storage: Optional[str] = None
 
 
 def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written there."""
+    """Create ``folder`` if needed and prove a file can be written there.
+
+    A read-only or foreign folder is bad input (exit 2: choose another ``--workdir``); a full disk is
+    not (exit 1: the folder is right, the machine is short of space)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".autoaug-write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
+        kind, reason = classify(error)
+        if kind == RESOURCE and error.errno in SPACE_ERRNOS:
+            raise StorageFull(f"--workdir {folder}: {reason} ({error.strerror or error}); free space there or "
+                              "choose another --workdir") from None
         raise StorageError(f"--workdir {folder}: not writable ({error.strerror or error})") from None
 
 
-def optuna_storage(url: str):
-    """An Optuna `RDBStorage` for ``url``, connected once to prove it works.
+def optuna_storage(url: str, read_only: bool = False):
+    """An Optuna storage for ``url``, connected once to prove it works; its calls retry while the
+    database is briefly unavailable (`autoaug.storage.resilience`).
 
-    SQLite gets a generous lock timeout (the Tune driver is the only writer, but MLflow and a
-    dashboard may read at the same time); server databases get ``pool_pre_ping`` so a connection
-    dropped by the server is replaced instead of failing a trial.
+    SQLite files are switched to WAL mode with a generous lock timeout, so two searches on one
+    workdir, a dashboard and a report can use one file at once; server databases get
+    ``pool_pre_ping`` so a connection dropped by a restarting server is replaced, not reused.
+    ``read_only`` (the UI launchers, the report) leaves the file exactly as it is.
     """
-    import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    protect_logs()
+    database = sqlite_path(url)
     if url.startswith("sqlite:"):
         _check_sqlite_folder(url, "--storage")
-        engine_kwargs = {"connect_args": {"timeout": 60}}
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 4}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=False)
-    except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error) as error:
-        raise StorageError(f"--storage {redact(url)}: cannot open the Optuna storage ({_short(error)})") from None
+        from autoaug.storage.retrying import RetryingRDBStorage
+
+        if database is None or read_only:
+            return RetryingRDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only)
+        with creation_lock(database):
+            use_wal(database)
+            return RetryingRDBStorage(url, engine_kwargs=engine_kwargs)
+    except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error, OSError) as error:
+        kind, reason = classify(error)
+        if kind == RESOURCE and database is not None and not read_only:
+            raise StorageFull(f"--storage {redact_url(url)}: {reason} ({first_line(error)})") from None
+        raise StorageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({first_line(error)})") from None
+
+
+def tracking_client(tracking_uri: str):
+    """An MLflow client whose calls retry while the tracking store is briefly unavailable."""
+    from autoaug.storage.retrying import RetryingMlflowClient
+
+    _quiet_mlflow_urls()
+    return RetryingMlflowClient(tracking_uri=tracking_uri)
 
 
 def prepare_tracking(tracking_uri: str, artifact_root: str, experiment_name: str) -> str:
     """Create (once, in the driver) the MLflow store and the experiment; returns the experiment id.
 
-    Creating the SQLite schema from parallel processes has raced in other projects, so it happens
-    here, before any trial starts.
+    Creating the SQLite schema from parallel processes races (two searches started at once on one
+    workdir), so it happens here, before any trial starts, under a lock beside the file.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    database = sqlite_path(tracking_uri)
     if tracking_uri.startswith("sqlite:"):
         _check_sqlite_folder(tracking_uri, "--tracking-uri")
     try:
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        # A database store (SQLite or PostgreSQL) keeps artifacts in the workdir; a tracking server
-        # decides for itself.
-        served = tracking_uri.startswith(("http://", "https://", "databricks"))
-        location = None if served else artifact_root
-        return client.create_experiment(experiment_name, artifact_location=location)
-    except (MlflowException, OSError) as error:
-        raise StorageError(f"--tracking-uri {redact(tracking_uri)}: cannot use the MLflow tracking store ({_short(error)})") from None
+        with creation_lock(database) if database is not None else contextlib.nullcontext():
+            if database is not None:
+                use_wal(database)
+            client = tracking_client(tracking_uri)
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is not None:
+                return experiment.experiment_id
+            # A database store (SQLite or PostgreSQL) keeps artifacts in the workdir; a tracking server
+            # decides for itself.
+            served = tracking_uri.startswith(("http://", "https://", "databricks"))
+            location = None if served else artifact_root
+            return client.create_experiment(experiment_name, artifact_location=location)
+    except (MlflowException, OSError, sqlite3.Error) as error:
+        raise StorageError(f"--tracking-uri {redact_url(tracking_uri)}: cannot use the MLflow tracking store "
+                           f"({first_line(error)})") from None
 
 
-def redact(url: str) -> str:
-    """A URL with its password hidden (for messages and logs)."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def _quiet_mlflow_urls() -> None:
+    """MLflow prints "View run ... at: <tracking URI>" to stdout each time a run ends on a tracking
+    server: stdout carries our JSON result, and the URI may carry a password."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    protect_logs()
 
 
 def _check_sqlite_folder(url: str, flag: str) -> None:
     path = Path(url.split(":///", 1)[-1]) if ":///" in url else None
     if path is not None and not path.parent.is_dir():
-        raise StorageError(f"{flag} {url}: folder {path.parent} does not exist")
+        raise StorageError(f"{flag} {redact_url(url)}: folder {path.parent} does not exist")
 
 
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
