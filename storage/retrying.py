@@ -14,7 +14,8 @@ from optuna.storages import RDBStorage
 from autoaug.storage.redaction import redact_url
 from autoaug.storage.resilience import call_with_retry
 
-# Optuna's storage API (BaseStorage and RDBStorage's public methods). Not wrapped: the constructor
+# Optuna's storage API (BaseStorage and RDBStorage's public methods) and the private ones Optuna's own
+# `_CachedStorage` (what a study wraps an RDBStorage in) calls directly. Not wrapped: the constructor
 # (a store that cannot be opened at start is bad input, checked by `optuna_storage`), remove_session
 # and the schema-version helpers.
 OPTUNA_CALLS = (
@@ -24,7 +25,7 @@ OPTUNA_CALLS = (
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
     "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
     "get_trial_params", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
-    "fail_stale_trials",
+    "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id", "_get_stale_trial_ids",
 )
 
 # The MLflow client calls a search, the UI launcher and the report make.
@@ -55,8 +56,7 @@ class RetryingRDBStorage(RDBStorage):
 
 
 for _name in OPTUNA_CALLS:
-    if hasattr(RDBStorage, _name):
-        setattr(RetryingRDBStorage, _name, _retried(RDBStorage, _name, lambda storage: storage.store_label))
+    setattr(RetryingRDBStorage, _name, _retried(RDBStorage, _name, lambda storage: storage.store_label))
 
 
 class RetryingMlflowClient(mlflow.MlflowClient):
@@ -68,5 +68,4 @@ class RetryingMlflowClient(mlflow.MlflowClient):
 
 
 for _name in MLFLOW_CALLS:
-    if hasattr(mlflow.MlflowClient, _name):
-        setattr(RetryingMlflowClient, _name, _retried(mlflow.MlflowClient, _name, lambda client: client.store_label))
+    setattr(RetryingMlflowClient, _name, _retried(mlflow.MlflowClient, _name, lambda client: client.store_label))

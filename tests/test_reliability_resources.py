@@ -239,3 +239,234 @@ def test_every_yaml_read_in_the_package_uses_a_safe_loader():
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if unsafe.search(line) and "SafeLoader" not in line]
     assert offenders == []
+
+
+# ====================================================================== one workdir, two searches
+@pytest.fixture(scope="module")
+def shared_workdir(tmp_path_factory, plugin_env):
+    """Two real searches (study names ``a`` and ``b``) started at the same moment on one fresh workdir.
+
+    As root the workdir is a 64 MB tmpfs, so the read-only and full tests below can use it too.
+    Yields ``(workdir, mounted, {name: (exit code, stdout, stderr)})``.
+    """
+    base = tmp_path_factory.mktemp("shared")
+    workdir = base / "runs"
+    workdir.mkdir()
+    mounted = False
+    if os.geteuid() == 0 and shutil.which("mount"):
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(workdir)],
+                                 capture_output=True).returncode == 0
+    try:
+        processes = {name: start_cli(search_args(name, workdir, 2), plugin_env, base / "logs", name) for name in "ab"}
+        outcomes = {name: finish(process, base / "logs", name) for name, process in processes.items()}
+        yield workdir, mounted, outcomes
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(workdir)], check=False)
+
+
+@pytest.mark.slow
+def test_two_searches_with_different_names_on_one_workdir_both_complete(shared_workdir):
+    workdir, _, outcomes = shared_workdir
+    for name, (code, out, err) in outcomes.items():
+        assert code == 0, f"search {name} exited {code}: {err[-3000:]}"
+        result = last_json(out)
+        assert (result["study"], result["n_complete"], result["n_failed"]) == (name, 2, 0), result
+        assert complete_trials(workdir / "optuna.db", name) == 2
+        assert "Traceback" not in err
+    with contextlib.closing(sqlite3.connect(workdir / "optuna.db")) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    for name in "ab":
+        experiment = client.get_experiment_by_name(f"autoaug-{name}")
+        runs = client.search_runs([experiment.experiment_id])
+        assert sorted(run.data.tags.get("autoaug_role") for run in runs) == ["search", "trial", "trial"]
+        assert {run.info.status for run in runs} == {"FINISHED"}
+
+
+def _make_read_only(workdir: Path, mounted: bool):
+    if mounted:
+        remount(workdir, "ro")
+        return lambda: remount(workdir, "rw")
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [workdir, *workdir.rglob("*")] if path.is_dir()}
+        for path in modes:
+            path.chmod(0o555)
+        return lambda: [path.chmod(mode) for path, mode in modes.items()]
+    pytest.skip("root ignores permissions and no tmpfs could be mounted: no honest read-only workdir here")
+
+
+@pytest.mark.slow
+def test_a_read_only_workdir_is_refused_with_one_line_and_its_trials_stay_readable(shared_workdir, plugin_env, tmp_path):
+    workdir, mounted, _ = shared_workdir
+    before = complete_trials(workdir / "optuna.db", "a")
+    restore = _make_read_only(workdir, mounted)
+    try:
+        code, out, err = run_cli(search_args("a", workdir, 3), plugin_env, tmp_path, "resume")
+        lines = error_lines(err)
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: --workdir {workdir}: not writable (") and "Read-only" in lines[0] \
+            or "Permission denied" in lines[0], lines[0]
+        # what finished is still there and still readable from the read-only folder
+        code, out, err = run_cli(["export", "--name", "a", "--out", str(tmp_path / "a.yaml"), "--workdir", str(workdir),
+                                  "--json"], plugin_env, tmp_path, "export")
+        assert code == 0, err
+        assert last_json(out)["trial"] in (0, 1) and (tmp_path / "a.yaml").is_file()
+    finally:
+        restore()
+    assert complete_trials(workdir / "optuna.db", "a") == before == 2
+
+
+@pytest.mark.slow
+def test_a_full_workdir_stops_with_one_line_exit_1_and_loses_nothing(shared_workdir, plugin_env, tmp_path):
+    workdir, mounted, _ = shared_workdir
+    if not mounted:
+        pytest.skip("needs a real small file system (a tmpfs mounted as root) to fill")
+    filler = fill(workdir)
+    try:
+        code, out, err = run_cli(search_args("b", workdir, 3), plugin_env, tmp_path, "full")
+        lines = error_lines(err)
+        assert code == 1 and len(lines) == 1, err
+        assert lines[0].startswith(f"stopped: --workdir {workdir}: no space left"), lines[0]
+    finally:
+        filler.unlink()
+    assert complete_trials(workdir / "optuna.db", "b") == 2
+
+
+# ====================================================================== PostgreSQL going away mid-search
+class PrivatePostgres:
+    """A real PostgreSQL server of this module only (initdb in a temporary folder, a free port on
+    127.0.0.1, password authentication), so stopping it never disturbs a shared server."""
+
+    def __init__(self, bindir: Path, folder: Path, user: str | None) -> None:
+        self.bindir, self.folder, self.user = bindir, folder, user
+        self.data = folder / "data"
+        self.port = _dead_port()
+        self.url = f"postgresql+psycopg://autoaug:{SECRET}@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([str(self.bindir / args[0]), *args[1:]], user=self.user, capture_output=True, text=True,
+                              cwd=self.folder, timeout=120)
+        assert done.returncode == 0, f"{args[0]}: {done.stdout}{done.stderr}"
+
+    def init(self) -> None:
+        (self.folder / "pw").write_text(SECRET)
+        self._run("initdb", "-D", str(self.data), "-U", "autoaug", f"--pwfile={self.folder / 'pw'}",
+                  "--auth=scram-sha-256", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def complete_trials(self, study: str) -> int:
+        import psycopg
+
+        with psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5) as connection:
+            return connection.execute(
+                "SELECT COUNT(*) FROM trials JOIN studies USING (study_id) WHERE study_name = %s AND state = 'COMPLETE'",
+                (study,)).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def private_postgres():
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found or not found[-1]:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    user = None
+    folder = Path(tempfile.mkdtemp(prefix="autoaug-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the packaged postgres user
+        import pwd
+
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres user to run the server as")
+        user = "postgres"
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    server = PrivatePostgres(Path(found[-1]).parent, folder, user)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        subprocess.run([str(server.bindir / "pg_ctl"), "-D", str(server.data), "-m", "immediate", "stop"], user=user,
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgres_down_longer_than_the_retry_budget_stops_with_one_line_and_keeps_trials(private_postgres, monkeypatch):
+    import optuna
+
+    from autoaug.storage import StorageUnavailable, optuna_storage
+
+    name = f"budget-{uuid.uuid4().hex[:6]}"
+    study = optuna.create_study(study_name=name, storage=optuna_storage(private_postgres.url))
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    monkeypatch.setenv("AUTOAUG_STORAGE_RETRY_SECONDS", "2")
+    private_postgres.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable) as caught:
+            study.ask()
+        elapsed = time.monotonic() - started
+    finally:
+        private_postgres.start()
+    message = str(caught.value)
+    assert 1.0 <= elapsed < 30, elapsed
+    assert message.startswith(f"--storage postgresql+psycopg://autoaug:***@127.0.0.1:{private_postgres.port}/postgres: "
+                              "the database server did not answer for "), message
+    assert "run the same command again" in message and SECRET not in message and "\n" not in message
+    assert [trial.value for trial in optuna.load_study(study_name=name, storage=private_postgres.url).trials] == [0.5]
+
+
+@pytest.mark.slow
+def test_a_search_survives_a_postgres_restart_mid_search(private_postgres, plugin_env, tmp_path):
+    """The server is stopped for 6 s right after the first trial finished: the search waits, then
+    finishes with exactly the asked trials, and no password appears in anything it printed."""
+    env = {**plugin_env, "AUTOAUG_STORAGE_RETRY_SECONDS": "90"}
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    process = start_cli(search_args(name, tmp_path / "runs", 3, "--storage", private_postgres.url), env, tmp_path, "search")
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None, (tmp_path / "search.err").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in 240 s"
+            with contextlib.suppress(Exception):  # the study's tables appear when the search creates them
+                if private_postgres.complete_trials(name) >= 1:
+                    break
+            time.sleep(0.3)
+        private_postgres.stop()
+        time.sleep(6)
+        private_postgres.start()
+        code, out, err = finish(process, tmp_path, "search")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+    assert code == 0, err[-3000:]
+    result = last_json(out)
+    assert (result["n_complete"], result["n_failed"]) == (3, 0), result
+    assert private_postgres.complete_trials(name) == 3
+    assert "retrying in" in err  # the outage really met the search
+    assert SECRET not in out + err
+    assert "Traceback" not in err
+
+
+def test_every_optuna_storage_call_is_retried():
+    """An Optuna upgrade that adds or renames a storage call must not silently bypass the retries."""
+    from optuna.storages import BaseStorage, RDBStorage
+
+    from autoaug.storage.retrying import OPTUNA_CALLS, RetryingRDBStorage
+
+    assert all(hasattr(RDBStorage, name) for name in OPTUNA_CALLS)
+    api = {name for name in dir(BaseStorage) if not name.startswith("_") and callable(getattr(BaseStorage, name))}
+    not_database_calls = {"remove_session", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback",
+                          "is_heartbeat_enabled", "check_trial_is_updatable"}
+    assert api - not_database_calls <= set(OPTUNA_CALLS), api - not_database_calls - set(OPTUNA_CALLS)
+    assert all(getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name) for name in OPTUNA_CALLS)
