@@ -34,6 +34,9 @@ from autoaug.storage.redaction import protect_logs, redact_url
 from autoaug.storage.resilience import (RESOURCE, SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable, classify,
                                         creation_lock, first_line, sqlite_path, use_wal)
 
+__all__ = ["DEFAULT_WORKDIR", "Locations", "StorageError", "StorageFull", "StorageUnavailable", "ensure_writable",
+           "optuna_storage", "prepare_tracking", "redact", "redact_url", "resolve", "tracking_client"]
+
 redact = redact_url  # the name the search code imported first
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -116,6 +119,11 @@ def optuna_storage(url: str, read_only: bool = False):
     try:
         from autoaug.storage.retrying import RetryingRDBStorage
 
+        if database is not None and database.is_file() and not os.access(database.parent, os.W_OK):
+            # a read-only folder (an archived or read-only mounted workdir) cannot hold SQLite's WAL
+            # index: open the file immutable, which nothing on that folder can change anyway
+            return RetryingRDBStorage(f"sqlite:///file:{database}?immutable=1&uri=true", engine_kwargs=engine_kwargs,
+                                      skip_table_creation=True)
         if database is None or read_only:
             return RetryingRDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only)
         with creation_lock(database):

@@ -304,6 +304,34 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _listening_sockets(session: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state held by a process of ``session``."""
+    import ipaddress
+
+    inodes = set()
+    for line in _session_processes(session):
+        fd_dir = Path("/proc") / line.split()[0] / "fd"
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[len("socket:["):-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            address, port = fields[1].split(":")
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                # the kernel prints each 32-bit word of the address in host (little-endian) order
+                raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8))
+                found.add((str(ipaddress.ip_address(raw[:width])), int(port, 16)))
+    return found
+
+
 def _session_processes(session: int) -> list[str]:
     """Processes (pid and command) whose session id is ``session``."""
     found = []
@@ -349,6 +377,11 @@ def test_ui_serves_both_dashboards_and_stops_cleanly_on_sigint(records, tmp_path
                               "?workflowType=machine_learning&viewStateShareKey=autoaug-trials")
         assert _get(f"http://127.0.0.1:{port}/")[0] == 200
         assert _get(dashboard_url)[0] == 200
+        # by default nothing of autoaug ui listens beyond this machine: both servers, and any socket
+        # their workers opened, are bound to the loopback address only
+        listening = _listening_sockets(process.pid)
+        assert {port, dashboard_port} <= {number for _, number in listening}, listening
+        assert {address for address, _ in listening} == {"127.0.0.1"}, listening
 
         # the MLflow REST API lists the study's child runs: one per trial, baselines included
         client = mlflow.MlflowClient(tracking_uri=records.results["main"]["tracking_uri"])

@@ -24,6 +24,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -95,21 +96,6 @@ def complete_trials(optuna_db: Path, study: str) -> int:
         return connection.execute(
             "SELECT COUNT(*) FROM trials JOIN studies USING (study_id) WHERE study_name = ? AND state = 'COMPLETE'",
             (study,)).fetchone()[0]
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, size: str):
-    """A real small tmpfs at ``folder`` (root only); skips where mounting is not allowed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def remount(folder: Path, mode: str) -> None:
@@ -241,101 +227,7 @@ def test_every_yaml_read_in_the_package_uses_a_safe_loader():
     assert offenders == []
 
 
-# ====================================================================== one workdir, two searches
-@pytest.fixture(scope="module")
-def shared_workdir(tmp_path_factory, plugin_env):
-    """Two real searches (study names ``a`` and ``b``) started at the same moment on one fresh workdir.
-
-    As root the workdir is a 64 MB tmpfs, so the read-only and full tests below can use it too.
-    Yields ``(workdir, mounted, {name: (exit code, stdout, stderr)})``.
-    """
-    base = tmp_path_factory.mktemp("shared")
-    workdir = base / "runs"
-    workdir.mkdir()
-    mounted = False
-    if os.geteuid() == 0 and shutil.which("mount"):
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(workdir)],
-                                 capture_output=True).returncode == 0
-    try:
-        processes = {name: start_cli(search_args(name, workdir, 2), plugin_env, base / "logs", name) for name in "ab"}
-        outcomes = {name: finish(process, base / "logs", name) for name, process in processes.items()}
-        yield workdir, mounted, outcomes
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(workdir)], check=False)
-
-
-@pytest.mark.slow
-def test_two_searches_with_different_names_on_one_workdir_both_complete(shared_workdir):
-    workdir, _, outcomes = shared_workdir
-    for name, (code, out, err) in outcomes.items():
-        assert code == 0, f"search {name} exited {code}: {err[-3000:]}"
-        result = last_json(out)
-        assert (result["study"], result["n_complete"], result["n_failed"]) == (name, 2, 0), result
-        assert complete_trials(workdir / "optuna.db", name) == 2
-        assert "Traceback" not in err
-    with contextlib.closing(sqlite3.connect(workdir / "optuna.db")) as connection:
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    for name in "ab":
-        experiment = client.get_experiment_by_name(f"autoaug-{name}")
-        runs = client.search_runs([experiment.experiment_id])
-        assert sorted(run.data.tags.get("autoaug_role") for run in runs) == ["search", "trial", "trial"]
-        assert {run.info.status for run in runs} == {"FINISHED"}
-
-
-def _make_read_only(workdir: Path, mounted: bool):
-    if mounted:
-        remount(workdir, "ro")
-        return lambda: remount(workdir, "rw")
-    if os.geteuid() != 0:
-        modes = {path: path.stat().st_mode for path in [workdir, *workdir.rglob("*")] if path.is_dir()}
-        for path in modes:
-            path.chmod(0o555)
-        return lambda: [path.chmod(mode) for path, mode in modes.items()]
-    pytest.skip("root ignores permissions and no tmpfs could be mounted: no honest read-only workdir here")
-
-
-@pytest.mark.slow
-def test_a_read_only_workdir_is_refused_with_one_line_and_its_trials_stay_readable(shared_workdir, plugin_env, tmp_path):
-    workdir, mounted, _ = shared_workdir
-    before = complete_trials(workdir / "optuna.db", "a")
-    restore = _make_read_only(workdir, mounted)
-    try:
-        code, out, err = run_cli(search_args("a", workdir, 3), plugin_env, tmp_path, "resume")
-        lines = error_lines(err)
-        assert code == 2 and len(lines) == 1, err
-        assert lines[0].startswith(f"error: --workdir {workdir}: not writable (") and "Read-only" in lines[0] \
-            or "Permission denied" in lines[0], lines[0]
-        # what finished is still there and still readable from the read-only folder
-        code, out, err = run_cli(["export", "--name", "a", "--out", str(tmp_path / "a.yaml"), "--workdir", str(workdir),
-                                  "--json"], plugin_env, tmp_path, "export")
-        assert code == 0, err
-        assert last_json(out)["trial"] in (0, 1) and (tmp_path / "a.yaml").is_file()
-    finally:
-        restore()
-    assert complete_trials(workdir / "optuna.db", "a") == before == 2
-
-
-@pytest.mark.slow
-def test_a_full_workdir_stops_with_one_line_exit_1_and_loses_nothing(shared_workdir, plugin_env, tmp_path):
-    workdir, mounted, _ = shared_workdir
-    if not mounted:
-        pytest.skip("needs a real small file system (a tmpfs mounted as root) to fill")
-    filler = fill(workdir)
-    try:
-        code, out, err = run_cli(search_args("b", workdir, 3), plugin_env, tmp_path, "full")
-        lines = error_lines(err)
-        assert code == 1 and len(lines) == 1, err
-        assert lines[0].startswith(f"stopped: --workdir {workdir}: no space left"), lines[0]
-    finally:
-        filler.unlink()
-    assert complete_trials(workdir / "optuna.db", "b") == 2
-
-
-# ====================================================================== PostgreSQL going away mid-search
+# ====================================================================== a private PostgreSQL server
 class PrivatePostgres:
     """A real PostgreSQL server of this module only (initdb in a temporary folder, a free port on
     127.0.0.1, password authentication), so stopping it never disturbs a shared server."""
@@ -374,11 +266,13 @@ class PrivatePostgres:
 
 @pytest.fixture(scope="module")
 def private_postgres():
+    """The private server, or None where PostgreSQL's server programs are not installed."""
     import tempfile
 
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
     if not found or not found[-1]:
-        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+        yield None
+        return
     user = None
     folder = Path(tempfile.mkdtemp(prefix="autoaug-pg-"))
     if os.geteuid() == 0:  # the server refuses to run as root: run it as the packaged postgres user
@@ -387,7 +281,8 @@ def private_postgres():
         try:
             account = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root without a postgres user to run the server as")
+            yield None
+            return
         user = "postgres"
         os.chown(folder, account.pw_uid, account.pw_gid)
     server = PrivatePostgres(Path(found[-1]).parent, folder, user)
@@ -401,61 +296,188 @@ def private_postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def need(server):
+    if server is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    return server
+
+
 def test_postgres_down_longer_than_the_retry_budget_stops_with_one_line_and_keeps_trials(private_postgres, monkeypatch):
     import optuna
 
     from autoaug.storage import StorageUnavailable, optuna_storage
 
+    server = need(private_postgres)
     name = f"budget-{uuid.uuid4().hex[:6]}"
-    study = optuna.create_study(study_name=name, storage=optuna_storage(private_postgres.url))
+    study = optuna.create_study(study_name=name, storage=optuna_storage(server.url))
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
     monkeypatch.setenv("AUTOAUG_STORAGE_RETRY_SECONDS", "2")
-    private_postgres.stop()
+    server.stop()
     try:
         started = time.monotonic()
         with pytest.raises(StorageUnavailable) as caught:
             study.ask()
         elapsed = time.monotonic() - started
     finally:
-        private_postgres.start()
+        server.start()
     message = str(caught.value)
     assert 1.0 <= elapsed < 30, elapsed
-    assert message.startswith(f"--storage postgresql+psycopg://autoaug:***@127.0.0.1:{private_postgres.port}/postgres: "
+    assert message.startswith(f"--storage postgresql+psycopg://autoaug:***@127.0.0.1:{server.port}/postgres: "
                               "the database server did not answer for "), message
     assert "run the same command again" in message and SECRET not in message and "\n" not in message
-    assert [trial.value for trial in optuna.load_study(study_name=name, storage=private_postgres.url).trials] == [0.5]
+    assert [trial.value for trial in optuna.load_study(study_name=name, storage=server.url).trials] == [0.5]
+
+
+# ====================================================================== three searches at once
+OUTAGE_S = 6
+
+
+@pytest.fixture(scope="module")
+def searches_at_once(tmp_path_factory, plugin_env, private_postgres):
+    """Three real `autoaug search` processes started at the same moment on one fresh workdir: ``a``
+    and ``b`` keep their studies in the workdir's SQLite file, ``c`` on the private PostgreSQL
+    server, which is stopped for ``OUTAGE_S`` seconds right after c's first trial finished (all
+    three share the workdir's MLflow SQLite store).
+
+    As root the workdir is a 64 MB tmpfs, so the read-only and full tests can use it afterwards.
+    """
+    base = tmp_path_factory.mktemp("at-once")
+    workdir = base / "runs"
+    workdir.mkdir()
+    mounted = os.geteuid() == 0 and shutil.which("mount") is not None and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(workdir)], capture_output=True).returncode == 0
+    logs = base / "logs"
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        processes = {name: start_cli(search_args(name, workdir, 2), plugin_env, logs, name) for name in "ab"}
+        outage = None
+        if private_postgres is not None:
+            env = {**plugin_env, "AUTOAUG_STORAGE_RETRY_SECONDS": "120"}
+            processes["c"] = start_cli(search_args("c", workdir, 3, "--storage", private_postgres.url), env, logs, "c")
+            outage = _interrupt_postgres_after_first_trial(private_postgres, processes["c"], logs / "c.err")
+        outcomes = {name: finish(process, logs, name) for name, process in processes.items()}
+        yield SimpleNamespace(workdir=workdir, mounted=mounted, outcomes=outcomes, outage=outage, postgres=private_postgres)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+        if mounted:
+            subprocess.run(["umount", "-l", str(workdir)], check=False)
+
+
+def _interrupt_postgres_after_first_trial(server: PrivatePostgres, process: subprocess.Popen, stderr: Path) -> str:
+    deadline = time.monotonic() + 300
+    while True:
+        if process.poll() is not None:
+            return f"the search ended before its first trial finished: {stderr.read_text()[-2000:]}"
+        if time.monotonic() > deadline:
+            return "no trial finished in 300 s"
+        with contextlib.suppress(Exception):  # the study's tables appear once the search creates them
+            if server.complete_trials("c") >= 1:
+                break
+        time.sleep(0.3)
+    server.stop()
+    time.sleep(OUTAGE_S)
+    server.start()
+    return "done"
 
 
 @pytest.mark.slow
-def test_a_search_survives_a_postgres_restart_mid_search(private_postgres, plugin_env, tmp_path):
-    """The server is stopped for 6 s right after the first trial finished: the search waits, then
-    finishes with exactly the asked trials, and no password appears in anything it printed."""
-    env = {**plugin_env, "AUTOAUG_STORAGE_RETRY_SECONDS": "90"}
-    name = f"restart-{uuid.uuid4().hex[:6]}"
-    process = start_cli(search_args(name, tmp_path / "runs", 3, "--storage", private_postgres.url), env, tmp_path, "search")
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, (tmp_path / "search.err").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no trial finished in 240 s"
-            with contextlib.suppress(Exception):  # the study's tables appear when the search creates them
-                if private_postgres.complete_trials(name) >= 1:
-                    break
-            time.sleep(0.3)
-        private_postgres.stop()
-        time.sleep(6)
-        private_postgres.start()
-        code, out, err = finish(process, tmp_path, "search")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
+def test_two_searches_with_different_names_on_one_workdir_both_complete(searches_at_once):
+    workdir = searches_at_once.workdir
+    for name in "ab":
+        code, out, err = searches_at_once.outcomes[name]
+        assert code == 0, f"search {name} exited {code}: {err[-3000:]}"
+        result = last_json(out)
+        assert (result["study"], result["n_complete"], result["n_failed"]) == (name, 2, 0), result
+        assert complete_trials(workdir / "optuna.db", name) == 2
+        assert "Traceback" not in err
+    with contextlib.closing(sqlite3.connect(f"file:{workdir / 'optuna.db'}?mode=ro", uri=True)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # read with sqlite3 and closed again: an open MLflow client would keep the file busy (no remount)
+    with contextlib.closing(sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True)) as connection:
+        rows = connection.execute(
+            "SELECT experiments.name, runs.status, tags.value FROM runs JOIN experiments USING (experiment_id) "
+            "JOIN tags ON tags.run_uuid = runs.run_uuid AND tags.key = 'autoaug_role'").fetchall()
+    for name, trials in (("a", 2), ("b", 2)) + ((("c", 3),) if searches_at_once.postgres else ()):
+        mine = sorted((status, role) for experiment, status, role in rows if experiment == f"autoaug-{name}")
+        assert mine == [("FINISHED", "search")] + [("FINISHED", "trial")] * trials, rows
+
+
+@pytest.mark.slow
+def test_a_search_survives_a_postgres_restart_mid_search(searches_at_once):
+    """c's server was down for OUTAGE_S seconds mid-search: the search waited, then finished with
+    exactly the asked trials, and no password appears in anything it printed."""
+    server = need(searches_at_once.postgres)
+    assert searches_at_once.outage == "done", searches_at_once.outage
+    code, out, err = searches_at_once.outcomes["c"]
     assert code == 0, err[-3000:]
     result = last_json(out)
     assert (result["n_complete"], result["n_failed"]) == (3, 0), result
-    assert private_postgres.complete_trials(name) == 3
+    assert server.complete_trials("c") == 3
     assert "retrying in" in err  # the outage really met the search
     assert SECRET not in out + err
+    assert result["optuna_storage"] == f"postgresql+psycopg://autoaug:***@127.0.0.1:{server.port}/postgres"
     assert "Traceback" not in err
+
+
+def _make_read_only(workdir: Path, mounted: bool):
+    if mounted:
+        remount(workdir, "ro")
+        return lambda: remount(workdir, "rw")
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [workdir, *workdir.rglob("*")] if path.is_dir()}
+        for path in modes:
+            path.chmod(0o555)
+        return lambda: [path.chmod(mode) for path, mode in modes.items()]
+    pytest.skip("root ignores permissions and no tmpfs could be mounted: no honest read-only workdir here")
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """The CLI in this process (both cases below stop before Ray or a trial starts)."""
+    from autoaug.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    captured = capsys.readouterr()
+    return caught.value.code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_a_read_only_workdir_is_refused_with_one_line_and_its_trials_stay_readable(searches_at_once, tmp_path, capsys):
+    workdir = searches_at_once.workdir
+    assert complete_trials(workdir / "optuna.db", "a") == 2
+    restore = _make_read_only(workdir, searches_at_once.mounted)
+    try:
+        code, out, err = _cli(search_args("a", workdir, 3), capsys)
+        lines = error_lines(err)
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: --workdir {workdir}: not writable ("), lines[0]
+        assert "Read-only file system" in lines[0] or "Permission denied" in lines[0], lines[0]
+        # what finished is still there and still readable from the read-only folder
+        code, out, err = _cli(["export", "--name", "a", "--out", str(tmp_path / "a.yaml"), "--workdir", str(workdir),
+                               "--json"], capsys)
+        assert code == 0, err
+        assert last_json(out)["trial"] in (0, 1) and (tmp_path / "a.yaml").is_file()
+    finally:
+        restore()
+    assert complete_trials(workdir / "optuna.db", "a") == 2
+
+
+@pytest.mark.slow
+def test_a_full_workdir_stops_with_one_line_exit_1_and_loses_nothing(searches_at_once, capsys):
+    workdir = searches_at_once.workdir
+    if not searches_at_once.mounted:
+        pytest.skip("needs a real small file system (a tmpfs mounted as root) to fill")
+    filler = fill(workdir)
+    try:
+        code, out, err = _cli(search_args("b", workdir, 3), capsys)
+        lines = error_lines(err)
+        assert code == 1 and len(lines) == 1, err
+        assert lines[0].startswith(f"stopped: --workdir {workdir}: no space left"), lines[0]
+    finally:
+        filler.unlink()
+    assert complete_trials(workdir / "optuna.db", "b") == 2
 
 
 def test_every_optuna_storage_call_is_retried():
