@@ -22,7 +22,6 @@ are hidden in every message and log line (`redact_url`, `protect_logs`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -31,14 +30,13 @@ from typing import Optional
 
 from autoaug.errors import AutoaugInputError
 from autoaug.storage.redaction import protect_logs, redact_url
-from autoaug.storage.resilience import (RESOURCE, SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable, classify,
-                                        creation_lock, first_line, sqlite_path, use_wal)
+from autoaug.storage.resilience import (SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable, creation_lock, first_line,
+                                        out_of_space, sqlite_path, use_wal)
 
 __all__ = ["DEFAULT_WORKDIR", "Locations", "StorageError", "StorageFull", "StorageUnavailable", "ensure_writable",
            "optuna_storage", "prepare_tracking", "redact", "redact_url", "resolve", "tracking_client"]
 
 redact = redact_url  # the name the search code imported first
-SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 DEFAULT_WORKDIR = Path("autoaug-runs")
 
@@ -91,9 +89,9 @@ def ensure_writable(folder: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        kind, reason = classify(error)
-        if kind == RESOURCE and error.errno in SPACE_ERRNOS:
-            raise StorageFull(f"--workdir {folder}: {reason} ({error.strerror or error}); free space there or "
+        full = out_of_space(error)
+        if full:
+            raise StorageFull(f"--workdir {folder}: {full} ({error.strerror or error}); free space there or "
                               "choose another --workdir") from None
         raise StorageError(f"--workdir {folder}: not writable ({error.strerror or error})") from None
 
@@ -130,9 +128,9 @@ def optuna_storage(url: str, read_only: bool = False):
             use_wal(database)
             return RetryingRDBStorage(url, engine_kwargs=engine_kwargs)
     except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error, OSError) as error:
-        kind, reason = classify(error)
-        if kind == RESOURCE and database is not None and not read_only:
-            raise StorageFull(f"--storage {redact_url(url)}: {reason} ({first_line(error)})") from None
+        full = out_of_space(error)
+        if full:
+            raise StorageFull(f"--storage {redact_url(url)}: {full} ({first_line(error)})") from None
         raise StorageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({first_line(error)})") from None
 
 
@@ -150,6 +148,7 @@ def prepare_tracking(tracking_uri: str, artifact_root: str, experiment_name: str
     Creating the SQLite schema from parallel processes races (two searches started at once on one
     workdir), so it happens here, before any trial starts, under a lock beside the file.
     """
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     database = sqlite_path(tracking_uri)
@@ -159,7 +158,9 @@ def prepare_tracking(tracking_uri: str, artifact_root: str, experiment_name: str
         with creation_lock(database) if database is not None else contextlib.nullcontext():
             if database is not None:
                 use_wal(database)
-            client = tracking_client(tracking_uri)
+            # not retried: a store that does not answer at start is bad input (exit 2), said at once
+            _quiet_mlflow_urls()
+            client = mlflow.MlflowClient(tracking_uri=tracking_uri)
             experiment = client.get_experiment_by_name(experiment_name)
             if experiment is not None:
                 return experiment.experiment_id
@@ -169,6 +170,9 @@ def prepare_tracking(tracking_uri: str, artifact_root: str, experiment_name: str
             location = None if served else artifact_root
             return client.create_experiment(experiment_name, artifact_location=location)
     except (MlflowException, OSError, sqlite3.Error) as error:
+        full = out_of_space(error)
+        if full:
+            raise StorageFull(f"--tracking-uri {redact_url(tracking_uri)}: {full} ({first_line(error)})") from None
         raise StorageError(f"--tracking-uri {redact_url(tracking_uri)}: cannot use the MLflow tracking store "
                            f"({first_line(error)})") from None
 

@@ -52,6 +52,15 @@ _NETWORK_TRANSIENT = ("max retries exceeded", "connection refused", "connectione
                       "remote end closed connection", "temporarily unavailable", "timed out", "name or service not known")
 
 
+SPACE_REASONS = ("no space left", "disk quota exceeded", "file size limit reached")
+
+
+def out_of_space(error: BaseException) -> Optional[str]:
+    """The reason when ``error`` says the disk (or quota) is full; None otherwise."""
+    kind, reason = classify(error)
+    return reason if kind == RESOURCE and reason in SPACE_REASONS else None
+
+
 class StorageUnavailable(AutoaugError):
     """A database or tracking server that stopped answering and did not come back in time."""
 

@@ -176,7 +176,7 @@ def test_an_mlflow_server_that_does_not_answer_is_retried_then_one_clear_line(mo
     from autoaug.storage import StorageUnavailable, tracking_client
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries (7 by default) on top of ours
-    monkeypatch.setenv("AUTOAUG_STORAGE_RETRY_SECONDS", "1.5")
+    monkeypatch.setenv("AUTOAUG_STORAGE_RETRY_SECONDS", "4")
     port = _dead_port()
     client = tracking_client(f"http://autoaug:{SECRET}@127.0.0.1:{port}")
     started = time.monotonic()
