@@ -152,8 +152,11 @@ class PrivatePostgres:
 
 
 def exact(outcome: dict, trials: int) -> bool:
+    """Exit 0 with exactly ``trials`` complete trials, and no failure other than the trials a stopped
+    run left RUNNING (marked failed and replaced on resume, ``n_stale_marked_failed``)."""
     result = outcome["result"] or {}
-    return outcome["code"] == 0 and result.get("n_complete") == trials and result.get("n_failed") == 0
+    return outcome["code"] == 0 and result.get("n_complete") == trials and \
+        result.get("n_failed") == result.get("n_stale_marked_failed", 0)
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -188,6 +191,7 @@ def postgres_outage(args, env: dict, base: Path, server: PrivatePostgres, outage
         again = Run(command, env, logs, "again").wait()
         figure["resumed_exactly"] = exact(again, args.trials)
         figure["complete_after_rerun"] = server.complete(name)
+        figure["stale_marked_failed_on_resume"] = (again["result"] or {}).get("n_stale_marked_failed")
     else:
         figure["completed_exactly"] = exact(first, args.trials)
     return figure
@@ -216,7 +220,8 @@ def full_disk(args, env: dict, base: Path) -> dict:
         again = Run(command, env, logs, "again").wait()
         return {"scenario": "full disk after the first trial", "exit": first["code"], "stop_line": first["last_line"],
                 "traceback": first["traceback"], "complete_after_first_run": kept,
-                "resumed_exactly": exact(again, args.trials), "complete_after_rerun": sqlite_complete(workdir / "optuna.db", "full")}
+                "resumed_exactly": exact(again, args.trials), "complete_after_rerun": sqlite_complete(workdir / "optuna.db", "full"),
+                "stale_marked_failed_on_resume": (again["result"] or {}).get("n_stale_marked_failed")}
     finally:
         subprocess.run(["umount", "-l", str(workdir)], check=False)
 
@@ -228,6 +233,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3, help="trials per search")
     parser.add_argument("--outages", default="5,45", help="PostgreSQL outage lengths in seconds, comma-separated")
     parser.add_argument("--retry-seconds", type=float, default=20.0, help="AUTOAUG_STORAGE_RETRY_SECONDS for the outages")
+    parser.add_argument("--keep", action="store_true", help="keep the workdirs and logs (their folder is printed)")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="autoaug-store-outages-"))
@@ -253,7 +259,10 @@ def main() -> None:
         figures.append(full_disk(args, env, base))
         print(json.dumps(figures[-1]), flush=True)
     print(f"# {len(figures)} scenarios in {time.time() - started:.0f} s; load average now {os.getloadavg()[0]:.1f}")
-    shutil.rmtree(base, ignore_errors=True)
+    if args.keep:
+        print(f"# workdirs and logs kept in {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

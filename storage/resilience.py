@@ -151,13 +151,15 @@ def call_with_retry(store: str, operation: Callable[..., Any], *args, **kwargs) 
                     "it writable, then run the same command again to resume") from None
             if kind != TRANSIENT:
                 raise
-            if time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise StorageUnavailable(
                     f"{store}: {reason} for {time.monotonic() - started:.0f} s ({tries} tries; last error: "
                     f"{first_line(error)}); trials finished before are kept there: run the same command again "
                     f"once it answers (wait longer with {RETRY_SECONDS_ENV})") from None
-            _log.warning("%s: %s (%s); retrying in %.1f s", store, reason, first_line(error), delay)
-            time.sleep(delay)
+            wait = min(delay, left)  # the last wait ends at the deadline, for one last try there
+            _log.warning("%s: %s (%s); retrying in %.1f s", store, reason, first_line(error), wait)
+            time.sleep(wait)
             delay = min(delay * 2, LONGEST_DELAY_S)
 
 
