@@ -211,6 +211,7 @@ def search(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run every preset as a trial of the study."),
     reuse_workers: bool = typer.Option(True, "--reuse-workers/--no-reuse-workers", help="Keep each slot's worker process from trial to trial."),
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="Model: the built-in tiny VLM (default), llava-tiny, or a local Hugging Face LLaVA checkpoint folder."),
+    max_failures: int = typer.Option(0, "--max-failures", help="Retry a failed trial (it raised, or its worker process died) up to N times from its start on a fresh worker before recording it failed; 0: record it failed at once. Failed trials never stop the search; a search whose trials all fail exits 1 naming the first error."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
 ) -> None:
     """Run (or resume) a policy search: calibration, trials (Optuna proposes, Ray Tune runs and stops them,
@@ -228,7 +229,8 @@ def search(
                             tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines,
                             data_seed=data_seed, learning_rate=learning_rate, learning_rates=rates,
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
-                            confirm_seeds=confirm_seeds, reuse_workers=reuse_workers, model=model)
+                            confirm_seeds=confirm_seeds, reuse_workers=reuse_workers, model=model,
+                            max_failures=max_failures)
     result = run_search(request, console=stderr)
     table = Table(title=f"search {name}")
     for column in ("best val accuracy", "best trial", "complete", "stopped early", "failed", "seconds"):

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autoaug import __version__
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugError, AutoaugInputError
 from autoaug.policy import PRESETS, Policy
 from autoaug.search.records import (BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder,
                                     RecordingOptunaSearch, SearchProgress, error_reason)
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
 from autoaug.search.calibration import DEFAULT_LEARNING_RATES, ImageSignalMissing, calibrate, refusal_message
 from autoaug.search.confirmation import confirm
+from autoaug.search.exclusive import study_lock
 from autoaug.search.stages import METRIC, ROBUST_METRIC, SearchContext, fit_quietly, slot_count
 from autoaug.search.trainable import BASELINE_KEY, TrialSettings
 from autoaug.storage import Locations, optuna_storage, prepare_tracking, redact, resolve
@@ -73,6 +74,7 @@ class SearchRequest:
     confirm_seeds: int = 3
     reuse_workers: bool = True
     model: Optional[str] = None  # --model: None is the built-in tiny VLM (autoaug.trainers.hf_vlm)
+    max_failures: int = 0  # --max-failures: retries of a trial that failed (worker lost, error) before it counts failed
 
     def validate(self) -> None:
         if (self.task is None) == (self.data is None):
@@ -100,6 +102,8 @@ class SearchRequest:
         if self.confirm and (self.confirm_top_k < 1 or self.confirm_seeds < 2):
             raise AutoaugInputError(f"--confirm-top-k / --confirm-seeds: expected >= 1 candidate and >= 2 seeds "
                                     f"(a standard error needs two), got {self.confirm_top_k} and {self.confirm_seeds}")
+        if not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise AutoaugInputError(f"--max-failures: expected a non-negative integer, got {self.max_failures}")
         if self.data_seed < 0:
             raise AutoaugInputError(f"--data-seed: expected a non-negative integer, got {self.data_seed}")
         if not self.name or "/" in self.name:
@@ -121,11 +125,19 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
         space.grid()  # fails clearly unless it is a randaugment space
     _check_cmaes(request, space, console)
     locations = resolve(request.workdir, request.storage, request.tracking_uri)
+    _check_address(request.address)  # before the study or the experiment exists: nothing half-written
+    storage = optuna_storage(locations.optuna_url)
+    # One live driver per study (`exclusive`): a second one is refused before it reads or changes
+    # anything, so it can never mistake the first one's running trials for a dead driver's.
+    with study_lock(locations.optuna_url, request.name):
+        return _run_locked(request, space, locations, storage, console)
+
+
+def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations, storage, console) -> dict[str, Any]:
+    """`run_search` once this driver holds the study."""
     # The driver reads, tokenises and stacks the data once; workers get the result, never a path to
     # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
     prepared = _prepare(request)
-    _check_address(request.address)  # before the study or the experiment exists: nothing half-written
-    storage = optuna_storage(locations.optuna_url)
     study = _open_study(storage, request, space, _task_identity(request))
     _check_data_fingerprint(study, request, prepared.fingerprint)
     cleaned = _fail_stale_trials(study)
@@ -136,6 +148,7 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
 
     client = mlflow.MlflowClient(tracking_uri=locations.tracking_uri)
     parent = _parent_run(client, experiment_id, request, space, locations)
+    orphans = _close_orphan_runs(client, experiment_id, parent, study)
     started = time.perf_counter()
     from autoaug.trainers.train import DEFAULT_LEARNING_RATE
 
@@ -164,12 +177,14 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
             run_pbt(context)
         else:
             _run_searched_trials(context)
+        _check_some_trial_finished(study)
         if request.confirm and len(study.directions) == 1:  # a two-objective search exports its Pareto front
             confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds)
         status = "FINISHED"
     finally:
         client.set_terminated(parent, status)
     result = summarize(study, request, locations, experiment_id, cleaned)
+    result["n_orphan_runs_marked_killed"] = orphans
     result["seconds"] = time.perf_counter() - started
     result["stage_seconds"] = {stage: round(seconds, 1) for stage, seconds in context.stage_seconds.items()}
     result["cost"] = context.accounting.summary(context.stage_seconds, slot_count(request), request.cpus_per_trial)
@@ -259,9 +274,58 @@ def _fail_stale_trials(study) -> int:
     stale = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.RUNNING]
     for trial in stale:
         study._storage.set_trial_user_attr(trial._trial_id, STATE_ATTR, "failed")
-        study._storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, "the search driver stopped while this trial ran")
+        study._storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, STALE_REASON)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return len(stale)
+
+
+STALE_REASON = "the search driver stopped while this trial ran"
+ORPHAN_REASON = "the search driver stopped while this run was open"
+
+
+def _close_orphan_runs(client, experiment_id: str, parent: str, study) -> int:
+    """Close the child runs a dead driver left RUNNING (trials, calibration, confirmation); returns how
+    many were marked KILLED. Only this driver runs the study (`exclusive`), so every child run still
+    open when it starts was left by a driver that died. Tune tells Optuna that a trial ended before
+    the MLflow run is closed: a run whose trial Optuna holds as finished is closed FINISHED with that
+    trial's state (its metrics were all logged); every other orphan is KILLED, with the reason."""
+    from optuna.trial import TrialState
+
+    finished = {f"trial {trial.number}": trial for trial in study.get_trials(deepcopy=False)
+                if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    orphans = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' "
+                                                                "and attributes.status = 'RUNNING'", max_results=5000)
+    killed = 0
+    for run in orphans:
+        run_id, tags = run.info.run_id, run.data.tags
+        trial = finished.get(tags.get("autoaug_trial")) if tags.get("autoaug_role") == "trial" else None
+        if trial is not None:
+            client.set_tag(run_id, "autoaug_state", trial.user_attrs.get(STATE_ATTR, "complete"))
+            client.set_terminated(run_id, "FINISHED")
+            continue
+        client.set_tag(run_id, "autoaug_state", "killed")
+        client.set_tag(run_id, "autoaug_error", ORPHAN_REASON)
+        client.set_terminated(run_id, "KILLED")
+        killed += 1
+    return killed
+
+
+def _check_some_trial_finished(study) -> None:
+    """A search whose searched trials all failed has nothing to rank or export: stop (exit 1) with the
+    first trial's error, the one to fix first."""
+    from optuna.trial import TrialState
+
+    searched = searched_trials(study)
+    if not searched or any(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in searched):
+        return
+    failed = sorted((trial for trial in searched if trial.state == TrialState.FAIL), key=lambda trial: trial.number)
+    # a driver stopped mid-trial says nothing about the trials themselves: name a trial's own error first
+    own = [trial for trial in failed if trial.user_attrs.get(ERROR_ATTR) != STALE_REASON] or failed
+    first = own[0] if own else None
+    reason = (first.user_attrs.get(ERROR_ATTR) or "no error recorded") if first else "no trial finished"
+    where = f"trial {first.number}" if first else "the search"
+    raise AutoaugError(f"search {study.study_name}: all {len(searched)} searched trials failed, nothing to export; "
+                       f"first error ({where}): {' '.join(str(reason).split())}")
 
 
 def searched_trials(study) -> list:
@@ -440,6 +504,8 @@ def _run_searched_trials(context: SearchContext) -> None:
             label_of=lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}", policy_of=policy_of,
             max_epochs=epochs, on_finished=progress.record if progress else None, log_config_params=True,
         )
+        searcher.error_of = recorder.error_of  # the error text reaches Optuna too, not only MLflow
+        recorder.on_retry = searcher.record_retry
         callbacks = [recorder] + ([progress] if progress else [])
         tuner = context.tuner("search", callbacks=callbacks, tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=_scheduler(request, epochs, study.user_attrs.get("calibration")),
@@ -495,6 +561,8 @@ def _run_baselines(context: SearchContext) -> None:
 
     def finished(trial, state: str) -> None:
         remember(trial, state)
+        # into the study at once: a driver killed later in the stage keeps this baseline (resume skips it)
+        _record_baselines(study, [trial.config[BASELINE_KEY]], results, settings)
         if progress:
             progress.record(trial, state)
 
@@ -508,7 +576,7 @@ def _run_baselines(context: SearchContext) -> None:
     started = time.perf_counter()
     fit_quietly(tuner)
     context.stage_seconds["baselines"] = context.stage_seconds.get("baselines", 0.0) + time.perf_counter() - started
-    _record_baselines(study, todo, results, settings)
+    _record_baselines(study, [name for name in todo if name not in results], results, settings)  # never ran
 
 
 NEVER_RUN = "never run: Ray Tune ended without starting or finishing this baseline"

@@ -89,11 +89,27 @@ def export_best(study, out: Union[str, Path]) -> tuple[Path, Optional[int]]:
 
 
 def _write(policy: Policy, out: Union[str, Path]) -> Path:
+    """Write atomically: the text goes to a temporary file beside ``out``, then replaces it, so a
+    process killed mid-write (a driver SIGKILLed during export) leaves the old file or the new one,
+    never a truncated policy."""
+    import os
+    import tempfile
+
     out = Path(out)
+    text = policy.dumps("json" if out.suffix == ".json" else "yaml")
+    temporary = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return policy.dump(out)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, out)
+        return out
     except OSError as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         raise AutoaugInputError(f"--out {out}: cannot write ({error.strerror or error})") from None
 
 

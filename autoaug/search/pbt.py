@@ -32,7 +32,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from autoaug.search.records import POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress
+from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress, error_reason
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, op_param, stage_sorted
 from autoaug.search.stages import METRIC, fit_quietly
 
@@ -62,12 +62,14 @@ class FinishedTrials(Callback):
 
     def __init__(self) -> None:
         self.trials: dict[str, tuple[dict, dict, str]] = {}
+        self.errors: dict[str, str] = {}
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.trials[trial.trial_id] = (dict(trial.config), dict(trial.last_result or {}), "complete")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.trials[trial.trial_id] = (dict(trial.config), dict(trial.last_result or {}), "failed")
+        self.errors[trial.trial_id] = error_reason(trial)
 
 
 def hyperparameter_ranges(space: PbaScheduleSpace) -> dict[str, tuple[float, float]]:
@@ -180,7 +182,9 @@ def run_pbt(context) -> None:
     for trial_id, (config, last, state) in sorted(finished.trials.items()):
         value = last.get(METRIC)
         if state == "failed" or value is None:
-            study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={STATE_ATTR: "failed"}))
+            reason = finished.errors.get(trial_id) or f"reported no {METRIC}"
+            study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL,
+                                                      user_attrs={STATE_ATTR: "failed", ERROR_ATTR: reason}))
             continue
         history = schedule_history(experiment / f"pbt_policy_{trial_id}.txt", config)
         policy = piecewise_policy(space, history, settings.max_epochs, name=f"{request.name}-pbt")

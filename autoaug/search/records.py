@@ -26,6 +26,7 @@ STATE_ATTR = "autoaug_state"
 POLICY_ATTR = "autoaug_policy"
 BASELINE_ATTR = "autoaug_baseline"
 ERROR_ATTR = "autoaug_error"
+RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried
 
 
 def trial_state(trial, max_epochs: int) -> str:
@@ -44,6 +45,17 @@ class RecordingOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._policy_of = policy_of
         self._max_epochs = max_epochs
+        # Tune tells a searcher only *that* a trial failed; the reason comes from the Tune trial,
+        # which the driver's MlflowRecorder holds (`MlflowRecorder.error_of`).
+        self.error_of: Callable[[str], Optional[str]] = lambda trial_id: None
+        self._retries: dict[str, list[str]] = {}
+
+    def record_retry(self, trial_id: str, reason: str) -> None:
+        """A failed attempt that Tune retries (``--max-failures``): its reason, kept on the Optuna trial."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and trial_id not in self._completed_trials:
+            self._retries[trial_id] = [*self._retries.get(trial_id, []), reason]
+            ot_trial.set_user_attr(RETRIES_ATTR, self._retries[trial_id])
 
     def save(self, checkpoint_path: str) -> None:
         """Tune checkpoints its searcher regularly; ours holds live storage handles, and our resume
@@ -71,6 +83,7 @@ class RecordingOptunaSearch(OptunaSearch):
         if ot_trial is not None and trial_id not in self._completed_trials:
             if error:
                 state = "failed"
+                ot_trial.set_user_attr(ERROR_ATTR, self.error_of(trial_id) or "trial failed (Ray Tune gave no reason)")
             elif not result:
                 state = "pruned"
             else:
@@ -136,16 +149,25 @@ class MlflowRecorder(Callback):
         self.track_config = track_config  # PBT: hyper-parameters change mid-trial; log them per epoch
         self.log_config_params = log_config_params  # searched trials: the sampler's params, verbatim
         self.run_ids: dict[str, str] = {}
+        self.trials: dict[str, Any] = {}  # Tune trials by id, for `error_of`
+        self.retries: dict[str, int] = {}
+        self.on_retry: Optional[Callable[[str, str], None]] = None  # (trial id, reason) of a retried attempt
+
+    def error_of(self, trial_id: str) -> Optional[str]:
+        """The failed trial's reason (last line of its error), once Tune has written it."""
+        trial = self.trials.get(trial_id)
+        return error_reason(trial) if trial is not None else None
 
     def __getstate__(self) -> dict:
         # Tune pickles its run config for Tuner.restore, which autoaug never uses (resume reads the
-        # Optuna study); the live client stays out of that pickle.
-        return {**self.__dict__, "client": None}
+        # Optuna study); the live client (and the live trials, hooks) stay out of that pickle.
+        return {**self.__dict__, "client": None, "trials": {}, "on_retry": None}
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         from mlflow.entities import Param, RunTag
 
-        if trial.trial_id in self.run_ids:  # PBT restarted it from a clone: same run, new config
+        self.trials[trial.trial_id] = trial
+        if trial.trial_id in self.run_ids:  # PBT restarted it from a clone, or a retry: same run
             return
         label = self.label_of(trial)
         policy = self.policy_of(trial.config)
@@ -185,6 +207,19 @@ class MlflowRecorder(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial, "failed")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        """Tune retries the trial (``--max-failures``): the failed attempt's reason goes on its run
+        (tag ``autoaug_retries``, artifact ``error_attempt<k>.txt``) and to ``on_retry``; the retry
+        reports from epoch 1 again into the same run."""
+        reason = error_reason(trial)
+        count = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is not None:
+            self.client.set_tag(run_id, "autoaug_retries", str(count))
+            self.client.log_text(run_id, _error_text(trial), f"error_attempt{count}.txt")
+        if self.on_retry is not None:
+            self.on_retry(trial.trial_id, reason)
 
     def _finish(self, trial, state: str) -> None:
         run_id = self.run_ids.pop(trial.trial_id, None)

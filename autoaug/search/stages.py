@@ -57,7 +57,9 @@ class SearchContext:
     def tuner(self, stage: str, *, tune_config, callbacks, param_space: Optional[dict] = None,
               checkpoint_config=None):
         """The `Tuner` of one stage: warm workers unless ``--no-reuse-workers``, Ray's own result
-        loggers off (the driver records what resume and MLflow need), failures recorded, not retried."""
+        loggers off (the driver records what resume and MLflow need); a failed trial (an error, or
+        its worker process lost) is retried from its start ``--max-failures`` times on a fresh
+        worker, then recorded failed, and the stage goes on (``fail_fast`` off)."""
         from ray import tune
 
         tune_config = replace(tune_config, reuse_actors=self.request.reuse_workers)
@@ -65,7 +67,7 @@ class SearchContext:
         run_config = tune.RunConfig(
             name=f"{self.request.name}-{stage}-{int(time.time())}", storage_path=str(self.locations.ray_dir),
             callbacks=[*callbacks, self.accounting], verbose=0, checkpoint_config=checkpoint_config,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+            failure_config=tune.FailureConfig(max_failures=self.request.max_failures, fail_fast=False))
         return tune.Tuner(self.trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
