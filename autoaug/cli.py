@@ -232,6 +232,8 @@ def search(
                             confirm_seeds=confirm_seeds, reuse_workers=reuse_workers, model=model,
                             max_failures=max_failures)
     result = run_search(request, console=stderr)
+    if result.get("error"):  # every searched trial failed: no best policy, exit 1 with the first error
+        raise AutoaugError(result["error"])
     table = Table(title=f"search {name}")
     for column in ("best val accuracy", "best trial", "complete", "stopped early", "failed", "seconds"):
         table.add_column(column)

@@ -227,17 +227,20 @@ def test_failed_trials_are_recorded_with_their_error_in_optuna_and_mlflow(breaki
 def test_a_search_whose_trials_all_fail_exits_1_naming_the_first_error(plugin_dir, tmp_path, capsys):
     workdir = tmp_path / "runs"
     code, out, err = _cli(["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_failing_task",
-                           "--name", "all-fail", "--trials", "2", "--max-epochs", "1", "--sampler", "random",
+                           "--name", "all-fail", "--trials", "1", "--max-epochs", "1", "--sampler", "random",
                            "--scheduler", "none", "--workdir", str(workdir), "--no-calibrate", "--no-confirm",
                            "--no-baselines", "--json"], capsys)
     assert code == 1, err
-    line = _one_line(err)
-    assert "all 2 searched trials failed" in line and "nothing to export" in line, line
-    assert "first error (trial 0): RuntimeError: deliberate failure from the test plug-in" in line, line
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]  # progress lines come first; the verdict is one line, last
+    assert line.startswith("stopped: search all-fail: all 1 searched trials failed, nothing to export"), line
+    assert line.endswith("first error (trial 0): RuntimeError: deliberate failure from the test plug-in"), line
+    # the failed trial's reason was shown as it happened, in one line
+    assert "[search all-fail] trial 0 failed: RuntimeError: deliberate failure from the test plug-in" in err
     assert out == ""  # no JSON result, no best policy
     assert not (workdir / "exports").exists()
     study = _study(workdir, "all-fail")
-    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL]
     assert _parent(workdir, "all-fail").info.status == "FAILED"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autoaug import __version__
-from autoaug.errors import AutoaugError, AutoaugInputError
+from autoaug.errors import AutoaugInputError
 from autoaug.policy import PRESETS, Policy
 from autoaug.search.records import (BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder,
                                     RecordingOptunaSearch, SearchProgress, error_reason)
@@ -111,7 +111,9 @@ class SearchRequest:
 
 
 def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
-    """Run (or resume) a search; returns the JSON result of DESIGN §11.
+    """Run (or resume) a search; returns the JSON result of DESIGN §11. When every searched trial
+    failed, ``result["error"]`` is the one-line reason (the first trial's error) and nothing is
+    exported; it is None otherwise.
 
     Stages, each resumable from the study: calibration (learning rate, trial length, image check),
     baselines, searched trials (or PBT), confirmation of the best candidates on fresh seeds, export."""
@@ -177,13 +179,15 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
             run_pbt(context)
         else:
             _run_searched_trials(context)
-        _check_some_trial_finished(study)
-        if request.confirm and len(study.directions) == 1:  # a two-objective search exports its Pareto front
+        failure = all_failed_message(study)
+        # a two-objective search exports its Pareto front; a search without a finished trial has nothing to confirm
+        if request.confirm and len(study.directions) == 1 and failure is None:
             confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds)
-        status = "FINISHED"
+        status = "FINISHED" if failure is None else "FAILED"
     finally:
         client.set_terminated(parent, status)
-    result = summarize(study, request, locations, experiment_id, cleaned)
+    result = summarize(study, request, locations, experiment_id, cleaned, export=failure is None)
+    result["error"] = failure
     result["n_orphan_runs_marked_killed"] = orphans
     result["seconds"] = time.perf_counter() - started
     result["stage_seconds"] = {stage: round(seconds, 1) for stage, seconds in context.stage_seconds.items()}
@@ -310,22 +314,23 @@ def _close_orphan_runs(client, experiment_id: str, parent: str, study) -> int:
     return killed
 
 
-def _check_some_trial_finished(study) -> None:
-    """A search whose searched trials all failed has nothing to rank or export: stop (exit 1) with the
-    first trial's error, the one to fix first."""
+def all_failed_message(study) -> Optional[str]:
+    """None while some searched trial finished; else the one line a search whose searched trials all
+    failed ends with (it has nothing to rank or export): how many failed and the first trial's error,
+    the one to fix first. The CLI prints it and exits 1."""
     from optuna.trial import TrialState
 
     searched = searched_trials(study)
     if not searched or any(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in searched):
-        return
+        return None
     failed = sorted((trial for trial in searched if trial.state == TrialState.FAIL), key=lambda trial: trial.number)
     # a driver stopped mid-trial says nothing about the trials themselves: name a trial's own error first
     own = [trial for trial in failed if trial.user_attrs.get(ERROR_ATTR) != STALE_REASON] or failed
     first = own[0] if own else None
     reason = (first.user_attrs.get(ERROR_ATTR) or "no error recorded") if first else "no trial finished"
     where = f"trial {first.number}" if first else "the search"
-    raise AutoaugError(f"search {study.study_name}: all {len(searched)} searched trials failed, nothing to export; "
-                       f"first error ({where}): {' '.join(str(reason).split())}")
+    return (f"search {study.study_name}: all {len(searched)} searched trials failed, nothing to export; "
+            f"first error ({where}): {' '.join(str(reason).split())}")
 
 
 def searched_trials(study) -> list:
@@ -498,10 +503,12 @@ def _run_searched_trials(context: SearchContext) -> None:
             space=space.suggest, metric=metric, mode=mode, sampler=_sampler(request, space, len(study.trials)),
             study_name=request.name, storage=study._storage, policy_of=policy_of, max_epochs=epochs,
         )
-        progress = SearchProgress(context.console, remaining, METRIC, f"search {request.name}") if context.console else None
+        label_of = lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}"  # noqa: E731
+        progress = SearchProgress(context.console, remaining, METRIC, f"search {request.name}",
+                                  label_of=label_of) if context.console else None
         recorder = MlflowRecorder(
             context.client, context.experiment_id, context.parent, request.name,
-            label_of=lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}", policy_of=policy_of,
+            label_of=label_of, policy_of=policy_of,
             max_epochs=epochs, on_finished=progress.record if progress else None, log_config_params=True,
         )
         searcher.error_of = recorder.error_of  # the error text reaches Optuna too, not only MLflow
@@ -557,7 +564,8 @@ def _run_baselines(context: SearchContext) -> None:
     def remember(trial, state: str) -> None:
         results[trial.config[BASELINE_KEY]] = (trial, state)
 
-    progress = SearchProgress(context.console, len(todo), METRIC, f"baselines {request.name}") if context.console else None
+    progress = SearchProgress(context.console, len(todo), METRIC, f"baselines {request.name}",
+                              label_of=lambda trial: f"baseline {trial.config[BASELINE_KEY]}") if context.console else None
 
     def finished(trial, state: str) -> None:
         remember(trial, state)
@@ -695,14 +703,16 @@ def pareto_choice(front: list):
     return max(eligible, key=lambda trial: (trial.values[0], trial.values[1], -trial.number))
 
 
-def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0) -> dict[str, Any]:
+def summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int = 0,
+              export: bool = True) -> dict[str, Any]:
+    """The JSON result; ``export=False`` (every searched trial failed): no best trial, nothing exported."""
     from autoaug.search.export import export_best
 
     from optuna.trial import TrialState
 
     searched = searched_trials(study)
     states = [trial.user_attrs.get(STATE_ATTR) for trial in searched]
-    best = best_trial(study)
+    best = best_trial(study) if export else None
     best_path = None
     if best is not None:
         best_path = locations.exports_dir / f"{request.name}-best.yaml"
@@ -727,7 +737,7 @@ def summarize(study, request: SearchRequest, locations: Locations, experiment_id
         "scheduler": request.scheduler,
         "baselines": baselines,
         "baseline_outcomes": baseline_outcomes(study),
-        **(_front_result(study, request, locations) if len(study.directions) > 1 else {}),
+        **(_front_result(study, request, locations) if len(study.directions) > 1 and export else {}),
     }
 
 

@@ -268,8 +268,10 @@ class SearchProgress(Callback):
 
     line_interval_s = 30.0
 
-    def __init__(self, console, total: int, metric: str, label: str) -> None:
+    def __init__(self, console, total: int, metric: str, label: str,
+                 label_of: Optional[Callable[[Any], str]] = None) -> None:
         self.console = console
+        self.label_of = label_of  # a trial's name in the records ("trial 3"), for the line a failure prints
         self.total = total
         self.metric = metric
         self.label = label
@@ -283,7 +285,7 @@ class SearchProgress(Callback):
 
     def __getstate__(self) -> dict:
         # see MlflowRecorder.__getstate__; the live display holds a thread and locks
-        return {**self.__dict__, "console": None, "_progress": None, "_task": None}
+        return {**self.__dict__, "console": None, "_progress": None, "_task": None, "label_of": None}
 
     @property
     def live(self) -> bool:
@@ -311,6 +313,10 @@ class SearchProgress(Callback):
         """A trial ended (``complete`` / ``pruned`` / ``failed``); its final result is its score."""
         self.running.discard(trial.trial_id)
         self.counts[state] += 1
+        if state == "failed" and self.console is not None:  # the reason in one line (Ray's traceback is not shown)
+            name = self.label_of(trial) if self.label_of else f"Ray trial {trial.trial_id}"
+            self.console.print(f"[{self.label}] {name} failed: {error_reason(trial)}", markup=False, highlight=False,
+                               soft_wrap=True)
         value = (trial.last_result or {}).get(self.metric)
         if state == "complete" and isinstance(value, (int, float)) and (self.best is None or value > self.best):
             self.best = float(value)

@@ -121,10 +121,25 @@ def slot_count(request) -> int:
     return max(1, by_cpu)
 
 
+TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
+
+
 def fit_quietly(tuner):
-    """`Tuner.fit` with Tune's own status boxes sent to stderr: stdout carries the JSON result."""
-    with contextlib.redirect_stdout(sys.stderr):
-        return tuner.fit()
+    """`Tuner.fit` with Tune's own status boxes sent to stderr: stdout carries the JSON result. Tune's
+    log of each failed trial (a full traceback) is held back: the reason is one progress line, the
+    whole error is the trial's MLflow artifact ``error.txt``."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in TUNE_ERROR_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return tuner.fit()
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @dataclass
