@@ -3,8 +3,12 @@
 One study name is one search. The Optuna study (in ``--storage``) is the search state: finished
 trials live there, so running the same command again resumes — trials that were running when a
 driver died (Optuna leaves them RUNNING: its heartbeat does not cover ask/tell) are marked failed
-and replaced, and the search stops at exactly ``trials`` finished search trials. A study created
-with another space or task is refused, nothing overwritten.
+and replaced, MLflow child runs it left open are closed (KILLED, or FINISHED when Optuna already
+held the trial finished), and the search stops at exactly ``trials`` finished search trials. A study
+created with another space or task is refused, nothing overwritten; so is a study another live
+driver is running (`autoaug.search.exclusive`). A failed trial (it raised, trained into NaN, ran out
+of memory, or its worker died) is recorded failed with its reason in Optuna and MLflow, or retried
+``--max-failures`` times first; a search whose searched trials all fail ends with that error.
 
 Ray Tune runs the trials (`autoaug.search.trainable.proxy_trial`) with fractional resources; the
 Optuna sampler proposes policies through Ray's `OptunaSearch` (define-by-run); ASHA stops weak trials

@@ -63,8 +63,12 @@ def _sqlite_lock(url: str, name: str) -> Iterator[None]:
         yield  # an in-memory database cannot be shared
         return
     folder = database.parent / ".autoaug-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / f"{_key(name)[:24]}.lock", "a+")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / f"{_key(name)[:24]}.lock", "a+")
+    except OSError as error:
+        raise AutoaugInputError(f"--storage {url}: cannot create the study's lock file in {folder} "
+                                f"({error.strerror or error})") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
