@@ -7,12 +7,14 @@ whole process group: the driver and its Ray processes) at a moment of one of fou
 
 - ``ray-startup``: Ray's ``gcs_server`` has appeared in the driver's process group and no trial has
   started yet in this run; the kill comes after a random delay (cut short when the first trial starts).
-- ``mid-trial``: a trial of this run is RUNNING in the Optuna study; random delay within a trial's length.
+- ``mid-trial``: a trial of this run is RUNNING in the Optuna study; then a random delay of up to 2.5
+  trial lengths (so some kills come after trials of this run finished).
 - ``mlflow-write``: a trial of this run is RUNNING and MLflow's SQLite store is being written (its
   rollback journal ``mlflow.db-journal`` exists, or the database just changed); the kill comes at the
   k-th such write seen (k random in 1..4).
-- ``export``: every trial is finished in the study, so the driver is summarising and writing the
-  exported policy; random delay in 0..0.3 s.
+- ``export``: every trial is finished in the study and the driver is writing the exported policy
+  (its temporary file exists: the kill lands mid-write) or has just replaced it (the kill lands while
+  the driver logs the parent run's last metrics and prints the result).
 
 After each kill the study's finished trials are read (SQLite, read-only). After the final run:
 
@@ -143,6 +145,14 @@ def trials(workdir: Path, name: str) -> dict[int, dict]:
         return {}
 
 
+def file_signature(path: Path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def finished(snapshot: dict) -> dict:
     return {number: trial for number, trial in snapshot.items() if trial["state"] in ("COMPLETE", "PRUNED")}
 
@@ -151,6 +161,8 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
                     estimates: dict, started: float) -> str | None:
     """Block until the moment of ``phase`` in this run and return what was seen (None: the run ended first)."""
     known = set(trials(workdir, args.name))
+    export = workdir / "exports" / f"{args.name}-best.yaml"
+    export_before = file_signature(export)
     journal, database = workdir / "mlflow.db-journal", workdir / "mlflow.db"
     delay_until = None
     writes_wanted, writes_seen, last_mtime = rng.randint(1, 4), 0, None
@@ -167,7 +179,8 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
         elif phase == "mid-trial":
             running = [n for n, t in trials(workdir, args.name).items() if t["state"] == "RUNNING" and n not in known]
             if delay_until is None and running:
-                delay_until = now + rng.uniform(0, estimates["trial_seconds"])
+                # up to 2.5 trial lengths: some kills come after trials of this run have finished
+                delay_until = now + rng.uniform(0, 2.5 * estimates["trial_seconds"])
             if delay_until is not None and now >= delay_until:
                 states = {n: t["state"] for n, t in trials(workdir, args.name).items() if n not in known}
                 return f"trials of this run: {states}"
@@ -188,12 +201,18 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
                 time.sleep(0.002)  # a write lasts milliseconds
                 continue
         elif phase == "export":
-            done = len(finished(trials(workdir, args.name)))
-            if delay_until is None and done >= args.trials:
-                delay_until = now + rng.uniform(0, 0.3)
-            if delay_until is not None and now >= delay_until:
-                exported = list((workdir / "exports").glob("*")) if (workdir / "exports").exists() else []
-                return f"all {done} trials finished, summary/export under way ({len(exported)} export files present)"
+            # armed once the study is complete; fires when the export is being written (its temporary
+            # file exists) or has just been replaced (the driver is then logging the parent run's last
+            # metrics and printing the result)
+            if delay_until is None and len(finished(trials(workdir, args.name))) >= args.trials:
+                delay_until = now
+            if delay_until is not None:
+                if list(export.parent.glob(f".{export.name}.*.tmp")):
+                    return "export file being written (its temporary file exists)"
+                if file_signature(export) != export_before:
+                    return "export file just replaced; summary and parent-run records under way"
+                time.sleep(0.002)
+                continue
         time.sleep(POLL_S)
     return None
 
@@ -221,8 +240,9 @@ def mlflow_runs(workdir: Path) -> list[dict]:
 
 
 def final_checks(args, workdir: Path, code: int, result: dict | None, kills: list[Kill],
-                 reference: dict) -> tuple[list[str], str]:
-    """Checks 1-5 of the module docstring: (problems, export verdict)."""
+                 reference: dict, stats: dict) -> tuple[list[str], str]:
+    """Checks 1-5 of the module docstring: (problems, export verdict); ``stats`` gets the number of
+    child runs closed KILLED over the episode."""
     problems = []
     if code != 0 or result is None:
         return [f"final run exited {code}"], "no export"
@@ -249,6 +269,7 @@ def final_checks(args, workdir: Path, code: int, result: dict | None, kills: lis
     finished_labels = sorted(run["tags"].get("autoaug_trial") for run in children if run["status"] == "FINISHED")
     if finished_labels != sorted(f"trial {number}" for number in done):
         problems.append(f"MLflow FINISHED child runs {finished_labels} != finished trials {sorted(done)}")
+    stats["orphan_runs_killed"] = sum(run["status"] == "KILLED" for run in children)
     for run in children:
         if run["status"] == "KILLED":
             number = int(run["tags"].get("autoaug_trial", "trial -1").split()[-1])
@@ -334,15 +355,16 @@ def main() -> int:
             print(f"  episode {episode} kill {len(kills) + len(episode_kills)}: {phase} at {kill.seconds_after_start:.1f} s "
                   f"({seen}); {len(kill.finished_before)} trials finished so far", flush=True)
         code, result, seconds = run_to_end(args, workdir, plugin, folder / f"episode{episode}-final")
-        problems, export = final_checks(args, workdir, code, result, episode_kills, reference)
+        stats: dict = {}
+        problems, export = final_checks(args, workdir, code, result, episode_kills, reference, stats)
         survived = 0
         for kill in episode_kills:
             kill.preserved = kill.preserved and not problems
             survived += kill.preserved
         episode_results.append((episode, len(episode_kills), survived, export, problems, result))
         kills += episode_kills
-        extra = "" if result is None else (f", {result['n_failed']} failed (killed mid-trial), "
-                                           f"{result['n_orphan_runs_marked_killed']} orphan runs marked KILLED")
+        extra = "" if result is None else (f", {result['n_failed']} trials failed (killed mid-trial), "
+                                           f"{stats.get('orphan_runs_killed', 0)} orphan MLflow runs closed KILLED")
         print(f"episode {episode}: final run exit {code} in {seconds:.0f} s{extra}; export {export}; "
               f"{'OK' if not problems else 'PROBLEMS: ' + '; '.join(problems)}", flush=True)
 
