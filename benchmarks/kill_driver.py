@@ -181,7 +181,7 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
             if delay_until is None and running:
                 # up to 2.5 trial lengths: some kills come after trials of this run have finished
                 delay_until = now + rng.uniform(0, 2.5 * estimates["trial_seconds"])
-            if delay_until is not None and now >= delay_until:
+            if delay_until is not None and now >= delay_until and running:  # a trial is running at the kill
                 states = {n: t["state"] for n, t in trials(workdir, args.name).items() if n not in known}
                 return f"trials of this run: {states}"
         elif phase == "mlflow-write":
