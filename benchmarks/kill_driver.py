@@ -163,6 +163,7 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
     known = set(trials(workdir, args.name))
     export = workdir / "exports" / f"{args.name}-best.yaml"
     export_before = file_signature(export)
+    temporaries_before = set(export.parent.glob(f".{export.name}.*.tmp"))  # a killed export's leftovers
     journal, database = workdir / "mlflow.db-journal", workdir / "mlflow.db"
     delay_until = None
     writes_wanted, writes_seen, last_mtime = rng.randint(1, 4), 0, None
@@ -207,7 +208,7 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
             if delay_until is None and len(finished(trials(workdir, args.name))) >= args.trials:
                 delay_until = now
             if delay_until is not None:
-                if list(export.parent.glob(f".{export.name}.*.tmp")):
+                if set(export.parent.glob(f".{export.name}.*.tmp")) - temporaries_before:
                     return "export file being written (its temporary file exists)"
                 if file_signature(export) != export_before:
                     return "export file just replaced; summary and parent-run records under way"
@@ -277,6 +278,9 @@ def final_checks(args, workdir: Path, code: int, result: dict | None, kills: lis
             if trial is None or trial["state"] != "FAIL" or trial["error"] != STALE_REASON:
                 problems.append(f"KILLED run of trial {number} whose Optuna trial is {trial and trial['state']}")
     export = Path(result["best_policy_path"]) if result.get("best_policy_path") else None
+    leftovers = list((workdir / "exports").glob(".*.tmp")) if (workdir / "exports").is_dir() else []
+    if leftovers:
+        problems.append(f"temporary export files left behind: {[path.name for path in leftovers]}")
     if export is None or not export.is_file():
         return problems + ["no exported policy"], "no export"
     try:

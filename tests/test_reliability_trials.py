@@ -381,6 +381,11 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
     open_runs = set(_running_child_runs(workdir))
     assert stale and open_runs
 
+    # What a driver killed mid-export leaves (export writes a temporary file, then renames it).
+    (workdir / "exports").mkdir(exist_ok=True)
+    leftover = workdir / "exports" / ".shared-best.yaml.x1y2z3.tmp"
+    leftover.write_text("name: trunc")
+
     # The same command again: the dead driver's lock is gone, its trials and runs are closed.
     code, out, err = _cli(args, capsys)
     assert code == 0, err
@@ -400,6 +405,7 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
         assert tags["autoaug_state"] == "killed" and "driver stopped" in tags["autoaug_error"]
         assert after[int(label.split()[-1])].state == TrialState.FAIL
     assert _parent(workdir, "shared").info.status == "FINISHED"
+    assert not leftover.exists() and (workdir / "exports" / "shared-best.yaml").is_file()
 
 
 # ====================================================================== export

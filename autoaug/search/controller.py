@@ -717,11 +717,16 @@ def summarize(study, request: SearchRequest, locations: Locations, experiment_id
     searched = searched_trials(study)
     states = [trial.user_attrs.get(STATE_ATTR) for trial in searched]
     best = best_trial(study) if export else None
-    best_path = None
+    best_path = locations.exports_dir / f"{request.name}-best.yaml"
+    # a driver killed while exporting leaves its temporary file (export._write); this driver holds the
+    # study (`exclusive`), so any temporary of this export is such a leftover
+    for leftover in best_path.parent.glob(f".{best_path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     if best is not None:
-        best_path = locations.exports_dir / f"{request.name}-best.yaml"
         locations.exports_dir.mkdir(parents=True, exist_ok=True)
         export_best(study, best_path)  # the confirmed winner when the search confirmed, else `best`
+    else:
+        best_path = None
     baselines = {trial.user_attrs[BASELINE_ATTR]: (trial.values[0] if trial.values else None)
                  for trial in study.get_trials(deepcopy=False) if BASELINE_ATTR in trial.user_attrs}
     return {
