@@ -341,8 +341,9 @@ def main() -> int:
         workdir = folder / f"episode{episode}"
         wanted = min(args.kills_per_episode, args.kills - len(kills))
         # kills that need trials still to run come first, those at export last (a finished study has no trials to kill)
-        plan = sorted((rng.choice(PHASES) if i else PHASES[(episode - 1) % len(PHASES)] for i in range(wanted)),
-                      key=lambda phase: phase == "export")
+        # the kinds of moment take turns over all kills (N/4 each), in a random order within the episode
+        kinds = [PHASES[(len(kills) + episode + i) % len(PHASES)] for i in range(wanted)]
+        plan = sorted(rng.sample(kinds, len(kinds)), key=lambda phase: phase == "export")
         episode_kills: list[Kill] = []
         for attempt, phase in enumerate(plan):
             log = folder / f"episode{episode}-run{attempt}"
