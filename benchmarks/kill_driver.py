@@ -7,8 +7,8 @@ whole process group: the driver and its Ray processes) at a moment of one of fou
 
 - ``ray-startup``: Ray's ``gcs_server`` has appeared in the driver's process group and no trial has
   started yet in this run; the kill comes after a random delay (cut short when the first trial starts).
-- ``mid-trial``: a trial of this run is RUNNING in the Optuna study; then a random delay of up to 2.5
-  trial lengths (so some kills come after trials of this run finished).
+- ``mid-trial``: a trial of this run is RUNNING in the Optuna study; then a random delay of up to 1.2
+  trial lengths (so some kills come after a trial of this run finished), at a moment a trial runs.
 - ``mlflow-write``: a trial of this run is RUNNING and MLflow's SQLite store is being written (its
   rollback journal ``mlflow.db-journal`` exists, or the database just changed); the kill comes at the
   k-th such write seen (k random in 1..4).
@@ -180,8 +180,8 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
         elif phase == "mid-trial":
             running = [n for n, t in trials(workdir, args.name).items() if t["state"] == "RUNNING" and n not in known]
             if delay_until is None and running:
-                # up to 2.5 trial lengths: some kills come after trials of this run have finished
-                delay_until = now + rng.uniform(0, 2.5 * estimates["trial_seconds"])
+                # up to 1.2 trial lengths: some kills come after a trial of this run has finished
+                delay_until = now + rng.uniform(0, 1.2 * estimates["trial_seconds"])
             if delay_until is not None and now >= delay_until and running:  # a trial is running at the kill
                 states = {n: t["state"] for n, t in trials(workdir, args.name).items() if n not in known}
                 return f"trials of this run: {states}"
@@ -343,7 +343,9 @@ def main() -> int:
         # kills that need trials still to run come first, those at export last (a finished study has no trials to kill)
         # the kinds of moment take turns over all kills (N/4 each), in a random order within the episode
         kinds = [PHASES[(len(kills) + episode + i) % len(PHASES)] for i in range(wanted)]
-        plan = sorted(rng.sample(kinds, len(kinds)), key=lambda phase: phase == "export")
+        # kills that need trials still to run first, the export last (a finished study has no trials to kill)
+        order = {"mid-trial": 0, "mlflow-write": 0, "ray-startup": 1, "export": 2}
+        plan = sorted(rng.sample(kinds, len(kinds)), key=order.get)
         episode_kills: list[Kill] = []
         for attempt, phase in enumerate(plan):
             log = folder / f"episode{episode}-run{attempt}"
