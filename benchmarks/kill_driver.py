@@ -340,7 +340,6 @@ def main() -> int:
         episode += 1
         workdir = folder / f"episode{episode}"
         wanted = min(args.kills_per_episode, args.kills - len(kills))
-        # kills that need trials still to run come first, those at export last (a finished study has no trials to kill)
         # the kinds of moment take turns over all kills (N/4 each), in a random order within the episode
         kinds = [PHASES[(len(kills) + episode + i) % len(PHASES)] for i in range(wanted)]
         # kills that need trials still to run first, the export last (a finished study has no trials to kill)
