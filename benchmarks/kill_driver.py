@@ -10,8 +10,8 @@ whole process group: the driver and its Ray processes) at a moment of one of fou
 - ``mid-trial``: a trial of this run is RUNNING in the Optuna study; then a random delay of up to 1.2
   trial lengths (so some kills come after a trial of this run finished), at a moment a trial runs.
 - ``mlflow-write``: a trial of this run is RUNNING and MLflow's SQLite store is being written (its
-  rollback journal ``mlflow.db-journal`` exists, or the database just changed); the kill comes at the
-  k-th such write seen (k random in 1..4).
+  rollback journal ``mlflow.db-journal`` exists, or the database or its write-ahead log
+  ``mlflow.db-wal`` just changed); the kill comes at the k-th such write seen (k random in 1..4).
 - ``export``: every trial is finished in the study and the driver is writing the exported policy
   (its temporary file exists: the kill lands mid-write) or has just replaced it (the kill lands while
   the driver logs the parent run's last metrics and prints the result).
@@ -165,6 +165,8 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
     export_before = file_signature(export)
     temporaries_before = set(export.parent.glob(f".{export.name}.*.tmp"))  # a killed export's leftovers
     journal, database = workdir / "mlflow.db-journal", workdir / "mlflow.db"
+    # SQLite in WAL mode (storage/) writes to mlflow.db-wal; in rollback mode a journal exists mid-write
+    store_files = (database, workdir / "mlflow.db-wal")
     delay_until = None
     writes_wanted, writes_seen, last_mtime = rng.randint(1, 4), 0, None
     while process.poll() is None:
@@ -189,10 +191,10 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
             if delay_until is None:  # armed once a trial of this run is running
                 if any(t["state"] == "RUNNING" and n not in known for n, t in trials(workdir, args.name).items()):
                     delay_until = now
-                    last_mtime = database.stat().st_mtime_ns if database.exists() else None
+                    last_mtime = [file_signature(path) for path in store_files]
             else:
                 in_journal = journal.exists()
-                mtime = database.stat().st_mtime_ns if database.exists() else None
+                mtime = [file_signature(path) for path in store_files]
                 if in_journal or mtime != last_mtime:
                     writes_seen += 1
                     last_mtime = mtime
