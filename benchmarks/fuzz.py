@@ -45,7 +45,7 @@ def _signature(error: BaseException) -> str:
     """A failure's group: its type and message with paths and numbers blanked."""
     text = str(error).splitlines()[0] if str(error).strip() else ""
     text = re.sub(r"/tmp/[^\s:'\"]*", "<tmp>", text)
-    text = re.sub(r"\d+", "N", text)
+    text = re.sub(r"0x[0-9a-fA-F]+|\\x[0-9a-fA-F]{2}|\d+", "N", text)
     return f"{type(error).__name__}: {text[:160]}"
 
 

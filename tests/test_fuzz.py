@@ -28,6 +28,7 @@ with many more examples and counts the cases that break the property.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -55,6 +56,9 @@ from autoaug.policy.schema import PolicyError, validate_policy
 
 OP_NAMES = tuple(ops.names())
 STAGE_OF = {name: ops.op_class(name).stage for name in OP_NAMES}
+# Each op's constructor options (``options:`` of a policy entry), e.g. magnitude_range, fill, block_size.
+OPTIONS_OF = {name: tuple(parameter for parameter in inspect.signature(ops.op_class(name).__init__).parameters
+                          if parameter not in ("self", "args", "kwargs")) for name in OP_NAMES}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -109,6 +113,8 @@ json_values = st.recursive(scalars, lambda children: st.lists(children, max_size
                            | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=10)
 replacements = st.one_of(st.sampled_from(INTERESTING), json_values)
 unit = st.floats(0.0, 1.0)
+option_values = st.one_of(st.sampled_from((0, 1, 2, 3, 0.25, 0.5, [0.0, 1.0], [0.2, 0.5], [0.5, 0.2], [1, 2], "mask",
+                                           "random", "zero", "mean", "noise", "beta", "head", "tail")), replacements)
 
 
 def _locations(document: Any, path: tuple = ()) -> list[tuple]:
@@ -161,6 +167,12 @@ def mutated(draw, base: st.SearchStrategy) -> Any:
     return document
 
 
+YAML_SNIPPETS = ("2024-13-01", "2024-02-30 25:61:00", "!!python/object/apply:os.system ['true']", "!!binary AAA",
+                 "!!set {a, b}", "&a [*a]", "*undefined", "{<<: 1}", "!!float abc", "!!int 0x", "!!timestamp x",
+                 "\t- a", "'unterminated", "{a: 1, a: 2}", "[1, 2", "!!omap [a]", "1_000", "0o17", ".inf", "~",
+                 "@reserved", "!!str", "? [a]", "|\n  block\n", "!custom tag", "0x_", "1e1000", "-.nan")
+
+
 @dataclass(frozen=True)
 class FileCase:
     """A file to write: its name (the suffix picks the reader) and its bytes."""
@@ -187,8 +199,8 @@ def document_files(draw, documents: st.SearchStrategy, suffixes: tuple[str, ...]
     else:
         text = yaml.safe_dump(document, allow_unicode=draw(st.booleans()), sort_keys=draw(st.booleans()))
     content = text.encode("utf-8")
-    corruption = draw(st.sampled_from(("none", "none", "none", "truncate", "insert", "random_text",
-                                       "random_bytes", "deep", "latin1")))
+    corruption = draw(st.sampled_from(("none",) * 8 + ("truncate", "insert", "random_text", "random_bytes",
+                                                       "deep", "latin1", "yaml_snippet")))
     if corruption == "truncate":
         content = content[:draw(st.integers(0, max(len(content) - 1, 0)))]
     elif corruption == "insert":
@@ -199,9 +211,11 @@ def document_files(draw, documents: st.SearchStrategy, suffixes: tuple[str, ...]
     elif corruption == "random_bytes":
         content = draw(st.binary(max_size=60))
     elif corruption == "deep":  # nesting far past Python's recursion limit
-        depth = draw(st.integers(10, 4000))
+        depth = draw(st.integers(10, 1200))  # past the recursion limit already; PyYAML's scanner is quadratic
         opener, closer = draw(st.sampled_from((("[", "]"), ("{a: ", "}"), ('{"a": ', "}"))))
         content = (opener * depth + "1" + closer * depth).encode()
+    elif corruption == "yaml_snippet":  # YAML that parses into surprises (or fails while constructing)
+        content += f"\n{draw(st.sampled_from(('x', 'name', 'kind', 'entries')))}: {draw(st.sampled_from(YAML_SNIPPETS))}\n".encode()
     elif corruption == "latin1":
         content = text.encode("utf-8", "replace").replace(b"e", b"\xe9")
     return FileCase(name=draw(st.sampled_from(("policy", "my policy", "p.v2"))) + suffix, content=content)
@@ -234,6 +248,10 @@ def valid_policies(draw) -> dict:
     names = draw(st.lists(st.sampled_from(OP_NAMES), unique=True, max_size=5))
     entries = [{"op": name, "p": draw(unit), "magnitude": draw(unit), "schedule": draw(schedules()),
                 "schedule_p": draw(st.booleans())} for name in sorted(names, key=lambda n: STAGES.index(STAGE_OF[n]))]
+    for entry in entries:
+        if OPTIONS_OF[entry["op"]] and draw(st.integers(0, 3)) == 0:
+            chosen = draw(st.lists(st.sampled_from(OPTIONS_OF[entry["op"]]), unique=True, min_size=1, max_size=2))
+            entry["options"] = {name: draw(option_values) for name in chosen}
     document = {
         "schema_version": 1,
         "name": draw(st.text(max_size=12)),
@@ -253,7 +271,8 @@ def valid_policies(draw) -> dict:
     return document
 
 
-policy_documents = st.one_of(valid_policies(), mutated(valid_policies()), mutated(valid_policies()), json_values)
+policy_documents = st.one_of(valid_policies(), valid_policies(), mutated(valid_policies()), mutated(valid_policies()),
+                             json_values)
 policy_files = document_files(policy_documents, (".yaml", ".json", ".yml"))
 
 
@@ -269,7 +288,19 @@ def check_policy_file(case: FileCase) -> str:
             for entry in policy.config.entries:
                 values = entry.schedule.curve(7)
                 assert all(0.0 <= value <= 1.0 for value in values), f"schedule left [0, 1]: {values}"
+            apply_every_stage(policy)
         return outcome
+
+
+def apply_every_stage(policy: Policy) -> None:
+    """Run an accepted policy on a small synthetic batch of each of its stages (what training does)."""
+    from autoaug.synthetic import example_batch
+
+    for stage in policy.stages:
+        batch = example_batch(batch_size=4, grid=4, patch_dim=12, text_len=12, num_frames=2, with_saliency=True,
+                              with_alignment=True, image_size=32 if stage == "pixel" else None,
+                              embed_dim=16 if stage == "embedding" else None, seed=0)
+        policy(batch, step=1, total_steps=2, stage=stage)
 
 
 @given(policy_files)
@@ -315,7 +346,7 @@ def valid_spaces(draw) -> dict:
     return document
 
 
-space_documents = st.one_of(valid_spaces(), mutated(valid_spaces()), mutated(valid_spaces()), json_values)
+space_documents = st.one_of(valid_spaces(), valid_spaces(), mutated(valid_spaces()), mutated(valid_spaces()), json_values)
 space_files = document_files(space_documents, (".yaml",))
 
 
@@ -404,8 +435,12 @@ class ParquetFile:
     name: str
     columns: tuple[tuple[str, str], ...]
     rows: tuple[tuple, ...]  # one value per column; images are kinds of `image_bytes`, or ("path", kind)
-    class_label_names: Optional[tuple] = None  # Hugging Face ClassLabel metadata of `label`
+    class_label_names: Any = None  # Hugging Face ClassLabel names of `label` (a tuple, or something else)
     corruption: tuple = ("none",)
+
+    @property
+    def label_metadata(self) -> bool:
+        return ("label", "int64_classlabel") in self.columns
 
 
 @dataclass(frozen=True)
@@ -422,6 +457,10 @@ IMAGE_TYPES = ("struct", "struct", "struct", "struct_bytes", "struct_path", "str
 TEXT_TYPES = ("string", "string", "large_string", "int64", "binary")
 LABEL_TYPES = ("string", "string", "int64", "int64_classlabel", "float64", "bool")
 SPLIT_TYPES = ("absent", "absent", "string", "string", "int64")
+FOLDER_LAYOUTS = (("part-0.parquet",), ("part-0.parquet", "part-1.parquet"),
+                  ("train-00000-of-00001.parquet", "test-00000-of-00001.parquet"),
+                  ("data/train-0.parquet", "data/validation-0.parquet", "data/test-0.parquet"),
+                  ("train/part-0.parquet", "train/part-1.parquet"))
 FOLDER_NAMES = ("part-0.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet",
                 "test-00000-of-00001.parquet", "data/train-0.parquet", "train/part-0.parquet", "test/part-1.parquet",
                 "dev.parquet", "notes.txt", "shard.tar")
@@ -448,7 +487,8 @@ def parquet_files(draw, name: str) -> ParquetFile:
         for column, kind in columns:
             if column == "image":
                 if kind.startswith("struct"):
-                    path_kind = draw(st.sampled_from(("bytes", "bytes", "path", "missing_path", "both", "neither")))
+                    path_kind = draw(st.sampled_from(("bytes", "path") if clean else
+                                                     ("bytes", "bytes", "path", "missing_path", "both", "neither")))
                     image = draw(st.sampled_from(IMAGE_KINDS[:2] if clean else IMAGE_KINDS))
                     row.append((path_kind, "png" if clean else image))
                 else:
@@ -467,8 +507,9 @@ def parquet_files(draw, name: str) -> ParquetFile:
                 row.append(draw(st.text(max_size=4)))
         rows.append(tuple(row))
     names = None
-    if label_type == "int64_classlabel":
-        names = tuple(draw(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=4)))
+    if label_type == "int64_classlabel":  # the names, or metadata that is not a list of names
+        names = draw(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=4).map(tuple)
+                     | st.sampled_from((5, "abc", None, {"a": 1}, [], [None, 1], [[1]])))
     corruption = ("none",)
     if not clean and draw(st.integers(0, 4)) == 0:
         corruption = (draw(st.sampled_from(("truncate", "zero_bytes", "garbage", "flip"))), draw(unit))
@@ -479,7 +520,7 @@ def parquet_files(draw, name: str) -> ParquetFile:
 def parquet_cases(draw) -> DataCase:
     if draw(st.booleans()):
         return DataCase(files=(draw(parquet_files("data.parquet")),), as_folder=False)
-    names = draw(st.lists(st.sampled_from(FOLDER_NAMES), unique=True, min_size=0, max_size=3))
+    names = draw(st.sampled_from(FOLDER_LAYOUTS) | st.lists(st.sampled_from(FOLDER_NAMES), unique=True, max_size=3))
     files = tuple(draw(parquet_files(name)) for name in names)
     return DataCase(files=files, as_folder=True)
 
@@ -491,8 +532,8 @@ def _arrow_value(column: str, kind: str, value: Any, folder: Path, row: int) -> 
         data = image_bytes(image_kind)
         if kind == "struct_other":
             return {"foo": row}
-        if kind == "struct_wrong_types":
-            return {"bytes": "text, not bytes", "path": row}
+        if kind == "struct_wrong_types":  # bytes as text, path as a number (null bytes: the path is read)
+            return {"bytes": None if row % 2 else "text, not bytes", "path": row}
         if not kind.startswith("struct"):
             if kind == "string":
                 return None if data is None else data.decode("latin-1")
@@ -572,8 +613,9 @@ def write_parquet(spec: ParquetFile, path: Path) -> None:
         values = [_arrow_value(column, kind, row[position], path.parent, index) for index, row in enumerate(spec.rows)]
         arrays.append(pa.array(values, type=_arrow_type(column, kind)))
     schema = pa.schema([pa.field(column, array.type) for (column, _), array in zip(spec.columns, arrays)])
-    if spec.class_label_names is not None:
-        features = {"label": {"_type": "ClassLabel", "names": list(spec.class_label_names)}}
+    if spec.label_metadata:
+        names = spec.class_label_names
+        features = {"label": {"_type": "ClassLabel", "names": list(names) if isinstance(names, tuple) else names}}
         schema = schema.with_metadata({b"huggingface": json.dumps({"info": {"features": features}}).encode()})
     table = pa.Table.from_arrays(arrays, schema=schema)
     buffer = io.BytesIO()
@@ -643,13 +685,14 @@ def member_bytes(kind: str, value: Any) -> bytes:
 @st.composite
 def shards(draw, name: str) -> Shard:
     clean = draw(st.booleans())
+    labels_in_json = draw(st.booleans())  # a clean shard gives every sample a split, or none
     members = []
     for index in range(draw(st.integers(0, 14))):
         key = f"sample{index:03d}" if clean or draw(st.integers(0, 5)) else draw(st.sampled_from(
             ("a.b", "dir/x", "", "sample000", ".hidden", "UPPER")))
         if clean:
             members += [(f"{key}.png", "image", "png"), (f"{key}.txt", "text", draw(clean_texts))]
-            if draw(st.booleans()):
+            if not labels_in_json:
                 members.append((f"{key}.cls", "text", LABELS[index % 2]))
             else:
                 members.append((f"{key}.json", "json", {"label": LABELS[index % 2],

@@ -31,7 +31,7 @@ from autoaug.errors import AutoaugInputError
 from autoaug.ops import sampling
 from autoaug.ops.base import STAGES, Params
 from autoaug.policy.counting import EntryCounts
-from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, validate_policy
+from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, read_document, validate_policy
 
 PRESETS = ("none", "conservative", "moderate", "aggressive", "trivial", "randaugment")
 
@@ -85,12 +85,7 @@ class Policy:
             raise PolicyError(
                 f"{path_or_preset}: no such policy file, and not a preset (presets: {', '.join(PRESETS)})"
             )
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
-            raise PolicyError(f"{path}: cannot be read as a policy: {_first_line(error)}") from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_document(path, PolicyError, "a policy"), source=path)
 
     @classmethod
     def from_dict(cls, data: Any, source: Union[str, Path] = "<dict>") -> "Policy":
