@@ -830,19 +830,57 @@ OUT_PATHS = ("{tmp}/out.yaml", "{tmp}/out.json", "{tmp}/out", "{tmp}/out.txt", "
              "{tmp}/existing.yaml", "{tmp}/afile/out.yaml", "/dev/full", "", "{tmp}/out.yaml/")
 
 
+STORAGE_PLACES = ("workdir", "workdir", "missing_workdir", "storage_bad_url", "storage_new_sqlite")
+
+
+def _records_flags(draw, places: tuple[str, ...]) -> list[str]:
+    """Where a reading command looks for the search records: the fuzz workdir, a missing one, a bad
+    storage URL, or a SQLite URL whose file does not exist yet."""
+    where = draw(st.sampled_from(places))
+    return {"workdir": ["--workdir", "{workdir}"], "missing_workdir": ["--workdir", "{tmp}/nowhere"],
+            "storage_new_sqlite": ["--storage", "sqlite:///{tmp}/fresh.db"],
+            "storage_bad_url": ["--storage", draw(st.sampled_from(("notaurl", "foo://x", "sqlite://")) | text_values)],
+            }[where]
+
+
 @st.composite
-def export_commands(draw) -> CliCase:
+def export_commands(draw, places: tuple[str, ...] = STORAGE_PLACES) -> CliCase:
     out = draw(st.sampled_from(OUT_PATHS))
     argv = ["export", "--name", draw(st.sampled_from(("fuzz", "fuzz", "fuzz-empty", "nope")) | text_values), "--out", out]
-    where = draw(st.sampled_from(("workdir", "workdir", "missing_workdir", "storage_new_sqlite", "storage_bad_url")))
-    argv += {"workdir": ["--workdir", "{workdir}"], "missing_workdir": ["--workdir", "{tmp}/nowhere"],
-             "storage_new_sqlite": ["--storage", "sqlite:///{tmp}/fresh.db"],
-             "storage_bad_url": ["--storage", draw(st.sampled_from(("notaurl", "foo://x", "sqlite://")) | text_values)]}[where]
+    argv += _records_flags(draw, places)
     if draw(st.booleans()):
         argv += ["--trial", str(draw(st.integers(-2, 6)))]
     if draw(st.booleans()):
         argv.append("--json")
     return CliCase(tuple(argv), out=out)
+
+
+@st.composite
+def report_commands(draw, places: tuple[str, ...] = STORAGE_PLACES) -> CliCase:
+    """`autoaug report` on a study that is not there (a real report takes seconds: the suite's
+    dashboard tests cover it); the report file must not appear."""
+    out = draw(st.sampled_from(("{tmp}/report.html", "{tmp}/new/report.html", "{tmp}/existing.yaml")))
+    name = draw(st.sampled_from(("nope", "fuzz-typo")) | text_values.filter(lambda value: not value.startswith("fuzz")))
+    return CliCase(("report", "--name", name, "--out", out, *_records_flags(draw, places)), out=out)
+
+
+# Command lines Click itself refuses (an unknown flag or command, a missing option or value, a value of
+# the wrong type): exit 2 and, like every input error, one line.
+USAGE_MISTAKES = (("ops", "--bogus"), ("ops", "--stage"), ("export", "--name", "x"), ("export", "--out", "x.yaml"),
+                  ("export", "--name", "x", "--out", "y.yaml", "--trial", "abc"), ("search", "--space", "vlm_default"),
+                  ("search", "--space", "vlm_default", "--name", "s", "--trials", "many"),
+                  ("search", "--space", "vlm_default", "--name", "s", "--cpus-per-trial", "half"),
+                  ("train", "--task", "shapes-vqa", "--seed", "1.5"), ("train", "--max-epochs", ""),
+                  ("ui", "--port", "http"), ("report", "--name", "x"), ("nocommand",), ("show",),
+                  ("show", "a", "b"), ("--json",), ("ops", "--json=yes"))
+
+
+@st.composite
+def usage_mistakes(draw) -> CliCase:
+    argv = list(draw(st.sampled_from(USAGE_MISTAKES)))
+    if draw(st.booleans()):  # and an unknown flag on top, somewhere
+        argv.insert(draw(st.integers(1, len(argv))), draw(st.sampled_from(("--nope", "-x", "--Trials"))))
+    return CliCase(tuple(argv))
 
 
 # Each flag value here is refused before any data is read or any run starts, so a search or a training
@@ -888,9 +926,17 @@ def poisoned_commands(draw, command: str, poisons: tuple, flags: dict) -> CliCas
     return CliCase(tuple(argv))
 
 
-cli_commands = st.one_of(ops_commands(), show_commands(), export_commands(), export_commands(),
+cli_commands = st.one_of(ops_commands(), show_commands(), export_commands(), export_commands(), report_commands(),
                          poisoned_commands("search", SEARCH_POISONS, SEARCH_FLAGS),
-                         poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS))
+                         poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS), usage_mistakes())
+# What the suite's CLI fuzz leaves to the two xfail tests below until the lead applies the patches named
+# there: Click's multi-line usage errors, and a reading command that creates the SQLite file it was
+# pointed at. The benchmark (`BOUNDARIES["cli"]`) runs everything.
+PLACES_WITHOUT_NEW_SQLITE = tuple(place for place in STORAGE_PLACES if place != "storage_new_sqlite")
+cli_commands_fixed_here = st.one_of(ops_commands(), show_commands(), export_commands(PLACES_WITHOUT_NEW_SQLITE),
+                                    export_commands(PLACES_WITHOUT_NEW_SQLITE), report_commands(PLACES_WITHOUT_NEW_SQLITE),
+                                    poisoned_commands("search", SEARCH_POISONS, SEARCH_FLAGS),
+                                    poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS))
 
 
 def _files_under(folder: Path) -> dict[str, bytes]:
@@ -933,10 +979,32 @@ def check_cli_case(case: CliCase) -> str:
         return "refused"
 
 
-@given(cli_commands)
+@given(cli_commands_fixed_here)
 @fuzz_settings(120)
 def test_fuzz_cli_commands(case):
     check_cli_case(case)
+
+
+CLI_PATCH = "needs the autoaug/cli.py main() patch of the h13-fuzz report (app run with standalone_mode=False, " \
+            "Click usage errors printed as one line, exit 2)"
+STORAGE_PATCH = "needs the storage/export/dashboards patch of the h13-fuzz report (optuna_storage(url, must_exist=True) " \
+                "for the commands that only read)"
+
+
+@pytest.mark.xfail(strict=True, reason=CLI_PATCH)
+@given(usage_mistakes())
+@fuzz_settings(20)
+def test_fuzz_cli_usage_mistakes_are_one_line(case):
+    check_cli_case(case)
+
+
+@pytest.mark.xfail(strict=True, reason=STORAGE_PATCH)
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_a_reading_command_creates_no_sqlite_file(command, tmp_path):
+    out = tmp_path / ("policy.yaml" if command == "export" else "report.html")
+    code, _, stderr = run_cli([command, "--name", "s", "--out", str(out), "--storage", f"sqlite:///{tmp_path}/fresh.db"])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == [], "the command left files behind"
 
 
 # ====================================================================== the registry the benchmark runs
