@@ -247,7 +247,9 @@ def read_document(path: Path, error: type[AutoaugInputError], what: str) -> Any:
     except UnicodeDecodeError as problem:
         raise error(f"{path}: cannot be read as {what}: not UTF-8 text (byte {problem.start})") from None
     except (OSError, yaml.YAMLError, ValueError, OverflowError) as problem:  # JSONDecodeError is a ValueError
-        raise error(f"{path}: cannot be read as {what}: {parse_problem(problem)}") from None
+        syntax = {yaml.YAMLError: "not valid YAML: ", json.JSONDecodeError: "not valid JSON: "}
+        kind = next((label for base, label in syntax.items() if isinstance(problem, base)), "")
+        raise error(f"{path}: cannot be read as {what}: {kind}{parse_problem(problem)}") from None
 
 
 def parse_problem(problem: BaseException) -> str:
