@@ -989,6 +989,17 @@ def test_fuzz_cli_commands(case):
     check_cli_case(case)
 
 
+def test_cli_as_a_process_refuses_a_bad_file_with_exit_2_and_one_line(tmp_path):
+    """The real entry point (``python -m autoaug``): exit status, stderr of one line, no traceback."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 3000 + "]" * 3000)
+    done = subprocess.run([sys.executable, "-m", "autoaug", "show", str(deep)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.strip() == f"error: {deep}: cannot be read as a policy: nested too deeply", done.stderr
+    assert done.stdout == ""
+
+
 CLI_PATCH = "needs the autoaug/cli.py main() patch of the h13-fuzz report (app run with standalone_mode=False, " \
             "Click usage errors printed as one line, exit 2)"
 STORAGE_PATCH = "needs the storage/export/dashboards patch of the h13-fuzz report (optuna_storage(url, must_exist=True) " \
