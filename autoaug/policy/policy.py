@@ -82,9 +82,8 @@ class Policy:
             preset = resources.files("autoaug.policy") / "presets" / f"{path_or_preset}.yaml"
             return cls.from_dict(yaml.safe_load(preset.read_text()), source=f"preset '{path_or_preset}'")
         if not path.is_file():
-            raise PolicyError(
-                f"{path_or_preset}: no such policy file, and not a preset (presets: {', '.join(PRESETS)})"
-            )
+            raise PolicyError(f"{str(path_or_preset) or repr(str(path_or_preset))}: no such policy file, "
+                              f"and not a preset (presets: {', '.join(PRESETS)})")
         return cls.from_dict(read_document(path, PolicyError, "a policy"), source=path)
 
     @classmethod
