@@ -31,7 +31,7 @@ from autoaug.errors import AutoaugInputError
 from autoaug.ops import sampling
 from autoaug.ops.base import STAGES, Params
 from autoaug.policy.counting import EntryCounts
-from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, read_document, validate_policy
+from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, dump_document, read_document, validate_policy
 
 PRESETS = ("none", "conservative", "moderate", "aggressive", "trivial", "randaugment")
 
@@ -97,7 +97,7 @@ class Policy:
         """The policy as text; the same policy always gives the same bytes."""
         if format == "json":
             return json.dumps(self.to_dict(), indent=2) + "\n"
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        return dump_document(self.to_dict())
 
     def dump(self, path: Union[str, Path]) -> Path:
         path = Path(path)

@@ -241,15 +241,33 @@ def read_document(path: Path, error: type[AutoaugInputError], what: str) -> Any:
     nesting deeper than Python's recursion limit — becomes ``error`` with one line naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: cannot be read as {what}: not UTF-8 text (byte {problem.start})") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot be read as {what}: {parse_problem(problem)}") from None
+    try:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except RecursionError:
         raise error(f"{path}: cannot be read as {what}: nested too deeply") from None
-    except UnicodeDecodeError as problem:
-        raise error(f"{path}: cannot be read as {what}: not UTF-8 text (byte {problem.start})") from None
-    except (OSError, yaml.YAMLError, ValueError, OverflowError) as problem:  # JSONDecodeError is a ValueError
+    except Exception as problem:  # noqa: BLE001 - safe_load builds plain data only: any failure is the text's
+        # (PyYAML's constructors raise ValueError, AttributeError, OverflowError... on odd tagged values)
         syntax = {yaml.YAMLError: "not valid YAML: ", json.JSONDecodeError: "not valid JSON: "}
         kind = next((label for base, label in syntax.items() if isinstance(problem, base)), "")
         raise error(f"{path}: cannot be read as {what}: {kind}{parse_problem(problem)}") from None
+
+
+class _DocumentDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, except that a string holding U+0085 (NEL) is double-quoted: written plain
+    it reads back as a line break (PyYAML treats NEL as one), so the file would not round-trip."""
+
+
+_DocumentDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if "\x85" in value else None))
+
+
+def dump_document(data: Any) -> str:
+    """``data`` as YAML that `read_document` gives back unchanged (key order kept, Unicode as is)."""
+    return yaml.dump(data, Dumper=_DocumentDumper, sort_keys=False, allow_unicode=True)
 
 
 def parse_problem(problem: BaseException) -> str:
