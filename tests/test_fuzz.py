@@ -1001,7 +1001,7 @@ def check_cli_case(case: CliCase) -> str:
 
 
 @given(cli_commands_fixed_here)
-@fuzz_settings(100)
+@fuzz_settings(80)
 def test_fuzz_cli_commands(case):
     check_cli_case(case)
 
