@@ -837,7 +837,7 @@ OUT_PATHS = ("{tmp}/out.yaml", "{tmp}/out.json", "{tmp}/out", "{tmp}/out.txt", "
              "{tmp}/existing.yaml", "{tmp}/afile/out.yaml", "/dev/full", "", "{tmp}/out.yaml/")
 
 
-STORAGE_PLACES = ("workdir", "workdir", "missing_workdir", "storage_bad_url", "storage_new_sqlite")
+STORAGE_PLACES = ("workdir", "workdir", "missing_workdir", "storage_bad_url", "storage_new_sqlite", "storage_in_memory")
 
 
 def _records_flags(draw, places: tuple[str, ...]) -> list[str]:
@@ -845,8 +845,8 @@ def _records_flags(draw, places: tuple[str, ...]) -> list[str]:
     storage URL, or a SQLite URL whose file does not exist yet."""
     where = draw(st.sampled_from(places))
     return {"workdir": ["--workdir", "{workdir}"], "missing_workdir": ["--workdir", "{tmp}/nowhere"],
-            "storage_new_sqlite": ["--storage", "sqlite:///{tmp}/fresh.db"],
-            "storage_bad_url": ["--storage", draw(st.sampled_from(("notaurl", "foo://x", "sqlite://")) | text_values)],
+            "storage_new_sqlite": ["--storage", "sqlite:///{tmp}/fresh.db"], "storage_in_memory": ["--storage", "sqlite://"],
+            "storage_bad_url": ["--storage", draw(st.sampled_from(("notaurl", "foo://x")) | text_values)],
             }[where]
 
 
@@ -937,12 +937,13 @@ cli_commands = st.one_of(ops_commands(), show_commands(), export_commands(), exp
                          poisoned_commands("search", SEARCH_POISONS, SEARCH_FLAGS),
                          poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS), usage_mistakes())
 # What the suite's CLI fuzz leaves to the two xfail tests below until the lead applies the patches named
-# there: Click's multi-line usage errors, and `export` creating the SQLite file its --storage names. The
+# there: Click's multi-line usage errors, `export` creating the SQLite file its --storage names and `report`
+# failing (exit 1) on an in-memory SQLite store. The
 # benchmark (`BOUNDARIES["cli"]`) runs everything; once both patches are in, fuzz `cli_commands` in
 # test_fuzz_cli_commands and drop the two xfail marks.
-PLACES_WITHOUT_NEW_SQLITE = tuple(place for place in STORAGE_PLACES if place != "storage_new_sqlite")
+PLACES_WITHOUT_NEW_SQLITE = tuple(place for place in STORAGE_PLACES if place not in ("storage_new_sqlite", "storage_in_memory"))
 cli_commands_fixed_here = st.one_of(ops_commands(), show_commands(), export_commands(PLACES_WITHOUT_NEW_SQLITE),
-                                    export_commands(PLACES_WITHOUT_NEW_SQLITE), report_commands(),
+                                    export_commands(PLACES_WITHOUT_NEW_SQLITE), report_commands(PLACES_WITHOUT_NEW_SQLITE),
                                     poisoned_commands("search", SEARCH_POISONS, SEARCH_FLAGS),
                                     poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS))
 
@@ -1019,8 +1020,8 @@ def test_cli_as_a_process_refuses_a_bad_file_with_exit_2_and_one_line(tmp_path):
 
 CLI_PATCH = "needs the autoaug/cli.py main() patch of the h13-fuzz report (app run with standalone_mode=False, " \
             "Click usage errors printed as one line, exit 2)"
-STORAGE_PATCH = "needs the storage/export patch of the h13-fuzz report (optuna_storage(url, must_exist=True) " \
-                "in export.open_study, which only reads)"
+STORAGE_PATCH = "needs the storage/export patch of the h13-fuzz report (optuna_storage(url, read_only=True) refuses " \
+                "a SQLite file that is not there or in memory; export.open_study opens read_only)"
 
 
 @pytest.mark.xfail(strict=True, reason=CLI_PATCH)
@@ -1035,9 +1036,11 @@ def test_cli_usage_mistakes_are_one_line():
 
 
 @pytest.mark.xfail(strict=True, reason=STORAGE_PATCH)
-def test_export_creates_no_sqlite_file(tmp_path):
-    out = tmp_path / "policy.yaml"
-    code, _, stderr = run_cli(["export", "--name", "s", "--out", str(out), "--storage", f"sqlite:///{tmp_path}/fresh.db"])
+@pytest.mark.parametrize("command, storage", [("export", "sqlite:///{tmp}/fresh.db"), ("report", "sqlite://")])
+def test_a_reading_command_on_a_missing_sqlite_store_exits_2_and_creates_nothing(tmp_path, command, storage):
+    # export created fresh.db and then refused; report on an in-memory store failed with exit 1
+    out = tmp_path / ("policy.yaml" if command == "export" else "report.html")
+    code, _, stderr = run_cli([command, "--name", "s", "--out", str(out), "--storage", storage.format(tmp=tmp_path)])
     assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == [], "the command left files behind"
 
