@@ -7,8 +7,19 @@ where there is one) and the allowed values, and the CLI turns it into exit code 
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (any that `str.splitlines` knows) folded into single spaces."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 class AutoaugInputError(ValueError):
-    """Bad input from a user: the message says what was wrong and what is allowed."""
+    """Bad input from a user: the message says what was wrong and what is allowed.
+
+    The message is kept to one line whatever it quotes (a library's multi-line parse error, a YAML key
+    holding a line break), so the CLI's one-line contract holds for every input error."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(one_line(str(message)), *args)
 
 
 class BatchValidationError(AutoaugInputError):

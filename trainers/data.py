@@ -278,10 +278,15 @@ def _read_parquet(files: list[Path]) -> list[_Row]:
                     f"text, label, optional split; found {', '.join(names) or 'no columns'})")
         image_type = table.schema.field("image").type
         if pa.types.is_struct(image_type):
-            fields = {image_type.field(i).name for i in range(image_type.num_fields)}
-            if not fields & {"bytes", "path"}:
+            fields = {image_type.field(i).name: image_type.field(i).type for i in range(image_type.num_fields)}
+            if not fields.keys() & {"bytes", "path"}:
                 raise AutoaugInputError(
                     f"{file}: column 'image' must be struct{{bytes, path}}, got {image_type}")
+            # A path held as a number, or bytes held as text, would fail row by row far from here.
+            for name, allowed, expected in (("bytes", _BINARY_TYPES, "binary"), ("path", _STRING_TYPES, "string")):
+                if name in fields and not any(getattr(pa.types, check)(fields[name]) for check in allowed):
+                    raise AutoaugInputError(f"{file}: column 'image' field '{name}' must be {expected}, "
+                                            f"got {fields[name]} (expected image = struct{{bytes: binary, path: string}})")
         elif not pa.types.is_binary(image_type) and not pa.types.is_large_binary(image_type):
             raise AutoaugInputError(f"{file}: column 'image' must be struct{{bytes, path}}, got {image_type}")
         text_type = table.schema.field("text").type
@@ -291,7 +296,7 @@ def _read_parquet(files: list[Path]) -> list[_Row]:
         if not (pa.types.is_integer(label_type) or pa.types.is_string(label_type)
                 or pa.types.is_large_string(label_type)):
             raise AutoaugInputError(f"{file}: column 'label' must hold strings or ints, got {label_type}")
-        label_names = _class_label_names(table.schema) if pa.types.is_integer(label_type) else None
+        label_names = _class_label_names(table.schema, file) if pa.types.is_integer(label_type) else None
         has_split = "split" in names
         with_split[file] = has_split
         images = table.column("image").to_pylist()
@@ -332,7 +337,7 @@ def _read_parquet(files: list[Path]) -> list[_Row]:
     return rows
 
 
-def _class_label_names(schema) -> Optional[list[str]]:
+def _class_label_names(schema, file: Path) -> Optional[list[str]]:
     """``ClassLabel`` names of ``label`` from the Hugging Face schema metadata, if any."""
     metadata = schema.metadata or {}
     raw = metadata.get(b"huggingface")
@@ -342,9 +347,16 @@ def _class_label_names(schema) -> Optional[list[str]]:
         features = json.loads(raw).get("info", {}).get("features", {})
         label = features.get("label", {})
         names = label.get("names")
-        return [str(n) for n in names] if label.get("_type") == "ClassLabel" and names else None
+        is_class_label = label.get("_type") == "ClassLabel"
     except (ValueError, AttributeError):
         return None
+    if not is_class_label or not names:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, (str, int)) and not isinstance(name, bool)
+                                              for name in names):
+        raise AutoaugInputError(f"{file}: column 'label': the ClassLabel names in the Hugging Face metadata "
+                                f"must be a list of strings, got {_clip(repr(names))}")
+    return [str(name) for name in names]
 
 
 def _read_webdataset(shards: list[Path]) -> list[_Row]:
@@ -382,7 +394,11 @@ def _read_webdataset(shards: list[Path]) -> list[_Row]:
             if "cls" in sample:
                 label = _utf8(sample["cls"], where, ".cls").strip()
             elif "label" in meta:
-                label = str(meta["label"])
+                label = meta["label"]
+                if isinstance(label, bool) or not isinstance(label, (str, int)):
+                    raise AutoaugInputError(f"{where}: .json 'label' is {_clip(json.dumps(label))}; "
+                                            "expected a string or an integer")
+                label = str(label)
             else:
                 raise AutoaugInputError(f"{where}: no label (expected a .cls member or a .json "
                                         "member with 'label')")
@@ -405,6 +421,15 @@ def _read_webdataset(shards: list[Path]) -> list[_Row]:
         raise AutoaugInputError(f"{no_split}: no split (other samples have one; give every sample a "
                                 "split or none)")
     return rows
+
+
+# Arrow type checks (pyarrow.types.<name>) a struct field of `image` may pass; null: every value is null.
+_BINARY_TYPES = ("is_binary", "is_large_binary", "is_fixed_size_binary", "is_binary_view", "is_null")
+_STRING_TYPES = ("is_string", "is_large_string", "is_string_view", "is_null")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _members(sample: dict) -> list[str]:

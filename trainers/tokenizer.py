@@ -81,7 +81,8 @@ class TextTokenizer:
             single=f"{CLS} $A {SEP}", special_tokens=[(CLS, cls_id), (SEP, sep_id)]
         )
         if max_length is None:
-            max_length = max(len(e.ids) for e in tokenizer.encode_batch(texts))
+            # At least one content position: texts that are all empty (an image-only task) still fit.
+            max_length = max(3, max(len(e.ids) for e in tokenizer.encode_batch(texts)))
         if not isinstance(max_length, int) or max_length < 3:
             raise AutoaugInputError(f"tokenizer: max_length must be an int >= 3, got {max_length!r}")
         tokenizer.enable_truncation(max_length=max_length)

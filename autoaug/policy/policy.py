@@ -31,7 +31,7 @@ from autoaug.errors import AutoaugInputError
 from autoaug.ops import sampling
 from autoaug.ops.base import STAGES, Params
 from autoaug.policy.counting import EntryCounts
-from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, validate_policy
+from autoaug.policy.schema import PolicyConfig, PolicyEntry, PolicyError, dump_document, read_document, validate_policy
 
 PRESETS = ("none", "conservative", "moderate", "aggressive", "trivial", "randaugment")
 
@@ -82,15 +82,9 @@ class Policy:
             preset = resources.files("autoaug.policy") / "presets" / f"{path_or_preset}.yaml"
             return cls.from_dict(yaml.safe_load(preset.read_text()), source=f"preset '{path_or_preset}'")
         if not path.is_file():
-            raise PolicyError(
-                f"{path_or_preset}: no such policy file, and not a preset (presets: {', '.join(PRESETS)})"
-            )
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
-            raise PolicyError(f"{path}: cannot be read as a policy: {_first_line(error)}") from None
-        return cls.from_dict(data, source=path)
+            raise PolicyError(f"{str(path_or_preset) or repr(str(path_or_preset))}: no such policy file, "
+                              f"and not a preset (presets: {', '.join(PRESETS)})")
+        return cls.from_dict(read_document(path, PolicyError, "a policy"), source=path)
 
     @classmethod
     def from_dict(cls, data: Any, source: Union[str, Path] = "<dict>") -> "Policy":
@@ -103,7 +97,7 @@ class Policy:
         """The policy as text; the same policy always gives the same bytes."""
         if format == "json":
             return json.dumps(self.to_dict(), indent=2) + "\n"
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        return dump_document(self.to_dict())
 
     def dump(self, path: Union[str, Path]) -> Path:
         path = Path(path)

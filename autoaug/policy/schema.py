@@ -17,9 +17,11 @@ Errors name the file, the field path (``entries[2].magnitude``) and the allowed 
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoaug import ops
@@ -62,9 +64,22 @@ class PolicyEntry(_Strict):
     def _schedule_shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"kind": value}
-        if isinstance(value, dict) and "kind" in value and value["kind"] not in SCHEDULES:
+        if isinstance(value, dict) and "kind" in value and not (isinstance(value["kind"], str) and value["kind"] in SCHEDULES):
             raise ValueError(f"unknown schedule kind {value['kind']!r}; allowed: {', '.join(SCHEDULES)}")
         return value
+
+    @model_validator(mode="after")
+    def _options_build_the_op(self) -> "PolicyEntry":
+        # Options go to the op's constructor: build it once here, so that an option the op cannot take
+        # is refused with the file and field (entries[i].options), not met as a crash in training.
+        if self.options:
+            try:
+                ops.get(self.op, **self.options)
+            except Exception as error:  # noqa: BLE001 - whatever a constructor raises on a user's option
+                raise _FieldError(("options",), f"{self.op} cannot take these options "
+                                  f"(allowed: {', '.join(_option_names(self.op)) or 'none'}): "
+                                  f"{type(error).__name__}: {_first_line_of(error)}") from None
+        return self
 
     @property
     def stage(self) -> str:
@@ -73,6 +88,19 @@ class PolicyEntry(_Strict):
     @property
     def modality(self) -> str:
         return ops.op_class(self.op).modality
+
+
+def _option_names(op: str) -> list[str]:
+    """The keyword options an op's constructor takes (``options:`` of a policy entry)."""
+    import inspect
+
+    parameters = inspect.signature(ops.op_class(op).__init__).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _first_line_of(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "invalid value"
 
 
 class Balance(_Strict):
@@ -193,14 +221,64 @@ class _FieldError(ValueError):
 
 
 def field_path(location: tuple) -> str:
-    """``("entries", 2, "magnitude")`` → ``entries[2].magnitude``."""
+    """``("entries", 2, "magnitude")`` → ``entries[2].magnitude``; a key that is not a plain printable
+    name (a user's key with a line break, an empty key) is quoted: ``balance['a\\nb']``."""
     path = ""
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif isinstance(part, str) and part.isprintable() and part.strip() == part and part:
+            path += ("." if path else "") + part
         else:
-            path += ("." if path else "") + str(part)
+            path += f"[{part!r}]"
     return path or "<policy>"
+
+
+def read_document(path: Path, error: type[AutoaugInputError], what: str) -> Any:
+    """The data in a user's YAML or JSON file (JSON by the ``.json`` suffix), loaded safely.
+
+    Whatever stops the parse — unreadable bytes, a syntax error, a YAML timestamp no calendar has,
+    nesting deeper than Python's recursion limit — becomes ``error`` with one line naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: cannot be read as {what}: not UTF-8 text (byte {problem.start})") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot be read as {what}: {parse_problem(problem)}") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except RecursionError:
+        raise error(f"{path}: cannot be read as {what}: nested too deeply") from None
+    except Exception as problem:  # noqa: BLE001 - safe_load builds plain data only: any failure is the text's
+        # (PyYAML's constructors raise ValueError, AttributeError, OverflowError... on odd tagged values)
+        syntax = {yaml.YAMLError: "not valid YAML: ", json.JSONDecodeError: "not valid JSON: "}
+        kind = next((label for base, label in syntax.items() if isinstance(problem, base)), "")
+        raise error(f"{path}: cannot be read as {what}: {kind}{parse_problem(problem)}") from None
+
+
+class _DocumentDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, except that a string holding U+0085 (NEL) is double-quoted: written plain
+    it reads back as a line break (PyYAML treats NEL as one), so the file would not round-trip."""
+
+
+_DocumentDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if "\x85" in value else None))
+
+
+def dump_document(data: Any) -> str:
+    """``data`` as YAML that `read_document` gives back unchanged (key order kept, Unicode as is)."""
+    return yaml.dump(data, Dumper=_DocumentDumper, sort_keys=False, allow_unicode=True)
+
+
+def parse_problem(problem: BaseException) -> str:
+    """One line about a parse error: YAML's problem and where (line, column), else the first line."""
+    mark = getattr(problem, "problem_mark", None)
+    if mark is not None:
+        return f"{getattr(problem, 'problem', None) or 'invalid YAML'} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(problem, OSError) and problem.strerror:
+        return problem.strerror
+    text = str(problem).strip()
+    return text.splitlines()[0] if text else type(problem).__name__
 
 
 def validate_policy(data: Any, source: Union[str, Path] = "<dict>") -> PolicyConfig:
@@ -219,8 +297,8 @@ def _format_validation_error(error: ValidationError, source: Union[str, Path]) -
     location = tuple(part for part in first["loc"] if part not in SCHEDULES)  # drop union tags
     message = first["msg"].removeprefix("Value error, ")
     cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, _FieldError):
-        location, message = cause.location, str(cause)
+    if isinstance(cause, _FieldError):  # its location is relative to the model that raised it
+        location, message = location + cause.location, str(cause)
     elif first["type"] == "extra_forbidden":
         message = f"unknown field; allowed here: {allowed_fields(location)}"
     elif first["type"] == "union_tag_invalid":

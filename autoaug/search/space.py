@@ -52,7 +52,7 @@ from autoaug import ops
 from autoaug.errors import AutoaugInputError
 from autoaug.ops.base import STAGES
 from autoaug.policy.schedules import SCHEDULES
-from autoaug.policy.schema import allowed_fields, field_path
+from autoaug.policy.schema import allowed_fields, field_path, read_document
 
 SPACE_SCHEMA_VERSION = 1
 SHIPPED = ("vlm_default", "randaugment", "pba_schedule")
@@ -169,7 +169,9 @@ class PolicySpace(_OpRangesSpace):
     @field_validator("balance", mode="before")
     @classmethod
     def _balance(cls, value):
-        for modality, multiplier in (value or {}).items():
+        if not isinstance(value, dict):
+            return value  # the field's own type check says what is expected
+        for modality, multiplier in value.items():
             if isinstance(multiplier, (list, tuple)):
                 raise ValueError(
                     f"{modality}: balance is not searched (per-op magnitude ranges already cover it, and a searched "
@@ -402,21 +404,17 @@ def load_space(name_or_path: Union[str, Path]) -> SearchSpace:
     if not path.exists() and str(name_or_path) in SHIPPED:
         text = (resources.files("autoaug.search_spaces") / f"{name_or_path}.yaml").read_text()
         source = f"search space '{name_or_path}'"
+        data = yaml.safe_load(text)
     elif path.is_file():
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        data = read_document(path, SearchSpaceError, "a search space")
     else:
         raise SearchSpaceError(f"--space {name_or_path}: no such file, and not a shipped space "
                                f"(shipped: {', '.join(SHIPPED)})")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SearchSpaceError(f"{source}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
         raise SearchSpaceError(f"{source}: a search space must be a mapping, got {type(data).__name__}")
     kind = data.get("kind", "policy")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise SearchSpaceError(f"{source}: kind: {kind!r} is not one of {', '.join(_KINDS)}")
     try:
         model = _KINDS[kind].model_validate(data)
