@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoaug.errors import AutoaugError, AutoaugInputError
+from autoaug.errors import AutoaugError, AutoaugInputError, one_line
 
 app = typer.Typer(
     name="autoaug",
@@ -354,31 +354,79 @@ def report(
         emit_json({key: value for key, value in summary.items() if key != "notes"})
 
 
+_DEBUG = {"traceback": False}  # set by the root --debug option, read by `main`
+
+
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="On an error, print the full traceback "
+                                                              "after the one-line message.")) -> None:
     """Search augmentation policies for vision-language models."""
+    _DEBUG["traceback"] = debug
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: run the app and map errors onto the exit codes of DESIGN §11.
+    """Entry point: run the app and map errors onto the exit codes of the CLI contract.
 
-    Typer's standalone mode already exits 2 on usage errors; input errors raised by our own code
-    become one line and exit 2, anything else one line and exit 1 (never a traceback).
+    Usage errors (an unknown flag, a missing option, a value of the wrong type) and input errors raised
+    by our own code become one line and exit 2, anything else one line and exit 1 — never a traceback,
+    unless ``autoaug --debug`` asks for it. Click's own usage box is several lines, so the app runs
+    outside its standalone mode. Every line is redacted: a library error may quote a URL with its
+    password.
     """
+    from autoaug.storage import redact_url
+
     try:
-        app(args=argv)
-    except AutoaugInputError as error:
-        stderr.print("[bold red]error:[/] ", end="", highlight=False)
-        stderr.print(str(error), markup=False, highlight=False, soft_wrap=True)  # [...] in messages is text
-        sys.exit(2)
-    except AutoaugError as error:
-        stderr.print("[bold red]stopped:[/] ", end="", highlight=False)
-        stderr.print(str(error), markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except Exception as error:
-        stderr.print("[bold red]failed:[/] ", end="", highlight=False)
-        stderr.print(f"{type(error).__name__}: {error}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)
+        code = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        stderr.print("aborted", highlight=False)
+        sys.exit(130)
+    except typer.TyperException as error:  # Click's usage errors, vendored by typer
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `autoaug`: the help, as before
+            error.show()
+            sys.exit(error.exit_code)
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "autoaug"
+        _print_error("error", one_line(f"{command}: {error.format_message()} (see {command} --help)"))
+        sys.exit(error.exit_code)
+    except Exception as raised:
+        error = _reported(raised)
+        if isinstance(error, AutoaugInputError):
+            label, code, text = "error", 2, str(error)
+        elif isinstance(error, AutoaugError):
+            label, code, text = "stopped", 1, str(error)
+        else:
+            label, code, text = "failed", 1, f"{type(error).__name__}: {_first_line(error)}"
+        _print_error(label, redact_url(text))
+        if _DEBUG["traceback"]:
+            import traceback
+
+            stderr.print(redact_url("".join(traceback.format_exception(raised))), markup=False, highlight=False)
+        sys.exit(code)
+    if isinstance(code, int) and code:  # typer.Exit(code) from a command
+        sys.exit(code)
+
+
+def _print_error(label: str, text: str) -> None:
+    stderr.print(f"[bold red]{label}:[/] ", end="", highlight=False)
+    stderr.print(text, markup=False, highlight=False, soft_wrap=True)  # [...] in messages is text
+
+
+def _reported(error: BaseException) -> BaseException:
+    """The error to report: ours when a library wrapped it (Ray Tune turns an error raised in a callback
+    into a TuneError whose text is a whole traceback, with the original as its context); else the error
+    itself, or the innermost one when its own text is a traceback."""
+    chain, link = [], error
+    while link is not None and link not in chain:
+        if isinstance(link, (AutoaugInputError, AutoaugError)):
+            return link
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return error if _first_line(error) and not _first_line(error).startswith("Traceback") else chain[-1]
+
+
+def _first_line(error: BaseException) -> str:
+    """Library errors (SQLAlchemy, MLflow) span many lines: the first says what happened."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,8 @@ def optuna_storage(url: str, read_only: bool = False):
     SQLite files are switched to WAL mode with a generous lock timeout, so two searches on one
     workdir, a dashboard and a report can use one file at once; server databases get
     ``pool_pre_ping`` so a connection dropped by a restarting server is replaced, not reused.
-    ``read_only`` (the UI launchers, the report) leaves the file exactly as it is.
+    ``read_only`` (the UI launchers, the report, export) leaves the file exactly as it is, and so needs
+    one: a SQLite file that is not there (or an in-memory database) is refused, not created empty.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -111,6 +112,9 @@ def optuna_storage(url: str, read_only: bool = False):
     database = sqlite_path(url)
     if url.startswith("sqlite:"):
         _check_sqlite_folder(url, "--storage")
+        if read_only and (database is None or not database.is_file()):
+            raise StorageError(f"--storage {redact_url(url)}: no such SQLite database "
+                               f"({database or 'in memory'}); a command that only reads needs search records")
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 4}

@@ -936,16 +936,6 @@ def poisoned_commands(draw, command: str, poisons: tuple, flags: dict) -> CliCas
 cli_commands = st.one_of(ops_commands(), show_commands(), export_commands(), export_commands(), report_commands(),
                          poisoned_commands("search", SEARCH_POISONS, SEARCH_FLAGS),
                          poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS), usage_mistakes())
-# What the suite's CLI fuzz leaves to the two xfail tests below until the lead applies the patches named
-# there: Click's multi-line usage errors, `export` creating the SQLite file its --storage names and `report`
-# failing (exit 1) on an in-memory SQLite store. The
-# benchmark (`BOUNDARIES["cli"]`) runs everything; once both patches are in, fuzz `cli_commands` in
-# test_fuzz_cli_commands and drop the two xfail marks.
-PLACES_WITHOUT_NEW_SQLITE = tuple(place for place in STORAGE_PLACES if place not in ("storage_new_sqlite", "storage_in_memory"))
-cli_commands_fixed_here = st.one_of(ops_commands(), show_commands(), export_commands(PLACES_WITHOUT_NEW_SQLITE),
-                                    export_commands(PLACES_WITHOUT_NEW_SQLITE), report_commands(PLACES_WITHOUT_NEW_SQLITE),
-                                    poisoned_commands("search", SEARCH_POISONS, SEARCH_FLAGS),
-                                    poisoned_commands("train", TRAIN_POISONS, TRAIN_FLAGS))
 
 
 def _files_under(folder: Path) -> dict[str, bytes]:
@@ -1001,7 +991,7 @@ def check_cli_case(case: CliCase) -> str:
         return "refused"
 
 
-@given(cli_commands_fixed_here)
+@given(cli_commands)
 @fuzz_settings(80)
 def test_fuzz_cli_commands(case):
     check_cli_case(case)
@@ -1018,13 +1008,6 @@ def test_cli_as_a_process_refuses_a_bad_file_with_exit_2_and_one_line(tmp_path):
     assert done.stdout == ""
 
 
-CLI_PATCH = "needs the autoaug/cli.py main() patch of the h13-fuzz report (app run with standalone_mode=False, " \
-            "Click usage errors printed as one line, exit 2)"
-STORAGE_PATCH = "needs the storage/export patch of the h13-fuzz report (optuna_storage(url, read_only=True) refuses " \
-                "a SQLite file that is not there or in memory; export.open_study opens read_only)"
-
-
-@pytest.mark.xfail(strict=True, reason=CLI_PATCH)
 def test_cli_usage_mistakes_are_one_line():
     broken = []
     for argv in USAGE_MISTAKES:
@@ -1035,7 +1018,6 @@ def test_cli_usage_mistakes_are_one_line():
     assert not broken, "\n".join(broken)
 
 
-@pytest.mark.xfail(strict=True, reason=STORAGE_PATCH)
 @pytest.mark.parametrize("command, storage", [("export", "sqlite:///{tmp}/fresh.db"), ("report", "sqlite://")])
 def test_a_reading_command_on_a_missing_sqlite_store_exits_2_and_creates_nothing(tmp_path, command, storage):
     # export created fresh.db and then refused; report on an in-memory store failed with exit 1
@@ -1188,10 +1170,6 @@ def test_a_policy_name_holding_a_next_line_character_round_trips_through_yaml(tm
                                                              allow_unicode=True)  # other files: the same bytes
 
 
-OPS_PATCH = "needs the autoaug/ops/pixel.py patch of the h13-fuzz report (pixel_gaussian_blur keeps sigma >= 1e-3 px)"
-
-
-@pytest.mark.xfail(strict=True, reason=OPS_PATCH)
 def test_a_denormal_blur_magnitude_runs():
     # A valid policy (magnitude in [0, 1]) that kornia refused mid-training: sigma = strength / 20 underflows to 0.
     apply_every_stage(Policy.from_dict({"entries": [{"op": "pixel_gaussian_blur", "p": 1.0, "magnitude": 1e-320}]}))

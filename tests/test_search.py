@@ -396,10 +396,15 @@ def _bad_cases(request: SearchRequest, tmp_path: Path) -> dict:
     }
 
 
+def _workdir_files(workdir) -> list[str]:
+    """The workdir's files, without SQLite's WAL files (they come and go with open connections)."""
+    return sorted(p.name for p in Path(workdir).iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+
 def test_bad_input_exits_2_with_one_line_and_the_next_run_still_works(main_search, tmp_path, capsys):
     request, result = main_search
     before = _snapshot(_study(request))
-    workdir_files = sorted(p.name for p in Path(request.workdir).iterdir())
+    workdir_files = _workdir_files(request.workdir)
     for case, (argv, expected_code, parts) in _bad_cases(request, tmp_path).items():
         code, out, err = _cli(argv, capsys)
         assert code == expected_code, (case, err)
@@ -409,7 +414,7 @@ def test_bad_input_exits_2_with_one_line_and_the_next_run_still_works(main_searc
         assert "secret" not in err, "the password must not be printed"
         assert out == "", case
     assert (tmp_path / "not-a-folder").read_text() == "keep me"
-    assert sorted(p.name for p in Path(request.workdir).iterdir()) == workdir_files
+    assert _workdir_files(request.workdir) == workdir_files
     assert _snapshot(_study(request)) == before
 
     # The same search run again in the same workdir still works and keeps its trials.

@@ -325,7 +325,10 @@ class PixelGaussianBlur(_KorniaPixelOp):
 
     def augmentation(self, strength, p, size):
         radius = max(0, min(6, min(size) - 1))
-        return K.RandomGaussianBlur(2 * radius + 1, (strength / 20, strength), border_type="reflect", p=p)
+        # kornia refuses sigma 0, which strength / 20 becomes for a denormal strength (magnitude 1e-320);
+        # a blur of sigma 1e-3 px is the identity to 8 bits anyway.
+        low, high = max(strength / 20, 1e-3), max(strength, 1e-3)
+        return K.RandomGaussianBlur(2 * radius + 1, (low, high), border_type="reflect", p=p)
 
 
 # ---------------------------------------------------------------------------------------------- geometry

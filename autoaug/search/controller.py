@@ -40,7 +40,7 @@ from autoaug.search.confirmation import confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.stages import METRIC, ROBUST_METRIC, SearchContext, fit_quietly, slot_count
 from autoaug.search.trainable import BASELINE_KEY, TrialSettings
-from autoaug.storage import Locations, optuna_storage, prepare_tracking, redact, resolve
+from autoaug.storage import Locations, optuna_storage, prepare_tracking, redact, resolve, tracking_client
 
 SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
 SCHEDULERS = ("asha", "pbt", "none")
@@ -132,27 +132,28 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     _check_cmaes(request, space, console)
     locations = resolve(request.workdir, request.storage, request.tracking_uri)
     _check_address(request.address)  # before the study or the experiment exists: nothing half-written
-    storage = optuna_storage(locations.optuna_url)
-    # One live driver per study (`exclusive`): a second one is refused before it reads or changes
-    # anything, so it can never mistake the first one's running trials for a dead driver's.
-    with study_lock(locations.optuna_url, request.name):
-        return _run_locked(request, space, locations, storage, console)
-
-
-def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations, storage, console) -> dict[str, Any]:
-    """`run_search` once this driver holds the study."""
     # The driver reads, tokenises and stacks the data once; workers get the result, never a path to
     # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
+    # Before any store is opened: bad data or a bad --model must leave the workdir untouched.
     prepared = _prepare(request)
+    storage = optuna_storage(locations.optuna_url)
+    # One live driver per study (`exclusive`): a second one is refused before it reads or changes
+    # the study, so it can never mistake the first one's running trials for a dead driver's.
+    with study_lock(locations.optuna_url, request.name):
+        return _run_locked(request, space, locations, storage, prepared, console)
+
+
+def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations, storage, prepared,
+                console) -> dict[str, Any]:
+    """`run_search` once this driver holds the study."""
     study = _open_study(storage, request, space, _task_identity(request))
     _check_data_fingerprint(study, request, prepared.fingerprint)
     cleaned = _fail_stale_trials(study)
     experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, f"autoaug-{request.name}")
     _start_ray(request.address, _runtime_env(request))
 
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=locations.tracking_uri)
+    # its calls retry with backoff while the tracking store is briefly unavailable (a restarting server)
+    client = tracking_client(locations.tracking_uri)
     parent = _parent_run(client, experiment_id, request, space, locations)
     orphans = _close_orphan_runs(client, experiment_id, parent, study)
     started = time.perf_counter()

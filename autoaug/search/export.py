@@ -139,6 +139,6 @@ def open_study(name: str, workdir: Union[str, Path] = "autoaug-runs", storage: O
             raise AutoaugInputError(f"--workdir {workdir}: no search records here ({database} does not exist)")
         storage = f"sqlite:///{database}"
     try:
-        return optuna.load_study(study_name=name, storage=optuna_storage(storage))
+        return optuna.load_study(study_name=name, storage=optuna_storage(storage, read_only=True))
     except KeyError:
         raise AutoaugInputError(f"--name {name}: no such study in {redact(storage)}") from None
