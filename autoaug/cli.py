@@ -395,15 +395,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         elif isinstance(error, AutoaugError):
             label, code, text = "stopped", 1, str(error)
         else:
-            label, code, text = "failed", 1, f"{type(error).__name__}: {_first_line(error)}"
+            # a library's error spans many lines (its first says what happened); a plug-in's error
+            # carries the user's own traceback on purpose
+            shown = str(error) if getattr(error, "carries_user_traceback", False) else _first_line(error)
+            label, code, text = "failed", 1, f"{type(error).__name__}: {shown}"
         _print_error(label, redact_url(text))
         if _DEBUG["traceback"]:
             import traceback
 
             stderr.print(redact_url("".join(traceback.format_exception(raised))), markup=False, highlight=False)
         sys.exit(code)
-    if isinstance(code, int) and code:  # typer.Exit(code) from a command
-        sys.exit(code)
+    # standalone mode ended every run with SystemExit; callers (and tests) rely on it, success included
+    sys.exit(code if isinstance(code, int) else 0)  # an int: typer.Exit(code) from a command
 
 
 def _print_error(label: str, text: str) -> None:

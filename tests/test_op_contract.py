@@ -72,7 +72,6 @@ def test_the_registry_refuses_an_op_that_breaks_the_rules(overrides, message):
 # strict xfail, so a fix in the op makes the test pass and the entry must then be removed.
 OWN_CODE_NOT_IDENTITY_AT_ZERO = {
     "vision_block_mask": "masks one block even at rate 0 (a discontinuity at magnitude 0)",
-    "pixel_gaussian_blur": "kornia refuses sigma 0 (the range starts at a blur it cannot build)",
 }
 
 

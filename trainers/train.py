@@ -96,6 +96,8 @@ class TaskPluginError(RuntimeError):
     """An exception raised inside a user's ``--task module:function`` code: not bad input but their
     bug, so the message carries their traceback (the CLI prints the message)."""
 
+    carries_user_traceback = True  # the CLI prints all of it, not only the first line
+
     def __init__(self, task: str, doing: str, error: BaseException) -> None:
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
         super().__init__(f"--task {task}: {doing} raised {type(error).__name__}: {error}\n{trace}")
