@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +56,29 @@ def assert_batches_equal(left, right) -> None:
     assert left_tensors.keys() == right_tensors.keys()
     for name, tensor in left_tensors.items():
         assert torch.equal(tensor, right_tensors[name]), f"field {name} differs"
+
+
+@contextlib.contextmanager
+def plugin_on_path(folder: Path, module: str, source: str):
+    """Write ``source`` as ``folder/module.py`` and make it importable here and by the Ray workers of
+    the searches run inside the block (a ``--task module:function`` plug-in). Ray is shut down on entry
+    and exit: workers started before would not see the new ``PYTHONPATH``, and those started inside
+    must not outlive it; the searches inside the block share the Ray instance the first one starts."""
+    import ray
+
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    if ray.is_initialized():
+        ray.shutdown()
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder)] + ([old] if old else []))
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+        if ray.is_initialized():
+            ray.shutdown()

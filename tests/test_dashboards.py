@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.console import Console
 
 from autoaug.search.controller import SearchRequest, best_trial, run_search
 from autoaug.search.records import SearchProgress
+from conftest import plugin_on_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -74,23 +74,8 @@ quantile_fraction: 0.5
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """The failing plug-in, importable here and by Ray's workers (PYTHONPATH set before Ray starts)."""
-    import ray
-
-    folder = tmp_path_factory.mktemp("dashboard-plugins")
-    (folder / f"{PLUGIN_MODULE}.py").write_text(textwrap.dedent(PLUGIN))
-    if ray.is_initialized():  # workers of an earlier module would not see the new PYTHONPATH
-        ray.shutdown()
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder)] + ([old] if old else []))
-    sys.path.insert(0, str(folder))
-    yield folder
-    sys.path.remove(str(folder))
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
-    if ray.is_initialized():
-        ray.shutdown()
+    with plugin_on_path(tmp_path_factory.mktemp("dashboard-plugins"), PLUGIN_MODULE, PLUGIN) as folder:
+        yield folder
 
 
 def _search(workdir: Path, name: str, console=None, **options) -> dict:

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.exclusive import StudyBusy, study_lock
 from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
+from conftest import plugin_on_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -117,23 +118,8 @@ EXPECTED_ERRORS = {
 def plugin_dir(tmp_path_factory):
     """The plug-in module, importable here and by Ray's workers (PYTHONPATH is set before Ray starts);
     the searches of this module share the Ray instance the first one starts."""
-    import ray
-
-    folder = tmp_path_factory.mktemp("plugins")
-    (folder / f"{PLUGIN_MODULE}.py").write_text(textwrap.dedent(PLUGIN))
-    if ray.is_initialized():  # workers started earlier would not see the new PYTHONPATH
-        ray.shutdown()
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder)] + ([old] if old else []))
-    sys.path.insert(0, str(folder))
-    yield folder
-    sys.path.remove(str(folder))
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
-    if ray.is_initialized():
-        ray.shutdown()
+    with plugin_on_path(tmp_path_factory.mktemp("plugins"), PLUGIN_MODULE, PLUGIN) as folder:
+        yield folder
 
 
 def _breaking_request(folder: Path, name: str, plan: list[str], **options) -> SearchRequest:

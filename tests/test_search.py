@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from autoaug.search.controller import SearchRequest, rungs, run_search
 from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR
 from autoaug.search.space import load_space
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
+from conftest import plugin_on_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -94,23 +94,8 @@ ADDRESS_DEADLINE_S = 90
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """The plug-in module, importable here and by Ray's workers (PYTHONPATH is set before Ray starts)."""
-    import ray
-
-    folder = tmp_path_factory.mktemp("plugins")
-    (folder / f"{PLUGIN_MODULE}.py").write_text(textwrap.dedent(PLUGIN))
-    if ray.is_initialized():  # workers started earlier would not see the new PYTHONPATH
-        ray.shutdown()
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder)] + ([old] if old else []))
-    sys.path.insert(0, str(folder))
-    yield folder
-    sys.path.remove(str(folder))
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
-    if ray.is_initialized():
-        ray.shutdown()
+    with plugin_on_path(tmp_path_factory.mktemp("plugins"), PLUGIN_MODULE, PLUGIN) as folder:
+        yield folder
 
 
 def _start_cli(args: list[str], folder: Path, plugin_folder: Path) -> subprocess.Popen:
@@ -585,8 +570,7 @@ def test_pbt_exports_piecewise_schedules(pbt_search):
     study = _study(request)
     assert len(study.trials) == 4
     for trial in study.trials:
-        Policy.from_dict(trial.user_attrs[POLICY_ATTR])
-        assert trial.user_attrs["pbt_exploits"] >= 0
+        Policy.from_dict(trial.user_attrs[POLICY_ATTR])  # exploit counts: the next test
 
     policy = Policy.load(result["best_policy_path"])
     assert {e.op for e in policy.config.entries} == {"vision_token_dropout", "text_mask"}
@@ -616,34 +600,18 @@ def _pbt_logs(request: SearchRequest) -> dict[str, list]:
             for path in experiment.glob("pbt_policy_*.txt")}
 
 
-def _exploited_after_last_epoch(request: SearchRequest, logs: dict) -> bool:
-    """Whether some member's last exploit restored a checkpoint of the final epoch (it never reported again)."""
-    return any(lines and lines[-1][3] >= request.max_epochs for lines in logs.values())
-
-
 def test_pbt_members_record_their_own_exploit_history(pbt_search):
+    """Each member's ``pbt_exploits`` is the number of exploit lines Ray logged for it (0 without a log),
+    also for a member exploited after its last epoch: it never reports again, so its count cannot come
+    from a report. Either case, or both, can occur in one run; the same check covers them."""
     request, _ = pbt_search
     logs = _pbt_logs(request)
-    if _exploited_after_last_epoch(request, logs):
-        pytest.skip("a member was exploited after its last epoch: the next test covers that case")
-    study = _study(request)
-    recorded = {t.user_attrs["pbt_trial_id"]: t.user_attrs["pbt_exploits"] for t in study.trials}
-    assert len(recorded) == 4
-    for member, lines in logs.items():
-        assert recorded[member] == len(lines), (member, len(lines), recorded)
-
-
-def test_pbt_member_exploited_after_its_last_epoch_keeps_its_history(pbt_search):
-    request, _ = pbt_search
-    logs = _pbt_logs(request)
-    if not _exploited_after_last_epoch(request, logs):
-        pytest.skip("no member was exploited after its last epoch in this run (the case this test covers)")
     study = _study(request)
     ids = [t.user_attrs["pbt_trial_id"] for t in study.trials]
     assert len(set(ids)) == 4, ids
     recorded = {t.user_attrs["pbt_trial_id"]: t.user_attrs["pbt_exploits"] for t in study.trials}
-    for member, lines in logs.items():
-        assert recorded.get(member) == len(lines), (member, len(lines), recorded)
+    assert set(logs) <= set(recorded), (sorted(logs), sorted(recorded))
+    assert recorded == {member: len(logs.get(member, [])) for member in recorded}, (recorded, logs)
 
 
 # ====================================================================== resume after SIGKILL
