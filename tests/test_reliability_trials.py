@@ -38,6 +38,7 @@ PLUGIN = '''
 """Task plug-ins for tests/test_reliability_trials.py: model builds that break on purpose."""
 import os
 import signal
+import time
 
 import torch
 
@@ -97,6 +98,28 @@ def make_breaking_task(seed, marker_dir, plan, train_size=48, val_size=32, test_
                     parameter.fill_(float("nan"))
         elif how != "ok":
             _break(model, how)
+        return model
+
+    return TaskPlugin(data, build_model=build)
+
+
+def make_held_task(seed, train_size=48, val_size=32, test_size=32):
+    """Training steps wait while the file named by AUTOAUG_TEST_HOLD exists, so a test can stop the
+    driver while a trial is certainly running (without it, a fast machine finishes trials first)."""
+    data = make_task(seed, train_size, val_size, test_size)
+    hold = os.environ.get("AUTOAUG_TEST_HOLD")
+
+    def build(tokenizer, task):
+        model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
+        if hold:
+            original = model.forward
+
+            def forward(batch):
+                while model.training and os.path.exists(hold):
+                    time.sleep(0.05)
+                return original(batch)
+
+            model.forward = forward
         return model
 
     return TaskPlugin(data, build_model=build)
@@ -305,8 +328,8 @@ def test_study_lock_on_postgresql(tmp_path):
             time.sleep(0.5)
 
 
-def _start_cli(args: list[str], folder: Path, plugin_folder: Path) -> subprocess.Popen:
-    env = dict(os.environ)
+def _start_cli(args: list[str], folder: Path, plugin_folder: Path, **extra_env: str) -> subprocess.Popen:
+    env = dict(os.environ, **extra_env)
     env["PYTHONPATH"] = os.pathsep.join([str(plugin_folder)] + [p for p in [env.get("PYTHONPATH")] if p])
     with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
         return subprocess.Popen([sys.executable, "-m", "autoaug", *args], cwd=folder, env=env, stdout=stdout,
@@ -325,11 +348,13 @@ def _running_child_runs(workdir: Path) -> list[str]:
 
 def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_closed(plugin_dir, tmp_path, capsys):
     workdir = tmp_path / "runs"
-    args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task", "--name", "shared",
+    args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_held_task", "--name", "shared",
             "--trials", "2", "--max-epochs", "2", "--sampler", "random", "--scheduler", "none",
             "--workdir", str(workdir), "--no-calibrate", "--no-confirm", "--no-baselines", "--json"]
     (tmp_path / "first").mkdir()
-    first = _start_cli(args, tmp_path / "first", plugin_dir)
+    hold = tmp_path / "hold"  # the first driver's trials wait in training until this file is removed
+    hold.touch()
+    first = _start_cli(args, tmp_path / "first", plugin_dir, AUTOAUG_TEST_HOLD=str(hold))
     url = f"sqlite:///{workdir / 'optuna.db'}"
     try:
         deadline = time.monotonic() + 300
@@ -354,6 +379,7 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
         states = {t.number: t.state for t in optuna.load_study(study_name="shared", storage=url).trials}
         assert all(states[number] == TrialState.RUNNING for number in running), states  # not marked stale
         assert first.poll() is None
+        assert _running_child_runs(workdir)
 
         os.killpg(first.pid, signal.SIGKILL)  # the driver and its Ray processes, mid-trial
         first.wait()
@@ -361,6 +387,7 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
+        hold.unlink()
     killed = optuna.load_study(study_name="shared", storage=url).trials
     stale = {t.number for t in killed if t.state == TrialState.RUNNING}
     finished_before = {t.number: (t.params, t.values) for t in killed if t.state == TrialState.COMPLETE}
