@@ -29,11 +29,11 @@ import time
 from typing import Any, Optional
 
 from autoaug.errors import AutoaugError
+from autoaug.search.record_schema import CALIBRATION_ATTR, PARENT_TAG, ROLE_CALIBRATION, ROLE_TAG, STUDY_TAG
 from autoaug.search.stages import METRIC, RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
 
 DEFAULT_LEARNING_RATES: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-CALIBRATION_ATTR = "calibration"
 SMOOTHING_EPOCHS = 3
 TRIAL_LENGTH_FACTOR = 1.5
 MIN_IMAGE_MARGIN = 0.02
@@ -138,8 +138,7 @@ def _log(context: SearchContext, record: dict, outcomes: dict[str, RunOutcome]) 
 
     client = context.client
     run = client.create_run(context.experiment_id, run_name="calibration",
-                            tags={"mlflow.parentRunId": context.parent, "autoaug_role": "calibration",
-                                  "autoaug_study": context.request.name})
+                            tags={PARENT_TAG: context.parent, ROLE_TAG: ROLE_CALIBRATION, STUDY_TAG: context.request.name})
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     metrics = []

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from autoaug.policy import Policy
-from autoaug.search.records import BASELINE_ATTR, POLICY_ATTR, STATE_ATTR
+from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, CONFIRMATION_RUNS_ATTR, PARENT_TAG,
+                                          POLICY_ATTR, ROLE_CONFIRMATION, ROLE_TAG, STATE_ATTR, STUDY_TAG, VERDICT_TAG,
+                                          WINNER_TAG)
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
 
-CONFIRMATION_ATTR = "confirmation"
-RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps finished runs
 CONFIRM_SEED_BASE = 10_000  # far from the seeds users and the search pick (0, 1, 2, ...)
 NONE = "none"
 
@@ -140,12 +140,12 @@ def confirm(context: SearchContext, top_k: int, seed_count: int) -> dict[str, An
     if recorded and [row["name"] for row in recorded["candidates"]] == [c.name for c in candidates] \
             and recorded["seeds"] == seeds:
         return recorded
-    finished: dict[str, float] = dict(study.user_attrs.get(RUNS_ATTR) or {})
+    finished: dict[str, float] = dict(study.user_attrs.get(CONFIRMATION_RUNS_ATTR) or {})
 
     def keep(outcome: RunOutcome) -> None:  # saved as each run ends: a killed driver loses no finished run
         if outcome.final is not None:
             finished[outcome.spec.label] = outcome.final
-            study.set_user_attr(RUNS_ATTR, finished)
+            study.set_user_attr(CONFIRMATION_RUNS_ATTR, finished)
 
     specs = [RunSpec(role="confirmation", label=_label(candidate, seed), policy=candidate.policy, seed=seed)
              for candidate in candidates for seed in seeds if _label(candidate, seed) not in finished]
@@ -168,9 +168,8 @@ def _log(context: SearchContext, record: dict) -> None:
 
     client = context.client
     run = client.create_run(context.experiment_id, run_name="confirmation",
-                            tags={"mlflow.parentRunId": context.parent, "autoaug_role": "confirmation",
-                                  "autoaug_study": context.request.name, "autoaug_verdict": record["verdict"],
-                                  "autoaug_winner": record["winner"]})
+                            tags={PARENT_TAG: context.parent, ROLE_TAG: ROLE_CONFIRMATION, STUDY_TAG: context.request.name,
+                                  VERDICT_TAG: record["verdict"], WINNER_TAG: record["winner"]})
     run_id = run.info.run_id
     metrics = []
     for row in record["candidates"]:
@@ -184,4 +183,4 @@ def _log(context: SearchContext, record: dict) -> None:
     client.log_batch(run_id, metrics=metrics, params=params)
     client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "confirmation.json")
     client.set_terminated(run_id, "FINISHED")
-    client.set_tag(context.parent, "autoaug_verdict", record["verdict"])
+    client.set_tag(context.parent, VERDICT_TAG, record["verdict"])

@@ -22,11 +22,9 @@ from ray.tune.search.optuna import OptunaSearch
 from autoaug.policy import Policy
 from autoaug.search.trainable import epochs_of
 
-STATE_ATTR = "autoaug_state"
-POLICY_ATTR = "autoaug_policy"
-BASELINE_ATTR = "autoaug_baseline"
-ERROR_ATTR = "autoaug_error"
-RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried
+from autoaug.search.record_schema import (BASELINE_ATTR, ERROR_ATTR, ERROR_TAG, PARENT_TAG, POLICY_ATTR,  # noqa: F401
+                                          POLICY_NAME_TAG, RAY_TRIAL_TAG, RETRIES_ATTR, RETRIES_TAG, ROLE_TAG,
+                                          ROLE_TRIAL, STATE_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG)
 
 
 def trial_state(trial, max_epochs: int) -> str:
@@ -171,15 +169,15 @@ class MlflowRecorder(Callback):
             return
         label = self.label_of(trial)
         policy = self.policy_of(trial.config)
-        tags = {"mlflow.parentRunId": self.parent_run_id, "mlflow.runName": label,
-                "autoaug_study": self.study, "autoaug_trial": label, "autoaug_role": "trial",
-                "autoaug_ray_trial_id": trial.trial_id, "autoaug_state": "running"}
+        tags = {PARENT_TAG: self.parent_run_id, "mlflow.runName": label,
+                STUDY_TAG: self.study, TRIAL_TAG: label, ROLE_TAG: ROLE_TRIAL,
+                RAY_TRIAL_TAG: trial.trial_id, STATE_TAG: "running"}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=label)
         self.run_ids[trial.trial_id] = run.info.run_id
         params = [Param(key, str(value)) for key, value in
                   flatten_policy(policy, trial.config if self.log_config_params else None).items()]
         self.client.log_batch(run.info.run_id, params=params,
-                              tags=[RunTag("autoaug_policy_name", str(policy.config.name or ""))])
+                              tags=[RunTag(POLICY_NAME_TAG, str(policy.config.name or ""))])
         self.client.log_text(run.info.run_id, policy.dumps(), "policy.yaml")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
@@ -216,7 +214,7 @@ class MlflowRecorder(Callback):
         count = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is not None:
-            self.client.set_tag(run_id, "autoaug_retries", str(count))
+            self.client.set_tag(run_id, RETRIES_TAG, str(count))
             self.client.log_text(run_id, _error_text(trial), f"error_attempt{count}.txt")
         if self.on_retry is not None:
             self.on_retry(trial.trial_id, reason)
@@ -229,11 +227,11 @@ class MlflowRecorder(Callback):
             self.on_finished(trial, state)
 
     def _close_run(self, run_id: str, trial, state: str) -> None:
-        self.client.set_tag(run_id, "autoaug_state", state)
+        self.client.set_tag(run_id, STATE_TAG, state)
         if state == "failed":
             error = _error_text(trial)
             # MLflow tags hold 5000 characters; the raised exception is at the end of a traceback
-            self.client.set_tag(run_id, "autoaug_error", error[-4900:])
+            self.client.set_tag(run_id, ERROR_TAG, error[-4900:])
             self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import optuna
 
-BASELINE_ATTR = "autoaug_baseline"  # same key as records.BASELINE_ATTR (no import: records imports Ray)
+from autoaug.search.record_schema import BASELINE_ATTR
 
 
 def gene_of(name: str) -> str:

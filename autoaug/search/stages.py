@@ -16,10 +16,8 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
+from autoaug.search.record_schema import METRIC, ROBUST_METRIC  # noqa: F401  (stages report these)
 from autoaug.search.trainable import RunSpec, TrialSettings, epochs_of, proxy_trial
-
-METRIC = "val_accuracy"
-ROBUST_METRIC = "robust_val_accuracy"
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""The names a search writes into its records: Optuna user attributes, MLflow tags, roles, metric keys
+and the experiment name. Everyone who writes or reads the records (the search, export, dashboards,
+benchmarks, tests) imports them from here, so a renamed key cannot leave a reader behind.
+
+This module imports nothing heavy (no Ray, Optuna or MLflow): samplers and dashboards load it cheaply.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------- metrics (Tune results, MLflow)
+METRIC = "val_accuracy"  # clean validation accuracy: what ASHA, PBT and the export rank on
+ROBUST_METRIC = "robust_val_accuracy"  # accuracy on augmented validation batches (nsga2's second objective)
+
+# ---------------------------------------------------------------------- Optuna trial user attributes
+STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed: Ray tells Optuna COMPLETE for both
+POLICY_ATTR = "autoaug_policy"  # the policy the trial ran, as a dict (what export writes)
+BASELINE_ATTR = "autoaug_baseline"  # the preset name, on baseline trials only
+ERROR_ATTR = "autoaug_error"  # the one-line reason a trial failed
+RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried
+
+# ---------------------------------------------------------------------- Optuna study user attributes
+CALIBRATION_ATTR = "calibration"
+CONFIRMATION_ATTR = "confirmation"
+CONFIRMATION_RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps them
+DATA_FINGERPRINT_ATTR = "data_fingerprint"
+DATA_SOURCE_ATTR = "data_source"
+
+# ---------------------------------------------------------------------- MLflow run tags
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI draws child runs under it)
+ROLE_TAG = "autoaug_role"  # one of the ROLE_* values below
+STUDY_TAG = "autoaug_study"
+TRIAL_TAG = "autoaug_trial"  # "trial <n>" (the Optuna number) or "baseline <preset>"
+STATE_TAG = STATE_ATTR  # the same words as the Optuna attribute, plus "running" and "killed"
+ERROR_TAG = ERROR_ATTR
+RAY_TRIAL_TAG = "autoaug_ray_trial_id"
+POLICY_NAME_TAG = "autoaug_policy_name"
+RETRIES_TAG = "autoaug_retries"
+RESUMED_TAG = "autoaug_resumed"
+VERDICT_TAG = "autoaug_verdict"
+WINNER_TAG = "autoaug_winner"
+
+ROLE_SEARCH = "search"  # the parent run of one search
+ROLE_TRIAL = "trial"  # a searched or baseline trial
+ROLE_CALIBRATION = "calibration"
+ROLE_CONFIRMATION = "confirmation"
+
+
+def experiment_name(study: str) -> str:
+    """The MLflow experiment of study ``study`` (one experiment per study name)."""
+    return f"autoaug-{study}"
+
+
+def runs_filter(role: str, study: str) -> str:
+    """The MLflow search filter for the runs of ``role`` in ``study``."""
+    return f"tags.{ROLE_TAG} = '{role}' and tags.{STUDY_TAG} = '{study}'"
