@@ -22,6 +22,22 @@ class AutoaugInputError(ValueError):
         super().__init__(one_line(str(message)), *args)
 
 
+class ParameterError(AutoaugInputError):
+    """A library call's argument out of range. The message starts with the Python parameter's name
+    (``max_epochs: expected a positive integer, got 0``): a library user reads the name they passed,
+    and the CLI, which knows which flag fed that parameter, shows the flag instead (``--max-epochs: ...``,
+    `flag_message`)."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+        self.problem = one_line(problem)
+
+    def flag_message(self, flag: str) -> str:
+        """The same message with ``flag`` in place of the parameter's name."""
+        return f"{flag}: {self.problem}"
+
+
 class BatchValidationError(AutoaugInputError):
     """A `MultimodalBatch` field has the wrong shape, dtype or device, or an op needs a missing one."""
 
