@@ -27,7 +27,8 @@ import optuna
 import pytest
 from rich.console import Console
 
-from autoaug.search.controller import SearchRequest, best_trial, run_search
+from autoaug.search.controller import SearchRequest, run_search
+from autoaug.search.study import best_trial
 from autoaug.search.records import SearchProgress
 from conftest import plugin_on_path
 

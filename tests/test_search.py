@@ -1,4 +1,4 @@
-"""`autoaug search` / `autoaug export` end to end (DESIGN §7, §8, §11): real Ray Tune, real Optuna,
+"""`autoaug search` / `autoaug export` end to end: real Ray Tune, real Optuna,
 real MLflow on SQLite, on a tiny shapes-vqa proxy (48 / 32 / 32 examples, 2-3 epochs).
 
 Most searches go through the Python API in this process (one Ray instance for the module); the
@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
-from autoaug.search.controller import SearchRequest, rungs, run_search
+from autoaug.search.controller import SearchRequest, run_search
+from autoaug.search.searched import rungs
 from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR
 from autoaug.search.space import load_space
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
@@ -486,7 +487,7 @@ def test_nsga2_objective_pair(plugin_dir, tmp_path):
     assert len(study.directions) == 2 and study.user_attrs["sampler"] == "nsga2"
     assert all(len(t.values) == 2 for t in study.trials)
     best = study.trials[result["best_trial"]]
-    from autoaug.search.controller import pareto_choice, pareto_front
+    from autoaug.search.study import pareto_choice, pareto_front
 
     assert result["best_trial"] == pareto_choice(pareto_front(study)).number
     assert result["best_value"] == pytest.approx(best.values[0])

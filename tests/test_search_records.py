@@ -22,8 +22,9 @@ import yaml
 
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
-from autoaug.search.controller import (NEVER_RUN, SearchRequest, _record_baselines, baseline_outcomes,
-                                       run_search)
+from autoaug.search.baselines import NEVER_RUN, record_baselines
+from autoaug.search.controller import SearchRequest, run_search
+from autoaug.search.study import baseline_outcomes
 from autoaug.search.records import MlflowRecorder
 from autoaug.search.trainable import BASELINE_KEY, TrialSettings
 from autoaug.synthetic import example_batch
@@ -97,7 +98,7 @@ def test_every_requested_baseline_is_in_the_result_with_a_reason():
         "moderate": (fake_tune_trial("b", "moderate", "ERROR", error_msg="Traceback ...\nRuntimeError: boom"), "failed"),
         "conservative": (fake_tune_trial("c", "conservative", "TERMINATED", {"training_iteration": 2}), "complete"),
     }
-    _record_baselines(study, ["none", "conservative", "moderate", "aggressive"], results, settings)
+    record_baselines(study, ["none", "conservative", "moderate", "aggressive"], results, settings)
     outcomes = baseline_outcomes(study)
     assert outcomes == {
         "none": {"state": "complete", "value": 0.5, "reason": None},
@@ -236,3 +237,25 @@ def test_resume_on_changed_data_is_refused(search):
     assert len(fingerprints) == 2 and fingerprints[0] != fingerprints[1]
     study_after = optuna.load_study(study_name="records", storage=search.result["optuna_storage"])
     assert len(study_after.trials) == trials_before
+
+
+# ====================================================================== private routes of dependencies
+def test_private_ray_searcher_routes_still_exist():
+    """`RecordingOptunaSearch` reads Ray's ``_ot_trials`` / ``_completed_trials``: a Ray release that
+    renames them must fail here, not silently drop every trial's policy and state."""
+    import optuna
+
+    from autoaug.search.record_schema import POLICY_ATTR, STATE_ATTR
+    from autoaug.search.records import RecordingOptunaSearch
+
+    searcher = RecordingOptunaSearch(
+        space=lambda trial: {"x": trial.suggest_float("x", 0.0, 1.0)}, metric="val_accuracy", mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0), policy_of=lambda config: Policy.load("none"), max_epochs=2)
+    config = searcher.suggest("t0")
+    assert set(config) == {"x"}
+    assert isinstance(searcher._ot_trials["t0"], optuna.Trial) and "t0" not in searcher._completed_trials
+    searcher.on_trial_complete("t0", result={"val_accuracy": 0.5, "epoch": 2})
+    assert "t0" in searcher._completed_trials
+    (frozen,) = searcher._ot_study.get_trials()
+    assert frozen.user_attrs[STATE_ATTR] == "complete" and frozen.user_attrs[POLICY_ATTR]["entries"] == []
+    assert searcher.optuna_number("t0") == frozen.number == 0

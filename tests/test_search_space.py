@@ -1,4 +1,4 @@
-"""Declarative search spaces (DESIGN §7): shipped files load, bad files fail with one clear error
+"""Declarative search spaces: shipped files load, bad files fail with one clear error
 naming the file, the field and the allowed values, the hash follows content only, and sampling with
 a real Optuna study gives params whose policy validates. No Ray is started here.
 """

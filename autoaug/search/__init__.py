@@ -1,1 +1,1 @@
-"""Policy search (DESIGN §7): declarative spaces, Optuna inside Ray Tune, MLflow records, export."""
+"""Policy search: declarative spaces, Optuna inside Ray Tune, MLflow records, export (docs/ARCHITECTURE.md, "The search, in layers")."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from autoaug.policy import Policy
-from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, CONFIRMATION_RUNS_ATTR, PARENT_TAG,
+from autoaug.search.record_schema import (METRIC, BASELINE_ATTR, CONFIRMATION_ATTR, CONFIRMATION_RUNS_ATTR, PARENT_TAG,
                                           POLICY_ATTR, ROLE_CONFIRMATION, ROLE_TAG, STATE_ATTR, STUDY_TAG, VERDICT_TAG,
                                           WINNER_TAG)
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
@@ -112,7 +112,7 @@ def judge(candidates: list[Candidate], values: dict[str, dict[int, float]], seed
     winner = max(winners, key=lambda row: row["mean"]) if winners else next(row for row in rows if row["name"] == NONE)
     policy = next(candidate.policy for candidate in candidates if candidate.name == winner["name"])
     return {
-        "metric": "val_accuracy", "split": "val", "seeds": list(seeds), "candidates": rows,
+        "metric": METRIC, "split": "val", "seeds": list(seeds), "candidates": rows,
         "winner": winner["name"], "winner_trial": winner["trial"] if winner["kind"] != "none" else None,
         "winner_policy": policy, "verdict": "improves" if winners else "no-gain",
         "rule": "winner = highest mean among candidates whose paired difference to none exceeds 2 SE; else none",

@@ -1,7 +1,7 @@
 """One driver per study: a second `autoaug search` on a study that a live driver is running is refused.
 
 Two drivers on one study would corrupt each other's records: on start a driver marks the trials it
-finds RUNNING as left behind by a dead driver (`controller._fail_stale_trials`) and closes their
+finds RUNNING as left behind by a dead driver (`study.fail_stale_trials`) and closes their
 MLflow runs as killed — a live colleague's trials included — and both would fill the same trial
 budget. So the driver holds a lock for the whole search, taken before it reads or changes anything:
 

@@ -1,4 +1,4 @@
-"""Export a trial's policy as a reusable file with provenance (DESIGN §8).
+"""Export a trial's policy as a reusable file with provenance (docs/ARCHITECTURE.md, "Export").
 
 The policy comes from the Optuna study (each trial stores the policy it ran), so export needs no
 search space file and no Ray; exporting the same trial twice gives the same bytes (no timestamps).
@@ -12,7 +12,9 @@ from typing import Optional, Union
 from autoaug import __version__
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
-from autoaug.search.records import BASELINE_ATTR, POLICY_ATTR
+from autoaug.search.record_schema import BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, POLICY_ATTR, ROBUST_METRIC
+from autoaug.search.study import ROBUST_TOLERANCE, best_trial, pareto_front
+from autoaug.storage import DEFAULT_WORKDIR
 
 
 def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
@@ -28,7 +30,7 @@ def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
     data["provenance"] = {
         "study": study.study_name,
         "trial": trial_number,
-        "metric": "val_accuracy",
+        "metric": METRIC,
         "value": trial.values[0] if trial.values else None,
         "seeds": {"search": int(attrs.get("seed", 0)), "trial": int(attrs.get("seed", 0))},
         "search_space": attrs.get("space_name"),
@@ -43,8 +45,6 @@ def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
 
 def export_confirmed(study, out: Union[str, Path]) -> Path:
     """Write the confirmation's winner — possibly ``none`` — with the evidence in its provenance."""
-    from autoaug.search.confirmation import CONFIRMATION_ATTR
-
     record = study.user_attrs[CONFIRMATION_ATTR]
     attrs = study.user_attrs
     data = dict(record["winner_policy"])
@@ -54,7 +54,7 @@ def export_confirmed(study, out: Union[str, Path]) -> Path:
     data["provenance"] = {
         "study": study.study_name,
         "trial": record.get("winner_trial"),
-        "metric": "val_accuracy",
+        "metric": METRIC,
         "value": winner["mean"],
         "seeds": {"search": int(attrs.get("seed", 0)),
                   **{f"confirmation_{index}": seed for index, seed in enumerate(record["seeds"])}},
@@ -77,15 +77,47 @@ def export_confirmed(study, out: Union[str, Path]) -> Path:
 
 def export_best(study, out: Union[str, Path]) -> tuple[Path, Optional[int]]:
     """The search's export: the confirmed winner when the search confirmed, else the best trial."""
-    from autoaug.search.confirmation import CONFIRMATION_ATTR
-    from autoaug.search.controller import best_trial
-
     if CONFIRMATION_ATTR in study.user_attrs:
         return export_confirmed(study, out), study.user_attrs[CONFIRMATION_ATTR].get("winner_trial")
     chosen = best_trial(study)
     if chosen is None:
         raise AutoaugInputError(f"--name {study.study_name}: the study has no complete trial to export yet")
     return export_policy(study, chosen.number, out), chosen.number
+
+
+def export_search(study, name: str, exports_dir: Path, export: bool = True) -> dict:
+    """What a finished search exports into ``exports_dir``: ``<name>-best.yaml`` (the confirmed winner
+    when the search confirmed, else the best trial) and, for a two-objective search, its Pareto front
+    as one policy file per front trial. ``export=False`` (every searched trial failed) writes nothing.
+    Returns the result's keys: ``best_policy_path`` (None when nothing was exported) and, with two
+    objectives, ``pareto_front`` and ``export_rule``."""
+    best_path = exports_dir / f"{name}-best.yaml"
+    # a driver killed while exporting leaves its temporary file (`_write`); this driver holds the
+    # study (`exclusive`), so any temporary of this export is such a leftover
+    for leftover in best_path.parent.glob(f".{best_path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+    if not export or best_trial(study) is None:
+        return {"best_policy_path": None}
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    export_best(study, best_path)
+    exported: dict = {"best_policy_path": str(best_path)}
+    if len(study.directions) > 1:
+        exported.update(_export_front(study, exports_dir / f"{name}-pareto"))
+    return exported
+
+
+def _export_front(study, folder: Path) -> dict:
+    """A two-objective search exports its Pareto front as a set (one policy file per front trial)
+    and names the rule that chose ``best_trial`` from it."""
+    front = []
+    for trial in pareto_front(study):
+        folder.mkdir(parents=True, exist_ok=True)
+        path = export_policy(study, trial.number, folder / f"trial{trial.number}.yaml")
+        front.append({"trial": trial.number, METRIC: trial.values[0], ROBUST_METRIC: trial.values[1],
+                      "policy_path": str(path)})
+    return {"pareto_front": front,
+            "export_rule": f"best {METRIC} among front trials whose {ROBUST_METRIC} is within "
+                           f"{ROBUST_TOLERANCE} of the front's best"}
 
 
 def _write(policy: Policy, out: Union[str, Path]) -> Path:
@@ -113,13 +145,11 @@ def _write(policy: Policy, out: Union[str, Path]) -> Path:
         raise AutoaugInputError(f"--out {out}: cannot write ({error.strerror or error})") from None
 
 
-def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Path] = "autoaug-runs",
+def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Path] = DEFAULT_WORKDIR,
                         storage: Optional[str] = None, trial: Optional[int] = None) -> tuple[Path, Optional[int]]:
     """`autoaug export`: open the study, pick the policy (``trial``, else the confirmed winner, else the
     best full-length trial), write the file; returns the path and the trial number (``None`` when the
     confirmed winner is ``none``; the evidence is in the file's provenance)."""
-    from autoaug.search.controller import best_trial
-
     study = open_study(name, workdir, storage)
     if trial is None:
         return export_best(study, out)
@@ -127,7 +157,7 @@ def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Pa
     return export_policy(study, chosen.number, out), chosen.number
 
 
-def open_study(name: str, workdir: Union[str, Path] = "autoaug-runs", storage: Optional[str] = None):
+def open_study(name: str, workdir: Union[str, Path] = DEFAULT_WORKDIR, storage: Optional[str] = None):
     """A search's Optuna study by name, from ``--storage`` or the embedded store of ``--workdir``."""
     import optuna
 

@@ -32,9 +32,11 @@ from typing import Any
 
 from ray.tune import Callback
 
-from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR, MlflowRecorder, SearchProgress, error_reason
+from autoaug.search.record_schema import ERROR_ATTR, METRIC, POLICY_ATTR, STATE_ATTR
+from autoaug.search.records import MlflowRecorder, SearchProgress, error_reason
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, op_param, stage_sorted
-from autoaug.search.stages import METRIC, fit_quietly
+from autoaug.search.stages import fit_quietly
+from autoaug.search.study import finished_count
 
 EXPLORE_STEP = 0.1
 RESAMPLE_PROBABILITY = 0.2
@@ -99,8 +101,7 @@ def piecewise_policy(space: SearchSpace, history: list[tuple[int, dict]], max_ep
         stretches: list[list] = []  # [start progress, p, magnitude]
         for epoch, config in history:
             progress = min(epoch / max_epochs, 1.0)  # exact: a rounded-up point would start a stretch late
-            p = round(float(config.get(op_param(op, "p"), model.ops[op].p[1])), 6)
-            magnitude = round(float(config.get(op_param(op, "magnitude"), model.initial_magnitude)), 6)
+            p, magnitude = (round(value, 6) for value in model.op_settings(config, op))
             if stretches and stretches[-1][0] == progress:
                 stretches[-1][1:] = [p, magnitude]  # a later exploit at the same epoch wins
             elif not stretches or stretches[-1][1:] != [p, magnitude]:
@@ -151,7 +152,6 @@ def run_pbt(context) -> None:
     import optuna
     from optuna.trial import TrialState
     from ray import tune
-    from autoaug.search.controller import finished_count
 
     request, study, space, settings, console = context.request, context.study, context.space, context.settings, context.console
 

@@ -24,7 +24,7 @@ from autoaug.search.trainable import epochs_of
 
 from autoaug.search.record_schema import (BASELINE_ATTR, ERROR_ATTR, ERROR_TAG, PARENT_TAG, POLICY_ATTR,  # noqa: F401
                                           POLICY_NAME_TAG, RAY_TRIAL_TAG, RETRIES_ATTR, RETRIES_TAG, ROLE_TAG,
-                                          ROLE_TRIAL, STATE_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG)
+                                          ROLE_TRIAL, STATE_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG, METRIC, ROBUST_METRIC)
 
 
 def trial_state(trial, max_epochs: int) -> str:
@@ -37,7 +37,13 @@ def trial_state(trial, max_epochs: int) -> str:
 
 
 class RecordingOptunaSearch(OptunaSearch):
-    """`OptunaSearch` that records each trial's policy and end state as Optuna user attributes."""
+    """`OptunaSearch` that records each trial's policy and end state as Optuna user attributes.
+
+    Ray's searcher keeps its Optuna trials in private attributes and offers no accessor: ``_ot_trials``
+    (Tune trial id -> the live `optuna.Trial`, the only handle that can set a running trial's user
+    attributes) and ``_completed_trials`` (ids it already told Optuna about; attributes set after that
+    would be refused). tests/test_search_records.py::test_private_ray_searcher_routes_still_exist fails
+    loudly if a Ray release renames them."""
 
     def __init__(self, *args, policy_of: Callable[[dict], Policy], max_epochs: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -192,7 +198,7 @@ class MlflowRecorder(Callback):
             step = int(epoch.get("epoch", result.get("training_iteration", 0)))
             at = int(epoch["epoch_end_time"] * 1000) if "epoch_end_time" in epoch else stamp
             metrics += [Metric(key, float(value), at, step) for key, value in epoch.items()
-                        if key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "robust_val_accuracy",
+                        if key in (METRIC, "val_loss", "train_loss", "train_accuracy", ROBUST_METRIC,
                                    "epoch_seconds") or is_entry_count_metric(key)]
         if self.track_config:
             step = int(result.get("epoch", result.get("training_iteration", 0)))

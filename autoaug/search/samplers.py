@@ -20,15 +20,25 @@ What each models (the README's "What each sampler models" is this list):
 
 Baseline trials (presets added to the study without parameters) are never parents and never shrink
 the space a sampler models: the spaces below are computed over searched trials only.
+
+Adding a sampler: write its Optuna sampler (here or in a new module) and register a `SamplerKind`
+with `register_sampler` at the end of this file; nothing else names samplers (`SAMPLERS` feeds the
+request's validation and the CLI's help). docs/ARCHITECTURE.md walks through it.
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import optuna
+from optuna.trial import TrialState
 
+from autoaug.errors import AutoaugInputError, ParameterError
 from autoaug.search.record_schema import BASELINE_ATTR
+from autoaug.search.study import finished_count, searched_trials
 
 
 def gene_of(name: str) -> str:
@@ -39,8 +49,9 @@ def gene_of(name: str) -> str:
 
 
 def searched_complete(study) -> list:
-    from optuna.trial import TrialState
-
+    # `Study._get_trials(use_cache=True)`: samplers call this on every suggestion, and the public
+    # `get_trials` re-reads the storage each time (the cached read is what Optuna's own samplers use);
+    # tests/test_samplers.py::test_private_optuna_routes_still_exist fails if it goes away.
     return [trial for trial in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
             if BASELINE_ATTR not in trial.user_attrs]
 
@@ -83,6 +94,8 @@ class GeneCrossover:
         self.swapping_prob = swapping_prob
 
     def __call__(self, study, search_space: dict, parent_population: list) -> dict[str, Any]:
+        # Optuna's own dominance test (private module): the tournament must rank parents exactly as
+        # Optuna's elite selection does; tests/test_samplers.py::test_private_optuna_routes_still_exist
         from optuna.study._multi_objective import _dominates
 
         rng = self._rng.rng
@@ -128,41 +141,14 @@ def nsga2_population(trials: int) -> int:
     return max(4, trials // 3)
 
 
-def make_sampler(name: str, space, seed: int, trials: int):
-    """The Optuna sampler ``--sampler name`` uses for ``space`` (see the module docstring)."""
-    import warnings
-
-    def tpe():
-        with warnings.catch_warnings():  # ``group`` is marked experimental; it is what a conditional space needs
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-    def cmaes():
-        sampler = optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=tpe(), warn_independent_sampling=False)
-        sampler._search_space = SearchedIntersection()
-        return sampler
-
-    def nsga2():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ConditionalNSGAII(seed=seed, population_size=nsga2_population(trials))
-
-    factories = {
-        "tpe": tpe,
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": cmaes,
-        "nsga2": nsga2,
-        "grid": lambda: CoverageGridSampler(space.grid(), seed=seed),
-    }
-    return factories[name]()
-
-
 class ConditionalNSGAII(optuna.samplers.NSGAIISampler):
     """NSGA-II whose offspring inherit conditional parameters (see `GeneCrossover`): the relative
     space is every parameter of the searched trials, not only those all of them share."""
 
     def __init__(self, *, seed: Optional[int], population_size: int) -> None:
         super().__init__(seed=seed, population_size=population_size)
+        # The public ``child_generation_strategy`` argument needs the sampler's own RNG (``_rng``, so a
+        # seeded sampler stays reproducible), which exists only once the sampler is built: set it after.
         self._child_generation_strategy = GeneCrossover(self._rng)
 
     def infer_relative_search_space(self, study, trial) -> dict:
@@ -173,7 +159,7 @@ class CoverageGridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler without its own stop: it calls ``study.stop()`` when it believes the grid
     is exhausted — counting failed points as visited, and raising outside ``optimize`` (ask/tell, as
     Ray drives it). The search stops on distinct grid points finished instead, and queues failed
-    points again (`controller.grid_coverage`)."""
+    points again (`grid_coverage`)."""
 
     def after_trial(self, study, trial, state, values) -> None:
         return None
@@ -199,3 +185,131 @@ def cmaes_coverage(space) -> tuple[list[str], list[str]]:
     return modelled, [name for name in every if name not in modelled]
 
 
+
+
+def grid_coverage(study, space) -> int:
+    """How many grid points have a finished searched trial; queues again (once) each point whose
+    trials all failed, e.g. those a stopped driver left behind."""
+    grid = space.grid()
+    names = list(grid)
+    points = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
+
+    def key(params: dict) -> tuple:
+        return tuple(params.get(name) for name in names)
+
+    trials = searched_trials(study)
+    covered = {key(trial.params) for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    waiting = {key(trial.system_attrs.get("fixed_params", {})) for trial in trials if trial.state == TrialState.WAITING}
+    failed = {key(trial.params) for trial in trials if trial.state == TrialState.FAIL}
+    for point in points:
+        if key(point) in failed and key(point) not in covered | waiting:
+            study.enqueue_trial(point)
+    return len(covered & {key(point) for point in points})
+
+
+# ---------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class SamplerKind:
+    """One ``--sampler`` choice: how to build its Optuna sampler, and what the search must do for it.
+
+    ``objectives`` is 1 (clean validation accuracy) or 2 (clean and robust: the study gets two
+    directions, trials report both, no scheduler cuts them, and the search exports a Pareto front).
+    The methods' defaults fit a sampler that proposes points until the trial budget is spent."""
+
+    name: str
+    build: Callable[[Any, int, int], optuna.samplers.BaseSampler]  # (space, seed, trials) -> sampler
+    objectives: int = 1
+
+    def check(self, space, console=None) -> None:
+        """Refuse a space this sampler cannot search (before anything is written), or say what it models."""
+
+    def budget(self, space, trials: int) -> int:
+        """How many searched trials the search runs for ``--trials trials``."""
+        return trials
+
+    def finished(self, study, space) -> int:
+        """How much of the budget is done (a resumed search runs only the rest)."""
+        return finished_count(study)
+
+
+SAMPLERS: dict[str, SamplerKind] = {}
+
+
+def register_sampler(kind: SamplerKind) -> SamplerKind:
+    if kind.name in SAMPLERS:
+        raise ValueError(f"sampler {kind.name!r} is registered twice")
+    SAMPLERS[kind.name] = kind
+    return kind
+
+
+def sampler_kind(name: str) -> SamplerKind:
+    """The registered sampler ``name``; a one-line error naming the choices otherwise."""
+    try:
+        return SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ParameterError("sampler", f"{name!r} is not one of {', '.join(SAMPLERS)}") from None
+
+
+def make_sampler(name: str, space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``--sampler name`` uses for ``space`` (see the module docstring)."""
+    return sampler_kind(name).build(space, seed, trials)
+
+
+def _tpe(space, seed: int, trials: int) -> optuna.samplers.TPESampler:
+    with warnings.catch_warnings():  # ``group`` is marked experimental; it is what a conditional space needs
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+def _cmaes(space, seed: int, trials: int) -> optuna.samplers.CmaEsSampler:
+    sampler = optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=_tpe(space, seed, trials),
+                                           warn_independent_sampling=False)
+    # CmaEsSampler takes no search-space argument: its private ``_search_space`` (an
+    # IntersectionSearchSpace) is replaced so baselines, which have no parameters, do not empty it;
+    # tests/test_samplers.py::test_private_optuna_routes_still_exist fails if the attribute goes away.
+    sampler._search_space = SearchedIntersection()
+    return sampler
+
+
+def _nsga2(space, seed: int, trials: int) -> "ConditionalNSGAII":
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return ConditionalNSGAII(seed=seed, population_size=nsga2_population(trials))
+
+
+class CmaEsKind(SamplerKind):
+    def check(self, space, console=None) -> None:
+        """CMA-ES models only numeric parameters every trial has: refuse a space with none, say which
+        parameters it models (and that TPE draws the rest) otherwise."""
+        modelled, others = cmaes_coverage(space)
+        if not modelled:
+            raise AutoaugInputError(
+                f"--sampler cmaes: {space.name} has no numeric parameter in every trial, so CMA-ES would model "
+                "nothing; use --sampler tpe (or grid for a randaugment space)")
+        if console is not None:
+            console.print(f"cmaes: CMA-ES models {', '.join(modelled)}; the {len(others)} categorical or conditional "
+                          "parameters (op choice, p, magnitude, schedule) are drawn by TPE", highlight=False)
+
+
+class GridKind(SamplerKind):
+    """A grid search counts distinct grid points finished (Optuna's grid sampler counts a failed point
+    as visited and would fill the budget with repeats): failed points are queued again each round."""
+
+    def check(self, space, console=None) -> None:
+        space.grid()  # fails clearly unless it is a randaugment space
+
+    def budget(self, space, trials: int) -> int:
+        size = 1
+        for values in space.grid().values():
+            size *= len(values)
+        return min(trials, size)
+
+    def finished(self, study, space) -> int:
+        return grid_coverage(study, space)
+
+
+register_sampler(SamplerKind("tpe", _tpe))
+register_sampler(SamplerKind("random", lambda space, seed, trials: optuna.samplers.RandomSampler(seed=seed)))
+register_sampler(CmaEsKind("cmaes", _cmaes))
+register_sampler(SamplerKind("nsga2", _nsga2, objectives=2))
+register_sampler(GridKind("grid", lambda space, seed, trials: CoverageGridSampler(space.grid(), seed=seed)))

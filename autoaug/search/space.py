@@ -1,4 +1,4 @@
-"""Declarative search spaces (DESIGN §7): YAML files validated on load, sampled define-by-run.
+"""Declarative search spaces (docs/ARCHITECTURE.md): YAML files validated on load, sampled define-by-run.
 
 Three kinds, one per search style:
 
@@ -119,6 +119,25 @@ class _SpaceBase(_Strict):
     def _fraction(cls, value):
         return _check_range(value) if isinstance(value, tuple) else _check_range((value, value))[0]
 
+    # What each kind does with a trial; `SearchSpace` delegates to these. Adding a kind: a subclass
+    # with its fields, these methods, and an entry in `_KINDS`.
+    def suggest(self, trial, source: str) -> None:
+        """Ask the trial (define-by-run) for one point of this space."""
+        raise NotImplementedError
+
+    def policy_data(self, params: dict[str, Any], name: Optional[str]) -> dict:
+        """The policy (as a dict `Policy.from_dict` reads) that a trial's params describe."""
+        raise NotImplementedError
+
+    def grid(self, source: str) -> dict[str, list]:
+        """The full grid of the space (for Optuna's GridSampler); only grid-shaped kinds have one."""
+        raise SearchSpaceError(f"{source}: --sampler grid needs a randaugment space (kind: randaugment)")
+
+    def corner_points(self) -> list[dict[str, Any]]:
+        """Params whose policies are built at load time, so a space whose trials could never build a
+        valid policy is refused then rather than in every trial."""
+        raise NotImplementedError
+
 
 def _known_ops(names: list[str]) -> list[str]:
     for index, name in enumerate(names):
@@ -141,6 +160,10 @@ class _OpRangesSpace(_SpaceBase):
             raise ValueError("at least one op is needed")
         _known_ops(list(value))
         return value
+
+    def sampling_ranges(self, op: str) -> OpRanges:
+        """The ranges sampled for ``op`` (a kind with a modality balance rescales them)."""
+        return self.ops[op]
 
 
 class PolicySpace(_OpRangesSpace):
@@ -198,6 +221,60 @@ class PolicySpace(_OpRangesSpace):
                                  "(an op forced in by the floor is recorded through them); give a range or set min: 0")
         return self
 
+    def sampling_ranges(self, op: str) -> OpRanges:
+        """The declared p range, and the magnitude range divided by the op's modality balance, so that
+        ``magnitude × balance`` stays within the declared range."""
+        ranges = self.ops[op]
+        balance = self.balance.get(ops.op_class(op).modality, 1.0)
+        if balance == 1.0:
+            return ranges
+        low, high = ranges.magnitude
+        return OpRanges(p=ranges.p, magnitude=(low / balance, min(high / balance, 1.0)))
+
+    def suggest(self, trial, source: str) -> None:
+        cap = self.entries.max
+        if self.entries.min < self.entries.max:
+            cap = trial.suggest_int(MAX_OPS, self.entries.min, self.entries.max)
+        order = consideration_order(list(self.ops), trial.number)
+        used = 0
+        for position, op in enumerate(order):
+            if used == cap:
+                break  # the cap: later ops are not asked, so Optuna records nothing for them
+            unconsidered = len(order) - position
+            forced = unconsidered <= self.entries.min - used  # the floor: no question whose "no" could not hold
+            if forced or trial.suggest_categorical(use_name(op), [False, True]):
+                used += 1
+                ranges = self.sampling_ranges(op)
+                _suggest_scalar(trial, op_param(op, "p"), ranges.p)
+                _suggest_scalar(trial, op_param(op, "magnitude"), ranges.magnitude)
+                if len(self.schedules) > 1:
+                    trial.suggest_categorical(op_param(op, "schedule"), self.schedules)
+        _suggest_scalar(trial, "clean_fraction", self.clean_fraction)
+        _suggest_scalar(trial, "augmented_loss_weight", self.augmented_loss_weight)
+
+    def policy_data(self, params: dict[str, Any], name: Optional[str]) -> dict:
+        entries = []
+        for op in used_ops(self, params):
+            ranges = self.sampling_ranges(op)
+            entries.append({
+                "op": op,
+                "p": _value(params, op_param(op, "p"), ranges.p),
+                "magnitude": _value(params, op_param(op, "magnitude"), ranges.magnitude),
+                "schedule": params.get(op_param(op, "schedule"), self.schedules[0]),
+            })
+        data = {
+            "name": name,
+            "clean_fraction": _value(params, "clean_fraction", self.clean_fraction),
+            "augmented_loss_weight": _value(params, "augmented_loss_weight", self.augmented_loss_weight),
+            "entries": stage_sorted(entries),
+        }
+        if self.balance:
+            data["balance"] = dict(self.balance)
+        return data
+
+    def corner_points(self) -> list[dict[str, Any]]:
+        return [{use_name(op): True for op in self.ops}]  # every op at once: stage order, schedules
+
 
 class RandAugmentSpace(_SpaceBase):
     """``kind: randaugment``: N ops per sample from ``ops``, all at magnitude M (a grid)."""
@@ -223,6 +300,26 @@ class RandAugmentSpace(_SpaceBase):
                 raise ValueError(f"m values must be in [0, 1], got {m}")
         return self
 
+    def suggest(self, trial, source: str) -> None:
+        trial.suggest_categorical("n", self.n)
+        trial.suggest_categorical("m", self.m)
+        _suggest_scalar(trial, "clean_fraction", self.clean_fraction)
+
+    def policy_data(self, params: dict[str, Any], name: Optional[str]) -> dict:
+        return {
+            "name": name, "selection": "random_n", "n": int(params["n"]),
+            "clean_fraction": _value(params, "clean_fraction", self.clean_fraction),
+            "entries": stage_sorted([{"op": op, "p": 1.0, "magnitude": float(params["m"])} for op in self.ops]),
+        }
+
+    def grid(self, source: str) -> dict[str, list]:
+        if isinstance(self.clean_fraction, tuple):
+            raise SearchSpaceError(f"{source}: clean_fraction must be one number for --sampler grid")
+        return {"n": list(self.n), "m": list(self.m)}
+
+    def corner_points(self) -> list[dict[str, Any]]:
+        return [{"n": n, "m": m} for n in self.n for m in self.m[:1]]
+
 
 class PbaScheduleSpace(_OpRangesSpace):
     """``kind: pba_schedule``: per-op magnitude and p learned over training by Population Based Training."""
@@ -232,6 +329,24 @@ class PbaScheduleSpace(_OpRangesSpace):
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
     initial_magnitude: float = Field(0.0, ge=0.0, le=1.0)
     clean_fraction: Union[float, Range] = 0.3
+
+    def suggest(self, trial, source: str) -> None:
+        raise SearchSpaceError(f"{source}: a pba_schedule space is searched with --scheduler pbt")
+
+    def op_settings(self, params: dict[str, Any], op: str) -> tuple[float, float]:
+        """(p, magnitude) of ``op`` in a PBT member's params; unset ones at their start (p at the top of
+        its range, magnitude at ``initial_magnitude``)."""
+        return (float(params.get(op_param(op, "p"), self.ops[op].p[1])),
+                float(params.get(op_param(op, "magnitude"), self.initial_magnitude)))
+
+    def policy_data(self, params: dict[str, Any], name: Optional[str]) -> dict:
+        """The policy at a PBT member's current params."""
+        entries = [dict(zip(("op", "p", "magnitude"), (op, *self.op_settings(params, op)))) for op in self.ops]
+        return {"name": name, "clean_fraction": _value(params, "clean_fraction", self.clean_fraction),
+                "entries": stage_sorted(entries)}
+
+    def corner_points(self) -> list[dict[str, Any]]:
+        return [{}]
 
 
 SpaceModel = Union[PolicySpace, RandAugmentSpace, PbaScheduleSpace]
@@ -261,92 +376,22 @@ class SearchSpace:
         """sha256 of the validated content (comments and key order in the file do not count)."""
         return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()
 
-    # ------------------------------------------------------------------ sampling (define-by-run)
+    # ------------------------------------------------------------------ what each kind does
     def suggest(self, trial) -> dict[str, Any]:
         """Draw one point with an Optuna trial (a real one or Ray's captor); returns the params."""
-        space = self.model
-        if isinstance(space, RandAugmentSpace):
-            trial.suggest_categorical("n", space.n)
-            trial.suggest_categorical("m", space.m)
-            _suggest_scalar(trial, "clean_fraction", space.clean_fraction)
-            return {}
-        if isinstance(space, PbaScheduleSpace):
-            raise SearchSpaceError(f"{self.source}: a pba_schedule space is searched with --scheduler pbt")
-        cap = space.entries.max
-        if space.entries.min < space.entries.max:
-            cap = trial.suggest_int(MAX_OPS, space.entries.min, space.entries.max)
-        order = consideration_order(list(space.ops), trial.number)
-        used = 0
-        for position, op in enumerate(order):
-            if used == cap:
-                break  # the cap: later ops are not asked, so Optuna records nothing for them
-            unconsidered = len(order) - position
-            forced = unconsidered <= space.entries.min - used  # the floor: no question whose "no" could not hold
-            if forced or trial.suggest_categorical(use_name(op), [False, True]):
-                used += 1
-                ranges = self.sampling_ranges(op)
-                _suggest_scalar(trial, op_param(op, "p"), ranges.p)
-                _suggest_scalar(trial, op_param(op, "magnitude"), ranges.magnitude)
-                if len(space.schedules) > 1:
-                    trial.suggest_categorical(op_param(op, "schedule"), space.schedules)
-        _suggest_scalar(trial, "clean_fraction", space.clean_fraction)
-        _suggest_scalar(trial, "augmented_loss_weight", space.augmented_loss_weight)
+        self.model.suggest(trial, self.source)
         return {}
 
     def sampling_ranges(self, op: str) -> OpRanges:
-        """The ranges sampled for ``op``: its declared p range, and its magnitude range divided by its
-        modality's fixed balance, so that ``magnitude × balance`` stays within the declared range."""
-        space = self.model
-        ranges = space.ops[op]
-        balance = getattr(space, "balance", {}).get(ops.op_class(op).modality, 1.0)
-        if balance == 1.0:
-            return ranges
-        low, high = ranges.magnitude
-        return OpRanges(p=ranges.p, magnitude=(low / balance, min(high / balance, 1.0)))
+        return self.model.sampling_ranges(op)
 
     def grid(self) -> dict[str, list]:
         """The full grid of a randaugment space (for Optuna's GridSampler)."""
-        if not isinstance(self.model, RandAugmentSpace):
-            raise SearchSpaceError(f"{self.source}: --sampler grid needs a randaugment space (kind: randaugment)")
-        grid = {"n": list(self.model.n), "m": list(self.model.m)}
-        if isinstance(self.model.clean_fraction, tuple):
-            raise SearchSpaceError(f"{self.source}: clean_fraction must be one number for --sampler grid")
-        return grid
+        return self.model.grid(self.source)
 
-    # ------------------------------------------------------------------ params -> policy
     def policy_data(self, params: dict[str, Any], name: Optional[str] = None) -> dict:
         """The policy (as a dict `Policy.from_dict` reads) that a trial's params describe."""
-        space = self.model
-        if isinstance(space, RandAugmentSpace):
-            return {
-                "name": name, "selection": "random_n", "n": int(params["n"]),
-                "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
-                "entries": stage_sorted([{"op": op, "p": 1.0, "magnitude": float(params["m"])} for op in space.ops]),
-            }
-        if isinstance(space, PbaScheduleSpace):
-            entries = [{"op": op, "p": float(params.get(op_param(op, "p"), ranges.p[1])),
-                        "magnitude": float(params.get(op_param(op, "magnitude"), space.initial_magnitude))}
-                       for op, ranges in space.ops.items()]
-            return {"name": name, "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
-                    "entries": stage_sorted(entries)}
-        entries = []
-        for op in used_ops(space, params):
-            ranges = self.sampling_ranges(op)
-            entries.append({
-                "op": op,
-                "p": _value(params, op_param(op, "p"), ranges.p),
-                "magnitude": _value(params, op_param(op, "magnitude"), ranges.magnitude),
-                "schedule": params.get(op_param(op, "schedule"), space.schedules[0]),
-            })
-        data = {
-            "name": name,
-            "clean_fraction": _value(params, "clean_fraction", space.clean_fraction),
-            "augmented_loss_weight": _value(params, "augmented_loss_weight", space.augmented_loss_weight),
-            "entries": stage_sorted(entries),
-        }
-        if space.balance:
-            data["balance"] = dict(space.balance)
-        return data
+        return self.model.policy_data(params, name)
 
 
 MAX_OPS = "max_ops"  # the trial's own cap on the number of ops, within [entries.min, entries.max]
@@ -435,14 +480,7 @@ def _check_buildable(space: SearchSpace) -> None:
     build a valid policy is refused at load time rather than in every trial."""
     from autoaug.policy.schema import PolicyError, validate_policy
 
-    model = space.model
-    if isinstance(model, RandAugmentSpace):
-        points = [{"n": n, "m": m} for n in model.n for m in model.m[:1]]
-    elif isinstance(model, PbaScheduleSpace):
-        points = [{}]
-    else:
-        points = [{use_name(op): True for op in model.ops}]  # every op at once: stage order, schedules
-    for params in points:
+    for params in space.model.corner_points():
         try:
             validate_policy(space.policy_data(params), space.source)
         except PolicyError as error:

@@ -26,6 +26,7 @@ class SearchContext:
 
     request: Any
     study: Any
+    storage: Any  # the Optuna storage the study lives in (Ray's searcher opens the same study through it)
     space: Any
     settings: TrialSettings
     prepared: Any
@@ -106,17 +107,6 @@ class TimeAccounting(Callback):
                                              / (capacity * cpus_per_slot), 4) if capacity else None,
             }
         return {"slots": slots, "cpus_per_slot": cpus_per_slot, "stages": stages}
-
-
-def slot_count(request) -> int:
-    """How many trials run at once on the Ray cluster the search uses."""
-    import ray
-
-    resources = ray.cluster_resources()
-    by_cpu = int(resources.get("CPU", 1) // request.cpus_per_trial) if request.cpus_per_trial else 1
-    if request.gpus_per_trial:
-        return max(1, min(by_cpu, int(resources.get("GPU", 0) // request.gpus_per_trial)))
-    return max(1, by_cpu)
 
 
 TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")

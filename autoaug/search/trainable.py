@@ -28,6 +28,7 @@ import lightning as L
 import torch
 
 from autoaug.policy import Policy
+from autoaug.search.record_schema import METRIC, ROBUST_METRIC
 from autoaug.search.space import SearchSpace
 
 BASELINE_KEY = "baseline"  # a trial config holding this key runs a preset instead of searched params
@@ -126,7 +127,7 @@ class TuneReporter(L.Callback):
             from autoaug.policy.counting import applied_fraction_metrics
 
             metrics.update(applied_fraction_metrics(self.policy, self.counts.take()))
-        for name in ("val_accuracy", "val_loss", "train_loss"):
+        for name in (METRIC, "val_loss", "train_loss"):
             if name in metrics and not math.isfinite(metrics[name]):
                 raise FloatingPointError(f"{name} is {metrics[name]} at epoch {trainer.current_epoch + 1}")
         metrics["epoch"] = trainer.current_epoch + 1
@@ -136,7 +137,7 @@ class TuneReporter(L.Callback):
             from autoaug.trainers import evaluation
 
             robust = evaluation.robust_accuracies(pl_module.model, trainer.datamodule.loader("val"), pl_module.device)
-            metrics["robust_val_accuracy"] = sum(robust.values()) / len(robust)
+            metrics[ROBUST_METRIC] = sum(robust.values()) / len(robust)
         self.history.append(metrics)
         if not self.settings.reports_at(metrics["epoch"], trainer.max_epochs):
             return
