@@ -275,6 +275,7 @@ def _records(task):
 
 
 def _write_parquet(path, rows, *, with_split=True, drop=None, label_ints=None, metadata=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
     columns = {
         "image": pa.array([{"bytes": png, "path": None} for png, *_ in rows],
                           type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
@@ -412,8 +413,13 @@ def test_missing_path(tmp_path):
     with bad_input("empty: the folder holds no"):
         load_data(tmp_path / "empty")
     (tmp_path / "notes.txt").write_text("hello")
-    with bad_input("notes.txt: expected a .parquet file"):
+    with bad_input(r"notes.txt: expected a Parquet file \(\*\.parquet\) or WebDataset shard \(\*\.tar\)"):
         load_data(tmp_path / "notes.txt")
+    mixed = tmp_path / "mixed"
+    _write_parquet(mixed / "a.parquet", _records(make_shapes_vqa(seed=0, train_size=4, val_size=2, test_size=2)))
+    (mixed / "b.tar").write_bytes(b"")
+    with bad_input(r"mixed: the folder mixes formats \(a.parquet \(parquet\), b.tar \(webdataset\)\); keep one"):
+        load_data(mixed)
 
 
 @pytest.mark.parametrize("column", ["image", "text", "label"])
@@ -571,3 +577,134 @@ def test_file_names_without_train_or_partly_named_are_refused(tmp_path, source_t
                                        with_split=True)
     with pytest.raises(AutoaugInputError, match=r"test\.parquet: row 0: split is 'val' but the file name says 'test'"):
         load_data(contradicting)
+
+
+# ====================================================================== user data: the reader registry
+# A format the registry does not know: JSON lines of {"png": base64, "text", "label", "split"}.
+JSONL_READER = """
+import base64, json
+from autoaug.trainers.reader_base import Reader, Row, split_value
+
+
+class JsonLinesReader(Reader):
+    \"\"\"JSON lines: one object per line with png (base64), text, label and split.\"\"\"
+
+    name = "jsonl-images"
+    suffixes = (".jsonl",)
+    kind = "JSON-lines file"
+
+    def read(self, files):
+        rows = []
+        for file in files:
+            for index, line in enumerate(file.read_text().splitlines()):
+                record, where = json.loads(line), f"{file}: line {index}"
+                rows.append(Row(image=base64.b64decode(record["png"]), image_path=None, text=record["text"],
+                                label=record["label"], split=split_value(record["split"], where, "split"),
+                                source=where))
+        return rows
+"""
+
+
+def _write_jsonl(path, rows):
+    import base64
+
+    path.write_text("".join(json.dumps({"png": base64.b64encode(png).decode(), "text": text, "label": label,
+                                        "split": split}) + "\n" for png, text, label, split in rows))
+    return path
+
+
+@pytest.fixture
+def clean_reader_registry(monkeypatch):
+    """The reader registry as the built-ins left it, restored after the test (entry points unread)."""
+    from autoaug.trainers import readers
+
+    monkeypatch.setattr(readers, "_REGISTRY", dict(readers._REGISTRY))
+    monkeypatch.setattr(readers, "_BY_SUFFIX", dict(readers._BY_SUFFIX))
+    monkeypatch.setattr(readers, "_entry_points_loaded", False)
+    return readers
+
+
+def _import_plugin_module(tmp_path, monkeypatch, name, text):
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+
+def test_a_new_format_is_one_reader_class(tmp_path, source_task, clean_reader_registry, monkeypatch):
+    """One `Reader` subclass, registered: ``load_data`` reads its files with every shared step (splits,
+    label checks, decoding, fingerprint) and gives what the same rows in Parquet give."""
+    readers = clean_reader_registry
+    module = _import_plugin_module(tmp_path, monkeypatch, "autoaug_test_jsonl_reader", JSONL_READER)
+    rows = _records(source_task)
+    path = _write_jsonl(tmp_path / "data.jsonl", rows)
+    with bad_input(r"data.jsonl: expected a Parquet file \(\*\.parquet\) or WebDataset shard"):
+        load_data(path)  # not registered yet
+    readers.register(module.JsonLinesReader)
+    assert readers.names() == ["parquet", "webdataset", "jsonl-images"]
+    from_jsonl = load_data(path)
+    from_parquet = load_data(_write_parquet(tmp_path / "data.parquet", rows))
+    _assert_same_records(from_jsonl, source_task)
+    assert from_jsonl.fingerprint == from_parquet.fingerprint
+    assert from_jsonl.split_record == from_parquet.split_record
+    assert from_jsonl.source == f"jsonl-images:{path}"
+    assert from_jsonl.train[2].source.endswith("data.jsonl: line 2")
+    with bad_input(r"data.jsonl: line 3: the image could not be decoded"):  # the shared decoding names its row
+        broken = list(rows)
+        broken[3] = (b"not an image", *broken[3][1:])
+        load_data(_write_jsonl(path, broken))
+    with bad_input(r"nothing.jsonl: no such file or folder \(expected a Parquet file .*, WebDataset shard "
+                   r"\(\*\.tar\) or JSON-lines file \(\*\.jsonl\)"):
+        load_data(tmp_path / "nothing.jsonl")
+
+
+def test_the_reader_registry_refuses_what_it_cannot_dispatch(clean_reader_registry):
+    from autoaug.trainers.reader_base import Reader
+
+    readers = clean_reader_registry
+
+    def reader(name, suffixes, doc="A test format."):
+        return type("TestReader", (Reader,), {"name": name, "suffixes": suffixes, "kind": "test file", "__doc__": doc})
+
+    with pytest.raises(TypeError, match="registered twice"):
+        readers.register(reader("parquet", (".pq",)))
+    with pytest.raises(TypeError, match="suffix .tar is already read by 'webdataset'"):
+        readers.register(reader("tarball", (".tar",)))
+    with pytest.raises(TypeError, match="needs a docstring"):
+        readers.register(reader("nodoc", (".nodoc",), doc=""))
+    with pytest.raises(TypeError, match="file endings"):
+        readers.register(reader("nodot", ("csv",)))
+    with pytest.raises(TypeError, match="does not declare `kind`"):
+        readers.register(type("NoKind", (Reader,), {"name": "nokind", "suffixes": (".nk",), "__doc__": "x"}))
+    with pytest.raises(TypeError, match="subclass of"):
+        readers.register(dict)
+    assert readers.names() == ["parquet", "webdataset"]  # nothing half-registered
+
+
+def _install_entry_point(tmp_path, monkeypatch, value):
+    """A distribution on ``sys.path`` declaring ``value`` in the ``autoaug.readers`` entry point group."""
+    info = tmp_path / "autoaug_test_reader_dist-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: autoaug-test-reader-dist\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[autoaug.readers]\njsonl_images = {value}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_an_installed_package_adds_a_format_through_entry_points(tmp_path, source_task, clean_reader_registry,
+                                                               monkeypatch):
+    (tmp_path / "autoaug_test_jsonl_entry.py").write_text(JSONL_READER)
+    _install_entry_point(tmp_path, monkeypatch, "autoaug_test_jsonl_entry:JsonLinesReader")
+    loaded = load_data(_write_jsonl(tmp_path / "data.jsonl", _records(source_task)))
+    _assert_same_records(loaded, source_task)
+    assert "jsonl-images" in clean_reader_registry.names()
+
+
+def test_a_broken_reader_entry_point_stops_with_its_name(tmp_path, clean_reader_registry, monkeypatch):
+    from autoaug.errors import AutoaugError
+
+    _install_entry_point(tmp_path, monkeypatch, "autoaug_test_no_such_reader_module:Reader")
+    with pytest.raises(AutoaugError, match=r"data reader plug-in 'jsonl_images' \(autoaug_test_no_such_reader_module"
+                                           r":Reader, entry point group autoaug.readers\) cannot be used: "
+                                           r"ModuleNotFoundError"):
+        load_data(tmp_path / "anything.parquet")

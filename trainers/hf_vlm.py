@@ -39,7 +39,7 @@ from autoaug.batch import MultimodalBatch
 from autoaug.errors import AutoaugInputError
 from autoaug.ops.saliency import distinctiveness
 
-from .data import TaskData
+from .records import TaskData
 from .model import StagedVLM, VLMOutput, kept_saliency
 from .tokenizer import TextTokenizer
 

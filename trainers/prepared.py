@@ -14,14 +14,14 @@ comparison of policies needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from autoaug.batch import MirrorSwaps, MultimodalBatch
 
-from .data import SPLITS, TaskData
+from .records import SPLITS, Example, TaskData
 from .tokenizer import TextTokenizer
 
 QUESTION_ONLY_GREY = 128  # the constant image a question-only run sees (uint8)
@@ -78,7 +78,8 @@ class PreparedTask:
     def build(cls, data: TaskData, build_model: Optional[Callable] = None) -> "PreparedTask":
         """Fit the tokenizer on the training texts and stack every split."""
         tokenizer = TextTokenizer.fit(data.texts("train"))
-        return cls(data, tokenizer, {split: _stack(data.split(split), tokenizer) for split in SPLITS}, build_model)
+        return cls(data, tokenizer, {split: stack_examples(data.split(split), tokenizer) for split in SPLITS},
+                   build_model)
 
     @property
     def fingerprint(self) -> str:
@@ -136,7 +137,9 @@ def _order_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
 
 
-def _stack(examples, tokenizer: TextTokenizer) -> TensorSplit:
+def stack_examples(examples: Sequence[Example], tokenizer: TextTokenizer) -> TensorSplit:
+    """Examples as one `TensorSplit`: images stacked as they are, texts tokenised (``text_special`` is
+    the padding plus the tokenizer's special ids, positions no op may touch)."""
     if not examples:
         size = (0, tokenizer.max_length)
         return TensorSplit(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(size, dtype=torch.long),

@@ -42,7 +42,7 @@ import torch
 
 from autoaug.errors import AutoaugInputError
 
-from .data import Example, TaskData
+from .records import Example, TaskData
 
 TASK_NAME = "shapes-vqa"
 

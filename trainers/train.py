@@ -16,10 +16,8 @@ Plugging in your own task (``--task my_module:make_task``): ``make_task(seed: in
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -32,10 +30,11 @@ from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
 
 from . import evaluation
-from .data import TaskData, load_task_or_data
 from .lightning_module import ProxyDataModule, ProxyTrialModule
 from .model import VARIANTS, build_model
 from .prepared import PreparedTask
+from .records import TaskData
+from .tasks import TaskPluginError, import_task_plugin, load_task_or_data
 from .tokenizer import TextTokenizer
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -92,38 +91,14 @@ def prepare_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
     return PreparedTask.build(plugin.data, builder or plugin.build_model)
 
 
-class TaskPluginError(RuntimeError):
-    """An exception raised inside a user's ``--task module:function`` code: not bad input but their
-    bug, so the message carries their traceback (the CLI prints the message)."""
-
-    carries_user_traceback = True  # the CLI prints all of it, not only the first line
-
-    def __init__(self, task: str, doing: str, error: BaseException) -> None:
-        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
-        super().__init__(f"--task {task}: {doing} raised {type(error).__name__}: {error}\n{trace}")
-
-
 def _call_plugin(task: str, seed: int, options: dict) -> Any:
-    """Import ``module:function`` and call it with ``seed=`` and the task options.
+    """Import ``module:function`` (`import_task_plugin`) and call it with ``seed=`` and the task options.
 
-    What cannot be found or called that way is bad input (`AutoaugInputError`, exit 2); whatever the
-    user's module or function raises while running is theirs (`TaskPluginError`, with the traceback).
+    A function that cannot be called that way is bad input (`AutoaugInputError`, exit 2); whatever the
+    user's function raises while running is theirs (`TaskPluginError`, with the traceback).
     """
-    module_name, _, function_name = task.partition(":")
-    if not module_name or not function_name:
-        raise AutoaugInputError(f"--task {task}: expected module:function, e.g. my_tasks:make_task")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
-            raise AutoaugInputError(f"--task {task}: no module named {error.name!r} "
-                                    "(is its folder on PYTHONPATH?)") from None
-        raise TaskPluginError(task, f"importing {module_name}", error) from error
-    except Exception as error:
-        raise TaskPluginError(task, f"importing {module_name}", error) from error
-    factory = getattr(module, function_name, None)
-    if not callable(factory):
-        raise AutoaugInputError(f"--task {task}: module {module_name!r} has no function {function_name!r}")
+    factory = import_task_plugin(task).factory
+    function_name = task.partition(":")[2]
     try:
         inspect.signature(factory).bind(seed=seed, **options)
     except TypeError as error:
