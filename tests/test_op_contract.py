@@ -204,8 +204,17 @@ def test_output_labels_stay_a_distribution(name):
 
 
 def test_unknown_op_names_close_matches():
-    with pytest.raises(KeyError, match="did you mean 'vision_token_dropout'"):
+    from autoaug.ops.registry import unknown_op_message
+
+    message = unknown_op_message("vision_token_dropuot")
+    assert message.startswith("unknown op 'vision_token_dropuot'; did you mean vision_token_dropout")
+    assert message.endswith("allowed: " + ", ".join(ops.names()))
+    with pytest.raises(KeyError) as raised:
         ops.get("vision_token_dropuot")
+    assert str(raised.value) == message  # the registry, policies and search spaces say the same line
+    assert unknown_op_message("text_mask_x", allowed=["text_mask", "vision_token_dropout"]) == \
+        "unknown op 'text_mask_x'; did you mean text_mask? allowed: text_mask, vision_token_dropout"
+    assert unknown_op_message("zzz", allowed=["text_mask"]) == "unknown op 'zzz'; allowed: text_mask"
 
 
 def test_bad_active_mask_is_a_clear_error():

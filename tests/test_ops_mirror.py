@@ -81,6 +81,15 @@ def test_special_and_padding_positions_are_never_rewritten():
     assert (out.text_ids[:, 9] == LEFT).all() and (out.text_ids[:, 1] == RIGHT).all()
 
 
+def test_dropped_positions_are_never_rewritten():
+    """Only ``text_content`` (present and not special) is edited: a dropped "left" stays as it was."""
+    batch = mirror_batch()
+    text_mask = batch.text_mask.clone()
+    text_mask[:, 1] = False  # "left" dropped by an earlier op, not special
+    out = ops.get("multimodal_horizontal_flip")(batch.replace(text_mask=text_mask), 1.0, generator(0))
+    assert (out.text_ids[:, 1] == LEFT).all() and (out.text_ids[:, 2] == LEFT).all()
+
+
 def test_magnitude_zero_is_the_identity():
     batch = mirror_batch()
     assert_batches_equal(ops.get("multimodal_horizontal_flip")(batch, 0.0, generator(0)), batch)

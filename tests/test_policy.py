@@ -266,3 +266,21 @@ def test_consistency_kl():
     policy = policy_of(consistency={"weight": 0.5, "temperature": 2.0})
     assert policy.consistency_loss(logits, augmented).item() == pytest.approx(0.5 * loss.item())
     assert policy_of().consistency_loss(logits, augmented).item() == 0.0
+
+
+def test_every_policy_model_is_strict_through_one_base():
+    """Policies and schedules (and search spaces, which import it from the schema) share `StrictModel`:
+    an unknown key is refused and a validated model cannot be changed."""
+    import pydantic
+
+    from autoaug.policy import schema, schedules
+    from autoaug.policy.strict import StrictModel
+
+    assert schema.StrictModel is StrictModel
+    for model in (schema.PolicyConfig, schema.PolicyEntry, schema.Balance, schema.Provenance, schedules.Cosine):
+        assert issubclass(model, StrictModel), model
+    with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
+        schedules.Cosine(kind="cosine", strat=0.2)
+    entry = schema.PolicyEntry(op="text_mask")
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        entry.p = 0.5

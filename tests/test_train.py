@@ -23,6 +23,7 @@ import lightning as L
 import pytest
 import torch
 
+from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
 from autoaug.trainers import evaluation
 from autoaug.trainers.data import Collator, load_data
@@ -31,7 +32,7 @@ from autoaug.trainers.prepared import PreparedTask
 from autoaug.trainers.model import build_model
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
 from autoaug.trainers.tokenizer import TextTokenizer
-from autoaug.trainers.train import resolve_policy, run_training
+from autoaug.trainers.train import resolve_policy, resolve_task, run_training
 from test_trainers_data import _records, _write_parquet, _write_shards
 
 SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}
@@ -548,3 +549,19 @@ def test_train_val_gap_and_seconds_per_epoch_are_measured():
     assert 0 < result["seconds_per_epoch"] <= sum(clock.seconds) / 2 + 0.01
     assert result["seconds_per_epoch"] >= 0.5 * min(clock.seconds)
     assert result["seconds_per_epoch"] * result["epochs"] < result["seconds"]
+
+
+def test_plugin_import_and_the_task_or_data_rule_have_one_home(tmp_path, monkeypatch):
+    """`import_task_plugin` gives the module (the search ships its folder to workers) and the function;
+    training goes through it, and a plug-in with --data as well is refused like any task with data."""
+    from autoaug.trainers.tasks import import_task_plugin
+
+    (tmp_path / "autoaug_home_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    imported = import_task_plugin("autoaug_home_plugin:make_task")
+    assert imported.module.__name__ == "autoaug_home_plugin" and imported.factory is imported.module.make_task
+    assert resolve_task("autoaug_home_plugin:make_task", None, seed=1).data.name == "shapes-vqa"
+    with pytest.raises(AutoaugInputError, match="give exactly one of --task NAME or --data PATH"):
+        resolve_task("autoaug_home_plugin:make_task", tmp_path / "data.parquet", seed=1)
+    with pytest.raises(AutoaugInputError, match="autoaug_home_plugin:nothing.*has no function 'nothing'"):
+        import_task_plugin("autoaug_home_plugin:nothing")

@@ -94,9 +94,7 @@ def _swap_words(batch: MultimodalBatch, generator: torch.Generator) -> Multimoda
     """Swap each adjacent pair of ordinary text tokens (position i, i+1; both kept and not special)
     with probability ``SWAP_RATE``; pairs are disjoint (even starts), so a token moves at most once."""
     ids = batch.text_ids.clone()
-    movable = batch.text_mask.clone() if batch.text_mask is not None else torch.ones_like(ids, dtype=torch.bool)
-    if batch.text_special is not None:
-        movable &= ~batch.text_special
+    movable = batch.text_content
     length = ids.shape[1] - ids.shape[1] % 2
     left, right = ids[:, 0:length:2], ids[:, 1:length:2]
     swap = (torch.rand(left.shape, generator=generator).to(ids.device) < SWAP_RATE) \

@@ -34,7 +34,7 @@ from .lightning_module import ProxyDataModule, ProxyTrialModule
 from .model import VARIANTS, build_model
 from .prepared import PreparedTask
 from .records import TaskData
-from .tasks import TaskPluginError, import_task_plugin, load_task_or_data
+from .tasks import TaskPluginError, import_task_plugin, load_task_or_data, require_task_or_data
 from .tokenizer import TextTokenizer
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -68,6 +68,7 @@ class EpochTimer(L.Callback):
 def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: int,
                  task_options: Optional[dict] = None) -> TaskPlugin:
     """``--task NAME`` (built-in), ``--task module:function`` (a user's plug-in) or ``--data PATH``."""
+    require_task_or_data(task, data)
     if task is not None and ":" in task:
         made = _call_plugin(task, seed, task_options or {})
         if isinstance(made, TaskData):

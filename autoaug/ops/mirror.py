@@ -45,7 +45,7 @@ class MultimodalHorizontalFlip(Op):
 
     Per sample, with probability p: the image ``[3, H, W]`` is reversed along W (exact, no
     resampling); every text id of a ``batch.mirror_swaps.text_pairs`` pair is replaced by its partner
-    ("left" <-> "right"), special and padding positions excepted; the soft label's columns of each
+    ("left" <-> "right") on the positions an op may edit (``batch.text_content``: present, not special); the soft label's columns of each
     ``label_pairs`` pair are exchanged (a one-hot "left" answer becomes "right"; a mixed label keeps its
     weights, moved). The swaps are a permutation, so labels stay a distribution and nothing is mixed.
     Without ``mirror_swaps`` on the batch only the image is mirrored.
@@ -67,8 +67,7 @@ class MultimodalHorizontalFlip(Op):
         swaps = batch.mirror_swaps
         if swaps is not None and swaps.text_pairs:
             swapped = swap_values(batch.text_ids, swaps.text_pairs)
-            protected = batch.text_special if batch.text_special is not None else ~batch.text_mask
-            changes["text_ids"] = torch.where(active.unsqueeze(1) & ~protected, swapped, batch.text_ids)
+            changes["text_ids"] = torch.where(active.unsqueeze(1) & batch.text_content, swapped, batch.text_ids)
         if swaps is not None and swaps.label_pairs:
             changes["labels"] = where_active(active, swap_columns(batch.labels, swaps.label_pairs), batch.labels)
         return batch.replace(**changes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Optional
+from typing import Optional, Sequence
 
 from autoaug.errors import UnknownOpError
 from autoaug.ops.base import MODALITIES, STAGES, Modality, Op, Stage
@@ -26,16 +26,23 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
+def unknown_op_message(name: object, allowed: Optional[Sequence[str]] = None) -> str:
+    """The one message for an op name that is not registered: the closest names, then every allowed
+    one (``allowed`` narrows the choice, e.g. to the ops a search space may name; default: all).
+
+    ``unknown op 'vision_tokn_dropout'; did you mean vision_token_dropout? allowed: ...``"""
+    allowed = list(_REGISTRY) if allowed is None else list(allowed)
+    close = difflib.get_close_matches(str(name), allowed, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"unknown op {name!r}; {hint}allowed: {', '.join(allowed)}"
+
+
 def op_class(name: str) -> type[Op]:
     """The registered class for ``name``; an unknown name raises with the closest matches."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownOpError(
-            f"unknown op {name!r}{hint} (registered ops: {', '.join(sorted(_REGISTRY))})"
-        ) from None
+        raise UnknownOpError(unknown_op_message(name)) from None
 
 
 def get(name: str, **options) -> Op:

@@ -2,8 +2,8 @@
 
 Progress is ``step / total_steps`` clipped to [0, 1]. Each schedule is a small pydantic model
 registered by its ``kind``, so a YAML entry ``schedule: {kind: cosine, start: 0.2}`` (or just
-``schedule: cosine``) maps to it without an if-chain. Seed 000, "Augmentation Scheduling": start
-minimal, increase, reduce near the end — that is `warmup_peak_cooldown`. Population Based Training
+``schedule: cosine``) maps to it without an if-chain. docs/GUIDELINES.md, "Schedules": start light,
+strengthen, ease off near the end — that is `warmup_peak_cooldown`. Population Based Training
 produces `piecewise` schedules (values that change at exploit steps).
 """
 
@@ -12,14 +12,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from autoaug.policy.strict import StrictModel
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-class _Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Schedule(StrictModel):
 
     def __call__(self, progress: float) -> float:
         return self.value_at(min(max(float(progress), 0.0), 1.0))
@@ -97,7 +98,8 @@ class Step(_Schedule):
 
 
 class WarmupPeakCooldown(_Schedule):
-    """Seed 000's curriculum: rise from ``start`` to 1 until ``warmup``, hold, fall to ``end`` after ``cooldown``."""
+    """The curriculum of docs/GUIDELINES.md, "Schedules": rise from ``start`` to 1 until ``warmup``,
+    hold, fall to ``end`` after ``cooldown``."""
 
     kind: Literal["warmup_peak_cooldown"] = "warmup_peak_cooldown"
     warmup: Unit = 0.2

@@ -1,11 +1,12 @@
-"""The policy file format (DESIGN §6): a versioned, validated description of an augmentation policy.
+"""The policy file format: a versioned, validated description of an augmentation policy
+(docs/ARCHITECTURE.md, "Policy contract").
 
 A policy is data, not code. Example (YAML)::
 
     schema_version: 1
     name: moderate
     selection: sequential        # or random_n (RandAugment-style: n entries per sample)
-    clean_fraction: 0.4          # share of each batch left untouched (seed 000: 30-50 %)
+    clean_fraction: 0.4          # share of each batch left untouched (docs/GUIDELINES.md: 30-50 %)
     augmented_loss_weight: 1.0   # loss weight written into the batch for augmented samples
     balance: {vision: 1.0, text: 1.0, cross: 1.0}   # magnitude multipliers per modality
     entries:
@@ -16,18 +17,19 @@ Errors name the file, the field path (``entries[2].magnitude``) and the allowed 
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_origin
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from autoaug import ops
 from autoaug.errors import AutoaugInputError
 from autoaug.ops.base import STAGES
+from autoaug.ops.registry import unknown_op_message
 from autoaug.policy.schedules import SCHEDULES, Constant, Schedule, Unit
+from autoaug.policy.strict import StrictModel
 
 SCHEMA_VERSION = 1
 
@@ -36,11 +38,7 @@ class PolicyError(AutoaugInputError):
     """A policy file or dict that does not validate."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PolicyEntry(_Strict):
+class PolicyEntry(StrictModel):
     """One op of the policy with its probability, magnitude and schedule."""
 
     op: str
@@ -54,9 +52,7 @@ class PolicyEntry(_Strict):
     @classmethod
     def _known_op(cls, name: str) -> str:
         if name not in ops.names():
-            close = difflib.get_close_matches(name, ops.names(), n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ValueError(f"unknown op {name!r}; {hint}allowed: {', '.join(ops.names())}")
+            raise ValueError(unknown_op_message(name))
         return name
 
     @field_validator("schedule", mode="before")
@@ -103,22 +99,22 @@ def _first_line_of(error: BaseException) -> str:
     return text.splitlines()[0] if text else "invalid value"
 
 
-class Balance(_Strict):
-    """Magnitude multipliers per modality (seed 000: balance augmentation across modalities)."""
+class Balance(StrictModel):
+    """Magnitude multipliers per modality, to balance augmentation across vision, text and both."""
 
     vision: float = Field(1.0, ge=0.0, le=4.0)
     text: float = Field(1.0, ge=0.0, le=4.0)
     cross: float = Field(1.0, ge=0.0, le=4.0)
 
 
-class Consistency(_Strict):
+class Consistency(StrictModel):
     """Consistency regularisation: ``weight`` × KL(clean prediction ‖ augmented prediction)."""
 
     weight: float = Field(0.0, ge=0.0)
     temperature: float = Field(1.0, gt=0.0)
 
 
-class ConfirmedCandidate(_Strict):
+class ConfirmedCandidate(StrictModel):
     """One policy of a confirmation: its score over fresh seeds and its paired difference to ``none``."""
 
     name: str
@@ -129,7 +125,7 @@ class ConfirmedCandidate(_Strict):
     n: int = 0
 
 
-class ConfirmationEvidence(_Strict):
+class ConfirmationEvidence(StrictModel):
     """Why this policy was exported: the confirmation stage of the search (see `autoaug.search.confirmation`)."""
 
     verdict: Literal["improves", "no-gain"]
@@ -140,14 +136,14 @@ class ConfirmationEvidence(_Strict):
     candidates: list[ConfirmedCandidate] = Field(default_factory=list)
 
 
-class TrainingSettings(_Strict):
+class TrainingSettings(StrictModel):
     """How the search trained when it measured this policy (calibrated learning rate and length)."""
 
     learning_rate: Optional[float] = None
     epochs: Optional[int] = None
 
 
-class Provenance(_Strict):
+class Provenance(StrictModel):
     """Where a policy came from: which search and trial, how good, on what, and the evidence."""
 
     study: Optional[str] = None
@@ -164,7 +160,7 @@ class Provenance(_Strict):
     confirmation: Optional[ConfirmationEvidence] = None
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictModel):
     """A whole policy (see the module docstring)."""
 
     schema_version: int = SCHEMA_VERSION
@@ -349,7 +345,7 @@ def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
     """The pydantic model inside an annotation such as ``list[PolicyEntry]`` or ``Optional[Balance]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for argument in getattr(annotation, "__args__", ()):
+    for argument in get_args(annotation):
         found = _model_in(argument)
         if found is not None:
             return found
