@@ -240,7 +240,7 @@ def test_config_sizes(task, tokenizer):
 
 
 def test_every_registered_op_runs_through_the_model_pipeline(task, tokenizer):
-    """data -> pixel ops -> tokenize -> token ops -> embed -> embedding ops -> model (DESIGN §2)."""
+    """data -> pixel ops -> tokenize -> token ops -> embed -> embedding ops -> model (docs/ARCHITECTURE.md, "The data flow")."""
     from autoaug import ops
 
     model = _model(tokenizer, task, "causal")

@@ -233,7 +233,8 @@ class AttachedPolicy:
         self.last_label_mix: Optional[Tensor] = None
         self.last_loss_weight: Optional[Tensor] = None
         self._forwards = itertools.count()
-        self._in_stage = bool({"token", "embedding"} & set(policy.stages))
+        # Only token- and embedding-stage entries act inside the forward; pixel ones are the collator's.
+        self.acts_in_forward = bool({"token", "embedding"} & set(policy.stages))
         self._handle = model.register_forward_pre_hook(self._before_forward, with_kwargs=True)
 
     # ------------------------------------------------------------------ lifecycle
@@ -261,7 +262,7 @@ class AttachedPolicy:
     # ------------------------------------------------------------------ inside the forward
     def _before_forward(self, module, args: tuple, kwargs: dict):
         """Forward pre-hook: replace input_ids/pixel_values by augmented inputs_embeds (training only)."""
-        if not module.training or not self._in_stage:
+        if not module.training or not self.acts_in_forward:
             return None
         kwargs = dict(kwargs)
         if args:  # positional input_ids (the first forward parameter of every supported family)
@@ -458,7 +459,7 @@ class _PolicyTrainerMixin:
             self.autoaug.set_progress(self.state.global_step, self.state.max_steps)
         labels = inputs["labels"]
         outputs = model(**{key: value for key, value in inputs.items() if key != "labels"}, use_cache=False)
-        mixing = self.autoaug.last_label_mix if model.training and self.autoaug._in_stage else None
+        mixing = self.autoaug.last_label_mix if model.training and self.autoaug.acts_in_forward else None
         weight = self.autoaug.last_loss_weight if mixing is not None else None
         loss = mixed_lm_loss(outputs.logits, labels, mixing, weight, num_items_in_batch)
         if getattr(self.args, "average_tokens_across_devices", False) and num_items_in_batch is not None:

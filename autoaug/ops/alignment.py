@@ -1,9 +1,9 @@
 """Cross-modal alignment: never erase both sides of an aligned text-token ↔ patch pair.
 
-Seed 000, "Maintaining Cross-Modal Alignment": don't mask the "cat" token and the cat region at once,
-or the model has no supervision left for that pair. A batch may carry ``alignment`` ``[B, Nt, Nv]``;
-every op that drops or masks tokens passes its proposed erasures through `spare_aligned`, which
-withdraws the ones that would complete an erased pair (given what earlier ops already erased).
+docs/GUIDELINES.md, "Alignment": don't mask the "cat" token and the cat region at once, or the model
+has no supervision left for that pair. A batch may carry ``alignment`` ``[B, Nt, Nv]``; every op
+that drops or masks tokens passes its proposed erasures through `spare_aligned`, which withdraws the
+ones that would complete an erased pair (given what earlier ops already erased).
 """
 
 from __future__ import annotations

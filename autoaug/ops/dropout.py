@@ -1,8 +1,9 @@
 """Dropout ops: remove tokens from attention (keep-mask False), content untouched.
 
-Seed 000, "Token Dropout": vision token dropout p ≈ 0.1–0.3, text token dropout, and cross-modal
-dropout of a whole image or a whole text with p ≈ 0.05 each. Special and padding tokens are never
-dropped, and aligned text ↔ patch pairs are never left erased on both sides.
+docs/GUIDELINES.md (strength table and modality dropout): vision token dropout p ≈ 0.1–0.3, text
+token dropout, and cross-modal dropout of a whole image or a whole text with p ≈ 0.05 each. Special
+and padding tokens are never dropped, and aligned text ↔ patch pairs are never left erased on both
+sides.
 """
 
 from __future__ import annotations

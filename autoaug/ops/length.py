@@ -1,11 +1,11 @@
 """Length ops: shorten a sample's sequence or move its padding (keep-masks and rolls, no Python loops).
 
-Seed 000, "Sequence Length Variations": random truncation (remove a random prefix or suffix), smart
-truncation (keep the most informative, high-attention tokens), token budgets that vary the sequence
-length as multi-scale training does, and "augment by varying padding position (left vs right)".
-Truncation is a drop (keep-mask False, content untouched) so shapes stay fixed and a logged batch
-replays exactly; special tokens, padding and already-dropped tokens are never touched, and aligned
-text ↔ patch pairs are never left erased on both sides (`spare_aligned`).
+docs/GUIDELINES.md, "Padding and length": random truncation (remove a random prefix or suffix),
+smart truncation (keep the most informative, high-attention tokens), token budgets that vary the
+sequence length as multi-scale training does, and "augment by varying padding position (left vs
+right)". Truncation is a drop (keep-mask False, content untouched) so shapes stay fixed and a logged
+batch replays exactly; special tokens, padding and already-dropped tokens are never touched, and
+aligned text ↔ patch pairs are never left erased on both sides (`spare_aligned`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Masking ops: replace token content while the token stays in the sequence (and in attention).
 
-Seed 000, "Random Masking Strategies": BERT-style text masking (15% of the text tokens, 80/10/10
-[MASK]/random/unchanged, MLM labels on the selected positions) and vision patch masking in four
-patterns: random (MAE-style), contiguous blocks (simulated occlusion), a regular grid (GridMask) and
-attention-guided (the most salient patches, so the model cannot lean on them alone). Seed 000's
-strength guidelines put the masking ratio at 5–10% (conservative), 10–15% (moderate, BERT: 15%) and
-15–25% (aggressive), so magnitude 1 is a ratio of 0.25 (0.5 for the grid, see `VisionGridMask`).
+docs/GUIDELINES.md (strength table; BERT, Devlin et al. 2019; MAE, He et al. 2022): BERT-style text
+masking (15% of the text tokens, 80/10/10 [MASK]/random/unchanged, MLM labels on the selected
+positions) and vision patch masking in four patterns: random (MAE-style), contiguous blocks
+(simulated occlusion), a regular grid (GridMask) and attention-guided (the most salient patches, so
+the model cannot lean on them alone). The strength table of docs/GUIDELINES.md puts the masking
+ratio at 5–10% (conservative), 10–15% (moderate, BERT: 15%) and 15–25% (aggressive), so magnitude 1
+is a ratio of 0.25 (0.5 for the grid, see `VisionGridMask`).
 
 A masked patch keeps its slot and its keep-mask; its content becomes ``fill`` and ``vision_masked``
 marks it, so a model can swap in a learned [MASK] embedding. Every vision op here only masks patches

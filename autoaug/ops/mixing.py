@@ -1,10 +1,11 @@
 """Mixing ops: blend two samples' tokens and their labels by the same proportion.
 
-Seed 000, "Token Mixing": ``e_mix = λ e₁ + (1 − λ) e₂`` at token level with λ ~ Beta(α, α), and the
-token form of CutMix (a block of patch tokens from another sample, λ = the area kept). Each sample
-is paired with a uniformly drawn *other* sample (`sampling.random_partners`: odd batch sizes work,
-B = 1 pairs a sample with itself) and keeps the larger share; labels are mixed with the same λ, so
-they stay a distribution.
+docs/GUIDELINES.md, "Mixing" (mixup, Zhang et al. 2018; CutMix, Yun et al. 2019):
+``e_mix = λ e₁ + (1 − λ) e₂`` at token level with λ ~ Beta(α, α), and the token form of CutMix (a
+block of patch tokens from another sample, λ = the area kept). Each sample is paired with a
+uniformly drawn *other* sample (`sampling.random_partners`: odd batch sizes work, B = 1 pairs a
+sample with itself) and keeps the larger share; labels are mixed with the same λ, so they stay a
+distribution.
 
 Also here, for ``benchmarks/ops.py`` only (not registered): `mix_elementwise_timm_style` and
 `mix_python_loop`, the per-sample-loop baselines the vectorised `token_mixup` is compared with.

@@ -1,9 +1,10 @@
 """Order ops: move vision tokens between sequence slots, or flip which modality comes first.
 
-Seed 000, "Shuffling Strategies" and "Sequence Reversal Patterns": image patches have a weak sequential
-order (raster scan is arbitrary), so vision tokens may be shuffled, reversed or block-shuffled; text
-order is never touched; video frames may be reversed or shuffled to exercise temporal reasoning; and
-the text-vision order may be swapped. Two kinds of patch move are distinguished:
+docs/GUIDELINES.md, "Order" (video frame order: MERLOT, Zellers et al. 2021): image patches have a
+weak sequential order (raster scan is arbitrary), so vision tokens may be shuffled, reversed or
+block-shuffled; text order is never touched; video frames may be reversed or shuffled to exercise
+temporal reasoning; and the text-vision order may be swapped. Two kinds of patch move are
+distinguished:
 
 - *order only* (``vision_permute_order``, ``vision_reversal``): content and 2-D position move
   together, so only the sequence order changes (a no-op for a bidirectional encoder with position

@@ -1,11 +1,11 @@
 """Perturbation ops: small, meaning-preserving changes to token content.
 
-Seed 000, "Token Perturbation": Gaussian noise on the embeddings, ``e' = e + ε`` with σ at 0.01–0.1 of
-the embedding magnitude (conservative 0.01–0.02, moderate 0.02–0.05, aggressive 0.05–0.10), and token
-substitution, "replace tokens with semantically similar alternatives": nearest neighbours in the
-text embedding table, similar patches from the same image or from another one. Every op here keeps
-the sequence's layout (no slot moves, no keep-mask changes) and never touches special tokens,
-padding, dropped tokens or mask-filled patches.
+docs/GUIDELINES.md, "Embedding noise" and the strength table: Gaussian noise on the embeddings, ``e'
+= e + ε`` with σ at 0.01–0.1 of the embedding magnitude (conservative 0.01–0.02, moderate 0.02–0.05,
+aggressive 0.05–0.10), and token substitution, "replace tokens with semantically similar
+alternatives": nearest neighbours in the text embedding table, similar patches from the same image
+or from another one. Every op here keeps the sequence's layout (no slot moves, no keep-mask changes)
+and never touches special tokens, padding, dropped tokens or mask-filled patches.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Pixel-stage ops: kornia augmentations on ``images`` ``[B, 3, H, W]`` (values in [0, 1]), before tokenising.
 
-Seed 000's pipeline example augments pixels before the image is cut into patches ("Random crop",
-"Color jitter"), and pixel ops come from a maintained batched library: kornia, whose
-augmentations draw their parameters and apply them in two separate calls
-(``forward_parameters(batch_shape)`` and ``forward(images, params=...)``), the same split as our ops.
+docs/GUIDELINES.md, "Stages": pixel ops (crop, colour jitter) run before the image is cut into
+patches, and pixel ops come from a maintained batched library: kornia, whose augmentations draw
+their parameters and apply them in two separate calls (``forward_parameters(batch_shape)`` and
+``forward(images, params=...)``), the same split as our ops.
 
 Every op here is one declaration on `_KorniaPixelOp`: which kornia augmentation to build for a strength,
 and what the magnitude means. The base class does the rest:
