@@ -222,3 +222,23 @@ def test_bad_active_mask_is_a_clear_error():
     batch = batch_for(op)
     with pytest.raises(OpArgumentError, match="active must be a bool tensor of shape"):
         op.sample_params(batch, 0.5, generator(0), active=torch.ones(3, dtype=torch.bool))
+
+
+def test_text_content_is_the_one_rule_for_editable_text():
+    """``MultimodalBatch.text_content`` (every op's editable text) is present and not special: no
+    [CLS]/[SEP]/padding, nothing dropped, a special vocabulary id never, an ordinary word always."""
+    from autoaug.batch import TextVocabulary
+    from autoaug.synthetic import example_batch
+
+    batch = example_batch(batch_size=4, text_len=8, seed=0)
+    text_mask = batch.text_mask.clone()
+    text_mask[:, 2] = False  # a word an earlier op dropped
+    ids = batch.text_ids.clone()
+    ids[0, 4] = 77  # a special id of the vocabulary, in the middle of the (full-length) first text
+    ids[0, 3] = 50  # an ordinary word
+    vocab = TextVocabulary(vocab_size=128, pad_id=0, mask_id=3, special_ids=(0, 1, 2, 3, 77))
+    rebuilt = MultimodalBatch(text_ids=ids, labels=batch.labels, vision=batch.vision, text_mask=text_mask, vocab=vocab)
+    content = rebuilt.text_content
+    assert torch.equal(content, text_mask & ~rebuilt.text_special)
+    assert not content[:, 2].any() and not content[0, 4] and not content[~text_mask].any()
+    assert content[0, 3] and not content[:, 0].any()  # an ordinary kept word; [CLS] never

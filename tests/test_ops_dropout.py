@@ -64,7 +64,7 @@ def test_text_token_dropout_rate_and_protected_tokens(device, magnitude):
     assert not (out.text_mask & ~batch.text_mask).any()
     special = batch.text_special
     assert torch.equal(out.text_mask[special], batch.text_mask[special])  # CLS/SEP/padding untouched
-    droppable = batch.text_mask & ~special
+    droppable = batch.text_content
     newly_dropped = batch.text_mask & ~out.text_mask
     assert not (newly_dropped & ~droppable).any()
     assert_within_binomial(int(newly_dropped.sum()), int(droppable.sum()), 0.30 * magnitude)
@@ -77,7 +77,7 @@ def test_modality_dropout_drops_one_whole_modality_at_the_documented_rate(device
     params = op.sample_params(batch, 1.0, generator(6))
     out = op.apply(batch, params)
     unchanged_except(batch, out, "vision_mask", "text_mask")
-    content = batch.text_mask & ~batch.text_special
+    content = batch.text_content
     assert content.any(1).all()  # every sample has text content to lose
     vision_gone = ~out.vision_mask.any(1)
     text_gone = ~(out.text_mask & content).any(1)
@@ -102,7 +102,7 @@ def test_modality_dropout_rate_scales_with_magnitude():
     op = ops.get("modality_dropout")
     batch = example_batch(batch_size=4000, grid=2, text_len=6, seed=7)
     out = op(batch, 0.5, generator(8))
-    dropped = ~out.vision_mask.any(1) | ~(out.text_mask & ~batch.text_special).any(1)
+    dropped = ~out.vision_mask.any(1) | ~(out.text_mask & batch.text_content).any(1)
     assert_within_binomial(int(dropped.sum()), batch.batch_size, 0.10)
 
 
