@@ -147,6 +147,14 @@ class MultimodalBatch:
         return self.text_ids.shape[1]
 
     @property
+    def stage(self) -> str:
+        """The pipeline stage the batch is at (module docstring): ``embedding`` (has text embeddings),
+        ``token`` (has vision tokens) or ``pixel``."""
+        if self.text_embeddings is not None:
+            return "embedding"
+        return "token" if self.vision is not None else "pixel"
+
+    @property
     def text_content(self) -> Tensor:
         """``[B, Nt]`` bool: the text positions an op may edit — present and not special (never
         [CLS]/[SEP]/padding or a vocabulary's special ids)."""

@@ -194,3 +194,28 @@ def test_collator_refuses_a_schedule_it_cannot_follow():
     driven(list(range(8)))
     assert applied_magnitudes(policy) == [0.5]
     assert strong_policy().collator(collate_from_pool)  # constant schedules need no length
+
+
+def test_a_batch_knows_its_stage_and_the_integrations_need_no_policy_import():
+    """`MultimodalBatch.stage` is the one stage rule (pixel -> token -> embedding); the integrations read it
+    and type the policy structurally, so `autoaug.policy.integrations` never imports `autoaug.policy.policy`
+    (which builds its classes), not even inside a function."""
+    import ast
+    import inspect
+
+    from autoaug.policy import Policy, batch_stage, integrations
+    from autoaug.synthetic import example_batch
+
+    pixel = example_batch(batch_size=2, image_size=16)
+    pixel = pixel.replace(vision=None, vision_mask=None, vision_positions=None, vision_masked=None)
+    token = example_batch(batch_size=2)
+    embedding = example_batch(batch_size=2, embed_dim=8)
+    assert [b.stage for b in (pixel, token, embedding)] == ["pixel", "token", "embedding"]
+    assert [batch_stage(b) for b in (pixel, token, embedding)] == ["pixel", "token", "embedding"]
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(integrations)))
+                if isinstance(node, ast.ImportFrom)}
+    assert "autoaug.policy.policy" not in imported and "autoaug.policy" not in imported
+    policy = Policy.load("moderate")
+    assert isinstance(policy.lightning_callback(), integrations.PolicyCallback)
+    for member in ("config", "source", "progress", "apply_stage", "set_progress"):
+        assert hasattr(policy, member), member  # Policy satisfies PolicyLike

@@ -1,21 +1,41 @@
-"""Where a policy plugs into a user's training: a Lightning callback and a DataLoader collator."""
+"""Where a policy plugs into a user's training: a Lightning callback and a DataLoader collator.
+
+`Policy.lightning_callback` and `Policy.collator` build these classes, so this module does not import
+the policy module back (that would be an import circle): what the classes use of a policy is typed
+by `PolicyLike`, which `Policy` satisfies.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import multiprocessing
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import lightning as L
 import torch
 
 from autoaug.batch import MultimodalBatch
 from autoaug.errors import AutoaugInputError
-from autoaug.policy.policy import Policy, batch_stage
 
 
-def scheduled_entries(policy: Policy) -> list[str]:
+class PolicyLike(Protocol):
+    """What the callback and the collator use of a `Policy` (autoaug.policy.policy)."""
+
+    config: Any  # a PolicyConfig: its entries' schedules
+    source: str
+    progress: float
+
+    def __call__(self, batch: MultimodalBatch, step: int = 0, total_steps: int = 1,
+                 stage: Optional[str] = None) -> MultimodalBatch: ...
+
+    def apply_stage(self, batch: MultimodalBatch, stage: Optional[str], stream: int,
+                    progress: float) -> MultimodalBatch: ...
+
+    def set_progress(self, step: int, total_steps: int) -> None: ...
+
+
+def scheduled_entries(policy: PolicyLike) -> list[str]:
     """``entries[i] (kind)`` for each entry whose schedule changes over training (needs its length)."""
     return [f"entries[{index}] ({entry.schedule.kind})" for index, entry in enumerate(policy.config.entries)
             if entry.schedule.kind != "constant"]
@@ -39,7 +59,7 @@ class PolicyCallback(L.Callback):
     call it unconditionally.
     """
 
-    def __init__(self, policy: Policy, total_steps: Optional[int] = None) -> None:
+    def __init__(self, policy: PolicyLike, total_steps: Optional[int] = None) -> None:
         """``total_steps``: optimizer steps of the whole run, for schedules when the trainer cannot
         tell (``max_epochs=-1`` without ``max_steps``, a loader without a length); by default the
         trainer's ``estimated_stepping_batches``."""
@@ -57,7 +77,7 @@ class PolicyCallback(L.Callback):
         self.policy.set_progress(self._step, self._total)
         if not isinstance(batch, MultimodalBatch):
             raise TypeError(f"autoaug's PolicyCallback expects MultimodalBatch training batches, got {type(batch).__name__}")
-        augmented = self.policy(batch, step=self._step, total_steps=self._total, stage=batch_stage(batch))
+        augmented = self.policy(batch, step=self._step, total_steps=self._total, stage=batch.stage)
         for field in dataclasses.fields(batch):
             setattr(batch, field.name, getattr(augmented, field.name))
 
@@ -95,7 +115,7 @@ class PolicyCollator:
     A policy with schedules needs one of the two, and says so when it has neither.
     """
 
-    def __init__(self, policy: Policy, base_collate: Callable[[list], MultimodalBatch],
+    def __init__(self, policy: PolicyLike, base_collate: Callable[[list], MultimodalBatch],
                  total_steps: Optional[int] = None, progress_from_set_progress: bool = False) -> None:
         self.policy = policy
         self.base_collate = base_collate
@@ -115,7 +135,7 @@ class PolicyCollator:
         worker = torch.utils.data.get_worker_info()
         worker_seed = worker.seed if worker is not None else 0
         stream = (worker_seed % 2**40) * 2**20 + next(self._count)
-        return self.policy.apply_stage(batch, batch_stage(batch), stream=stream, progress=self._progress())
+        return self.policy.apply_stage(batch, batch.stage, stream=stream, progress=self._progress())
 
     def _progress(self) -> float:
         if self.total_steps is None:

@@ -53,10 +53,8 @@ class AppliedOp:
 
 
 def batch_stage(batch: MultimodalBatch) -> str:
-    """The pipeline stage a batch is at: embedding (has embeddings), token (has tokens) or pixel."""
-    if batch.text_embeddings is not None:
-        return "embedding"
-    return "token" if batch.vision is not None else "pixel"
+    """The pipeline stage a batch is at (`MultimodalBatch.stage`): embedding, token or pixel."""
+    return batch.stage
 
 
 class Policy:
@@ -138,7 +136,7 @@ class Policy:
         """
         if not isinstance(batch, MultimodalBatch):
             raise AutoaugInputError(f"a policy is applied to a MultimodalBatch, got {type(batch).__name__}")
-        stage = stage or batch_stage(batch)
+        stage = stage or batch.stage
         if stage not in STAGES:
             raise AutoaugInputError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
         entries = [index for index, entry in enumerate(self.config.entries) if entry.stage == stage]
