@@ -23,7 +23,7 @@ import lightning as L
 import pytest
 import torch
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 from autoaug.policy import Policy
 from autoaug.trainers import evaluation
 from autoaug.trainers.data import Collator, load_data
@@ -263,7 +263,7 @@ BAD_INPUT = {  # case: (arguments, what the one stderr line must say)
     "neither_task_nor_data": ([], r"exactly one of --task"),
     "zero_epochs": (["--task", "shapes-vqa", "--max-epochs", "0"], r"--max-epochs.*positive"),
     "plugin_module_missing": (["--task", "no_such_plugin_module:make_task"],
-                              r"--task no_such_plugin_module:make_task: no module named 'no_such_plugin_module'"),
+                              r"--task: no_such_plugin_module:make_task: no module named 'no_such_plugin_module'"),
     "plugin_function_missing": (["--task", "json:make_task"], r"module 'json' has no function 'make_task'"),
 }
 SUBPROCESS_BAD_INPUT = "undecodable_image"  # the others run through the CLI's `main` in this process
@@ -561,7 +561,30 @@ def test_plugin_import_and_the_task_or_data_rule_have_one_home(tmp_path, monkeyp
     imported = import_task_plugin("autoaug_home_plugin:make_task")
     assert imported.module.__name__ == "autoaug_home_plugin" and imported.factory is imported.module.make_task
     assert resolve_task("autoaug_home_plugin:make_task", None, seed=1).data.name == "shapes-vqa"
-    with pytest.raises(AutoaugInputError, match="give exactly one of --task NAME or --data PATH"):
+    with pytest.raises(AutoaugInputError, match="give exactly one of task or data"):
         resolve_task("autoaug_home_plugin:make_task", tmp_path / "data.parquet", seed=1)
     with pytest.raises(AutoaugInputError, match="autoaug_home_plugin:nothing.*has no function 'nothing'"):
         import_task_plugin("autoaug_home_plugin:nothing")
+
+
+@pytest.mark.parametrize("arguments, parameter, problem", [
+    ({"max_epochs": 0}, "max_epochs", "expected a positive integer, got 0"),
+    ({"batch_size": 0}, "batch_size", "expected a positive integer, got 0"),
+    ({"learning_rate": -1.0}, "learning_rate", "expected a positive number, got -1.0"),
+    ({"variant": "decoder"}, "variant", "'decoder' is not one of encoder, causal"),
+    ({"accelerator": "tpu"}, "accelerator", "'tpu' is not one of auto, cpu, gpu, cuda, mps"),
+    ({"data_seed": -1}, "data_seed", "expected a non-negative integer, got -1"),
+    ({"task": "nope"}, "task", "unknown task 'nope'; built-in tasks: shapes-vqa"),
+    ({"task": "no_such_plugin_module:make_task"}, "task",
+     "no_such_plugin_module:make_task: no module named 'no_such_plugin_module' (is its folder on PYTHONPATH?)"),
+    ({"task": "json:make_task"}, "task", "json:make_task: module 'json' has no function 'make_task'"),
+    ({"model": "no/such/checkpoint"}, "model", "no/such/checkpoint: not a local model directory"),
+])
+def test_library_errors_name_the_python_parameter(arguments, parameter, problem):
+    """`run_training(max_epochs=0)` says ``max_epochs: ...`` (what the caller typed), not a CLI flag; the
+    CLI maps `ParameterError.parameter` to its own flag (`flag_message`)."""
+    with pytest.raises(ParameterError) as raised:
+        run_training(**{"task": "shapes-vqa", **arguments})
+    assert raised.value.parameter == parameter
+    assert str(raised.value).startswith(f"{parameter}: {problem}"), str(raised.value)
+    assert "--" not in str(raised.value)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoaug.batch import MultimodalBatch
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 from autoaug.ops.saliency import distinctiveness
 
 from .records import TaskData
@@ -52,8 +52,8 @@ def _tiny_llava(tokenizer: TextTokenizer, task: TaskData):
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     if task.image_size % TINY_VISION_TOKENS_PER_SIDE:
-        raise AutoaugInputError(
-            f"--model llava-tiny: image size {task.image_size} is not a multiple of {TINY_VISION_TOKENS_PER_SIDE}")
+        raise ParameterError(
+            "model", f"llava-tiny: image size {task.image_size} is not a multiple of {TINY_VISION_TOKENS_PER_SIDE}")
     text_vocab = tokenizer.vocab_size
     answer_ids = list(range(text_vocab, text_vocab + task.num_classes))
     image_token = text_vocab + task.num_classes
@@ -93,8 +93,8 @@ def _local_checkpoint(path: str, tokenizer: TextTokenizer, task: TaskData):
         text_id_map[index] = first_piece(word)
     answer_ids = [first_piece(" " + answer) for answer in task.classes]
     if len(set(answer_ids)) != len(answer_ids):
-        raise AutoaugInputError(
-            f"--model {path}: the answers {list(task.classes)} do not start with distinct tokens of the "
+        raise ParameterError(
+            "model", f"{path}: the answers {list(task.classes)} do not start with distinct tokens of the "
             "checkpoint's tokenizer, so an arg-max answer cannot be matched exactly")
     image_processor = getattr(processor, "image_processor", None)
     mean = getattr(image_processor, "image_mean", None) or (0.5,) * 3
@@ -111,16 +111,16 @@ def check_model_directory(path: str) -> Path:
     directory = Path(path)
     config_file = directory / "config.json"
     if not directory.is_dir() or not config_file.is_file():
-        raise AutoaugInputError(
-            f"--model {path}: not a local model directory (expected a folder with config.json saved by "
+        raise ParameterError(
+            "model", f"{path}: not a local model directory (expected a folder with config.json saved by "
             f"save_pretrained; built-in models: {', '.join(sorted(MODELS))}; nothing is downloaded)")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except (OSError, ValueError) as error:
-        raise AutoaugInputError(f"--model {path}: config.json cannot be read ({error})") from None
+        raise ParameterError("model", f"{path}: config.json cannot be read ({error})") from None
     if model_type != "llava":
-        raise AutoaugInputError(
-            f"--model {path}: model_type {model_type!r} is not supported by the proxy trial (supported: llava)")
+        raise ParameterError(
+            "model", f"{path}: model_type {model_type!r} is not supported by the proxy trial (supported: llava)")
     return directory
 
 
@@ -143,8 +143,8 @@ def _require_transformers(model: str) -> None:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise AutoaugInputError(
-            f"--model {model}: needs the Hugging Face extra: pip install 'autoaug[transformers]'") from None
+        raise ParameterError(
+            "model", f"{model}: needs the Hugging Face extra: pip install 'autoaug[transformers]'") from None
 
 
 class HFVisionLanguageProxy(StagedVLM):

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, NamedTuple, Optional
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 
 from .records import TaskData
 from .shapes_vqa import TASK_NAME as SHAPES_VQA, make_shapes_vqa
@@ -30,10 +30,14 @@ BUILT_IN_TASKS: dict[str, Callable[..., TaskData]] = {SHAPES_VQA: make_shapes_vq
 TASKS: tuple[str, ...] = tuple(BUILT_IN_TASKS)
 
 
-def require_task_or_data(task: Optional[str], data: Optional[str | Path]) -> None:
-    """Exactly one of ``task`` (``--task NAME`` or ``module:function``) and ``data`` (``--data PATH``)."""
+def require_task_or_data(task: Optional[str], data: Optional[str | Path],
+                         names: tuple[str, str] = ("task", "data")) -> None:
+    """Exactly one of ``task`` (a task name or ``module:function``) and ``data`` (a path).
+
+    ``names`` are the words the message uses for the two: the parameters by default, the flags from
+    the CLI (``("--task NAME", "--data PATH")``), so each caller's user reads what they typed."""
     if (task is None) == (data is None):
-        raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
+        raise AutoaugInputError(f"give exactly one of {names[0]} or {names[1]}")
 
 
 def load_task(name: str, seed: int = 0, image_size: int = 32, **options) -> TaskData:
@@ -41,7 +45,7 @@ def load_task(name: str, seed: int = 0, image_size: int = 32, **options) -> Task
     try:
         make = BUILT_IN_TASKS[name]
     except (KeyError, TypeError):
-        raise AutoaugInputError(f"--task: unknown task {name!r}; built-in tasks: {', '.join(TASKS)}") from None
+        raise ParameterError("task", f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}") from None
     return make(seed=seed, image_size=image_size, **options)
 
 
@@ -67,7 +71,7 @@ class TaskPluginError(RuntimeError):
 
     def __init__(self, task: str, doing: str, error: BaseException) -> None:
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
-        super().__init__(f"--task {task}: {doing} raised {type(error).__name__}: {error}\n{trace}")
+        super().__init__(f"task plug-in {task}: {doing} raised {type(error).__name__}: {error}\n{trace}")
 
 
 class ImportedPlugin(NamedTuple):
@@ -81,22 +85,22 @@ def import_task_plugin(task: str) -> ImportedPlugin:
     """Import ``module:function`` (``task``) and return the module and the callable it names.
 
     A malformed name, a module that is not on the path or a missing function is bad input
-    (`AutoaugInputError`, exit 2); an exception raised while the user's module imports is
+    (`ParameterError` on ``task``, exit 2); an exception raised while the user's module imports is
     theirs (`TaskPluginError`, with their traceback, exit 1).
     """
     module_name, _, function_name = task.partition(":")
     if not module_name or not function_name:
-        raise AutoaugInputError(f"--task {task}: expected module:function, e.g. my_tasks:make_task")
+        raise ParameterError("task", f"{task}: expected module:function, e.g. my_tasks:make_task")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
-            raise AutoaugInputError(f"--task {task}: no module named {error.name!r} "
-                                    "(is its folder on PYTHONPATH?)") from None
+            raise ParameterError("task", f"{task}: no module named {error.name!r} "
+                                 "(is its folder on PYTHONPATH?)") from None
         raise TaskPluginError(task, f"importing {module_name}", error) from error
     except Exception as error:
         raise TaskPluginError(task, f"importing {module_name}", error) from error
     factory = getattr(module, function_name, None)
     if not callable(factory):
-        raise AutoaugInputError(f"--task {task}: module {module_name!r} has no function {function_name!r}")
+        raise ParameterError("task", f"{task}: module {module_name!r} has no function {function_name!r}")
     return ImportedPlugin(module, factory)

@@ -26,7 +26,7 @@ import lightning as L
 import torch
 
 from autoaug import __version__
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import ParameterError
 from autoaug.policy import Policy
 
 from . import evaluation
@@ -75,7 +75,8 @@ def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
             return TaskPlugin(made)
         if isinstance(made, TaskPlugin):
             return made
-        raise AutoaugInputError(f"--task {task}: expected a TaskData or TaskPlugin, got {type(made).__name__}")
+        raise ParameterError("task", f"{task}: expected the plug-in to return a TaskData or TaskPlugin, "
+                             f"got {type(made).__name__}")
     return TaskPlugin(load_task_or_data(task=task, data=data, seed=seed, **(task_options or {})))
 
 
@@ -88,22 +89,24 @@ def prepare_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
     builder = model_builder(model)  # a bad --model fails before any data is read
     plugin = resolve_task(task, data, seed, task_options)
     if builder is not None and plugin.build_model is not None:
-        raise AutoaugInputError(f"--model {model}: the --task plug-in brings its own model; give one or the other")
+        raise ParameterError("model", f"{model}: the task plug-in ({task}) brings its own model; "
+                             "give one or the other")
     return PreparedTask.build(plugin.data, builder or plugin.build_model)
 
 
 def _call_plugin(task: str, seed: int, options: dict) -> Any:
     """Import ``module:function`` (`import_task_plugin`) and call it with ``seed=`` and the task options.
 
-    A function that cannot be called that way is bad input (`AutoaugInputError`, exit 2); whatever the
-    user's function raises while running is theirs (`TaskPluginError`, with the traceback).
+    A function that cannot be called that way is bad input (`ParameterError` on ``task``, exit 2);
+    whatever the user's function raises while running is theirs (`TaskPluginError`, with the traceback).
     """
     factory = import_task_plugin(task).factory
     function_name = task.partition(":")[2]
     try:
         inspect.signature(factory).bind(seed=seed, **options)
     except TypeError as error:
-        raise AutoaugInputError(f"--task {task}: {function_name}(seed=...) cannot be called that way ({error})") from None
+        raise ParameterError("task", f"{task}: {function_name}(seed=...) cannot be called that way "
+                             f"({error})") from None
     except ValueError:  # no inspectable signature (a builtin): the call itself will tell
         pass
     try:
@@ -156,19 +159,20 @@ def run_training(
     validation and test examples, and a search's val/test split is the one later runs are judged on.
     ``model_options`` override `TinyVLMConfig` fields of the built-in model (``width``, ``patch_size``...).
     """
+    # Errors name the parameter as spelt here (`ParameterError`); the CLI shows its own flag instead.
     if not isinstance(max_epochs, int) or max_epochs < 1:
-        raise AutoaugInputError(f"--max-epochs: expected a positive integer, got {max_epochs!r}")
+        raise ParameterError("max_epochs", f"expected a positive integer, got {max_epochs!r}")
     if variant not in VARIANTS:
-        raise AutoaugInputError(f"--variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+        raise ParameterError("variant", f"{variant!r} is not one of {', '.join(VARIANTS)}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise AutoaugInputError(f"--batch-size: expected a positive integer, got {batch_size!r}")
+        raise ParameterError("batch_size", f"expected a positive integer, got {batch_size!r}")
     if not learning_rate > 0:
-        raise AutoaugInputError(f"--learning-rate: expected a positive number, got {learning_rate!r}")
+        raise ParameterError("learning_rate", f"expected a positive number, got {learning_rate!r}")
     if accelerator not in ACCELERATORS:
-        raise AutoaugInputError(f"--accelerator: {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+        raise ParameterError("accelerator", f"{accelerator!r} is not one of {', '.join(ACCELERATORS)}")
     for name, value in (("seed", seed), ("data_seed", data_seed)):
         if not isinstance(value, int) or value < 0:
-            raise AutoaugInputError(f"{name}: expected a non-negative integer, got {value!r}")
+            raise ParameterError(name, f"expected a non-negative integer, got {value!r}")
     started = time.perf_counter()
     policy = resolve_policy(policy, seed)
     if prepared is None:
