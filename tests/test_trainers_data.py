@@ -499,8 +499,9 @@ def test_unreadable_files(tmp_path):
 
 def test_bad_fractions(tmp_path, source_task):
     path = _write_parquet(tmp_path / "data.parquet", _records(source_task)[:6], with_split=False)
-    with bad_input("val_fraction"):
+    with bad_input(r"^val_fraction: expected a number in \(0, 1\), got 0.0$") as raised:
         load_data(path, val_fraction=0.0)
+    assert raised.value.parameter == "val_fraction"
     with bad_input("below 1"):
         load_data(path, val_fraction=0.6, test_fraction=0.5)
 

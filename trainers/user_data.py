@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 
 from . import readers
 from .reader_base import Reader, Row, short_error
@@ -51,7 +51,7 @@ def load_data(
                                 "or a folder of them)")
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:
-            raise AutoaugInputError(f"{name}: expected a number in (0, 1), got {value!r}")
+            raise ParameterError(name, f"expected a number in (0, 1), got {value!r}")
     if val_fraction + test_fraction >= 1.0:
         raise AutoaugInputError(
             f"val_fraction + test_fraction must be below 1, got {val_fraction} + {test_fraction}")
