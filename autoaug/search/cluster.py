@@ -7,7 +7,6 @@ cluster's workers (`runtime_env`).
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Optional
 import ray
 
 from autoaug.errors import AutoaugInputError
+from autoaug.trainers.tasks import import_task_plugin
 
 
 def runtime_env(request) -> Optional[dict]:
@@ -27,7 +27,7 @@ def runtime_env(request) -> Optional[dict]:
     """
     if not request.task or ":" not in request.task:
         return None
-    module = importlib.import_module(request.task.split(":", 1)[0])
+    module = import_task_plugin(request.task).module
     file = Path(module.__file__).resolve()
     # the folder that holds the top-level package (or the single-file module)
     folder = file.parents[module.__name__.count(".") + (file.name == "__init__.py")]

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from autoaug.errors import AutoaugInputError, ParameterError
+from autoaug.errors import ParameterError
 from autoaug.search.calibration import DEFAULT_LEARNING_RATES
 from autoaug.search.samplers import SAMPLERS, sampler_kind
 from autoaug.storage import DEFAULT_WORKDIR
+from autoaug.trainers.tasks import require_task_or_data
 from autoaug.trainers.train import DEFAULT_MAX_EPOCHS
 
 SCHEDULERS = ("asha", "pbt", "none")
@@ -54,8 +55,7 @@ class SearchRequest:
     max_failures: int = 0  # --max-failures: retries of a trial that failed (worker lost, error) before it counts failed
 
     def validate(self) -> None:
-        if (self.task is None) == (self.data is None):
-            raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
+        require_task_or_data(self.task, self.data)
         if not isinstance(self.trials, int) or self.trials < 1:
             raise ParameterError("trials", f"expected a positive integer, got {self.trials}")
         sampler_kind(self.sampler)

@@ -37,7 +37,6 @@ op runs at (``magnitude × balance``) stays within the range the space declares 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import random
@@ -46,13 +45,14 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from autoaug import ops
 from autoaug.errors import AutoaugInputError
 from autoaug.ops.base import STAGES
 from autoaug.policy.schedules import SCHEDULES
-from autoaug.policy.schema import allowed_fields, field_path, read_document
+from autoaug.ops.registry import unknown_op_message
+from autoaug.policy.schema import StrictModel, allowed_fields, field_path, read_document
 
 SPACE_SCHEMA_VERSION = 1
 SHIPPED = ("vlm_default", "randaugment", "pba_schedule")
@@ -65,10 +65,6 @@ class SearchSpaceError(AutoaugInputError):
 Range = tuple[float, float]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _check_range(value: Range, low: float = 0.0, high: float = 1.0) -> Range:
     lo, hi = value
     if not low <= lo <= hi <= high:
@@ -76,7 +72,7 @@ def _check_range(value: Range, low: float = 0.0, high: float = 1.0) -> Range:
     return value
 
 
-class OpRanges(_Strict):
+class OpRanges(StrictModel):
     """Ranges searched for one op: its probability p and its magnitude (both within [0, 1])."""
 
     p: Range = (0.5, 1.0)
@@ -88,7 +84,7 @@ class OpRanges(_Strict):
         return _check_range(value)
 
 
-class EntryCount(_Strict):
+class EntryCount(StrictModel):
     min: int = Field(1, ge=0)
     max: int = Field(4, ge=1, le=12)
 
@@ -99,7 +95,7 @@ class EntryCount(_Strict):
         return self
 
 
-class _SpaceBase(_Strict):
+class _SpaceBase(StrictModel):
     schema_version: int = SPACE_SCHEMA_VERSION
     name: str
     description: str = ""
@@ -142,9 +138,7 @@ class _SpaceBase(_Strict):
 def _known_ops(names: list[str]) -> list[str]:
     for index, name in enumerate(names):
         if name not in ops.names():
-            close = difflib.get_close_matches(name, ops.names(), n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ValueError(f"unknown op {name!r} (item {index}); {hint}allowed: {', '.join(ops.names())}")
+            raise ValueError(f"item {index}: {unknown_op_message(name)}")
     return names
 
 
