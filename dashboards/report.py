@@ -24,8 +24,10 @@ from typing import Any, Callable, Optional
 
 from autoaug.dashboards import sources
 from autoaug.errors import AutoaugInputError
+from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, ERROR_ATTR, ERROR_TAG, METRIC, POLICY_ATTR,
+                                          STATE_ATTR, TRIAL_TAG, experiment_name)
+from autoaug.storage import DEFAULT_WORKDIR, find_records, tracking_client
 
-METRIC = "val_accuracy"
 TOP_CURVES = 5
 STATE_STYLE = {  # state -> (legend label, colour); one registry for every plot and table
     "complete": ("complete", "#1f77b4"),
@@ -120,8 +122,6 @@ def effective_magnitude(entry: dict) -> float:
 def _trial_state(trial) -> str:
     from optuna.trial import TrialState
 
-    from autoaug.search.records import STATE_ATTR
-
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         return "running"
     if trial.state == TrialState.FAIL:
@@ -132,8 +132,6 @@ def _trial_state(trial) -> str:
 
 
 def _label(trial) -> str:
-    from autoaug.search.records import BASELINE_ATTR
-
     if BASELINE_ATTR in trial.user_attrs:
         return f"baseline {trial.user_attrs[BASELINE_ATTR]}"
     if "pbt_trial_id" in trial.user_attrs:
@@ -143,8 +141,6 @@ def _label(trial) -> str:
 
 def collect(study, client=None) -> SearchRecord:
     """Read the study (and, with a client, its MLflow experiment) into a `SearchRecord`."""
-    from autoaug.search.records import BASELINE_ATTR, ERROR_ATTR, POLICY_ATTR
-
     trials = []
     for trial in study.get_trials(deepcopy=False):
         values = trial.values or []
@@ -159,7 +155,7 @@ def collect(study, client=None) -> SearchRecord:
         record_last_epoch(trials[-1], study.user_attrs.get("max_epochs"))
     chosen = exported_trial(study)
     best = next((t for t in trials if chosen is not None and t.number == chosen.number), None)
-    confirmation = study.user_attrs.get("confirmation")
+    confirmation = study.user_attrs.get(CONFIRMATION_ATTR)
     record = SearchRecord(study=study.study_name, attrs=dict(study.user_attrs), objectives=len(study.directions),
                           trials=trials, best=best, confirmation=confirmation if isinstance(confirmation, dict) else None,
                           generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -177,8 +173,6 @@ def exported_trial(study):
     time; tests/test_dashboards.py checks the two agree): the best trial that ran its full length,
     searched or baseline, for two objectives among the Pareto-optimal ones."""
     from optuna.trial import TrialState
-
-    from autoaug.search.records import STATE_ATTR
 
     candidates = [t for t in study.get_trials(deepcopy=False)
                   if t.state == TrialState.COMPLETE and t.user_attrs.get(STATE_ATTR, "complete") == "complete"]
@@ -216,9 +210,9 @@ def _add_mlflow(record: SearchRecord, client) -> None:
     """Curves by epoch, epoch timing and the search's wall time from the MLflow experiment."""
     experiment = sources.experiment_of(client, record.study)
     if experiment is None:
-        record.mlflow_note = f"no MLflow experiment autoaug-{record.study} in the tracking store: curves from Optuna only"
+        record.mlflow_note = f"no MLflow experiment {experiment_name(record.study)} in the tracking store: curves from Optuna only"
         return
-    runs = {run.data.tags.get("autoaug_trial"): run for run in sources.trial_runs(client, experiment.experiment_id, record.study)}
+    runs = {run.data.tags.get(TRIAL_TAG): run for run in sources.trial_runs(client, experiment.experiment_id, record.study)}
     intervals: list[tuple[float, float]] = []
     trial_seconds = 0.0
     now_ms = time.time() * 1000
@@ -235,7 +229,7 @@ def _add_mlflow(record: SearchRecord, client) -> None:
             intervals.append((end - float(metric.value), end))
         trial_seconds += ((run.info.end_time or now_ms) - run.info.start_time) / 1000.0
         if trial.state == "failed" and not trial.error:
-            trial.error = run.data.tags.get("autoaug_error")
+            trial.error = run.data.tags.get(ERROR_TAG)
     record.trial_seconds = trial_seconds or None
     record.training_seconds = _union_length(intervals) if intervals else None
     parent = sources.parent_run(client, experiment.experiment_id, record.study)
@@ -657,12 +651,12 @@ def render(record: SearchRecord) -> str:
                            plotly_js=get_plotlyjs(), metric=METRIC.replace("_", " "))
 
 
-def write_report(name: str, out: Path | str, workdir: Path | str = "autoaug-runs", storage: Optional[str] = None,
+def write_report(name: str, out: Path | str, workdir: Path | str = DEFAULT_WORKDIR, storage: Optional[str] = None,
                  tracking_uri: Optional[str] = None) -> dict:
     """`autoaug report`: read the records, render, write ``out``; returns a summary for the CLI."""
-    where = sources.locate(workdir, storage, tracking_uri)
+    where = find_records(workdir, storage, tracking_uri)
     study = sources.open_study(where.optuna_url, name)
-    client = sources.mlflow_client(where.tracking_uri) if where.tracking_uri else None
+    client = tracking_client(where.tracking_uri) if where.tracking_uri else None
     record = collect(study, client)
     page = render(record)
     out = Path(out)

@@ -28,6 +28,7 @@ from typing import Optional
 
 from autoaug.dashboards import sources
 from autoaug.errors import AutoaugInputError
+from autoaug.storage import DEFAULT_WORKDIR, find_records, is_tracking_server, optuna_storage, redact_url, tracking_client
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # MLflow's own default; optuna-dashboard takes the next port unless told
@@ -190,20 +191,18 @@ class Plan:
     warning: Optional[str]
 
 
-def plan(workdir: Path | str = "autoaug-runs", name: Optional[str] = None, host: str = DEFAULT_HOST,
+def plan(workdir: Path | str = DEFAULT_WORKDIR, name: Optional[str] = None, host: str = DEFAULT_HOST,
          port: int = DEFAULT_PORT, dashboard_port: Optional[int] = None, storage: Optional[str] = None,
          tracking_uri: Optional[str] = None) -> Plan:
     """Check every input (records, study, host, ports) and prepare the MLflow trials view."""
-    from autoaug.storage import redact_url
-
     warning = host_warning(host)
-    if tracking_uri and tracking_uri.startswith(("http://", "https://", "databricks")):
+    if tracking_uri and is_tracking_server(tracking_uri):
         raise AutoaugInputError(f"--tracking-uri {redact_url(tracking_uri)}: that is an MLflow server already; open it in a browser "
                                 "(autoaug ui serves database stores: sqlite, postgresql)")
     dashboard_port = port + 1 if dashboard_port is None else dashboard_port
     if dashboard_port == port:
         raise AutoaugInputError(f"--dashboard-port {dashboard_port}: must differ from --port {port}")
-    where = sources.locate(workdir, storage, tracking_uri, need_tracking=True)
+    where = find_records(workdir, storage, tracking_uri, need_tracking=True)
     studies = sources.study_names(where.optuna_url)
     if name is not None:
         sources.open_study(where.optuna_url, name)
@@ -213,23 +212,21 @@ def plan(workdir: Path | str = "autoaug-runs", name: Optional[str] = None, host:
     check_port_free(host, port, "--port")
     check_port_free(host, dashboard_port, "--dashboard-port")
 
-    client = sources.mlflow_client(where.tracking_uri)
+    client = tracking_client(where.tracking_uri)
     experiments = []
     for study in studies:
         experiment = sources.experiment_of(client, study)
         if experiment is not None:
             sources.prepare_trials_view(client, experiment.experiment_id, study)
             experiments.append((study, experiment.experiment_id))
-    logs = Path(workdir).expanduser().resolve() / "ui-logs"
-    mlflow_server = _mlflow_server(where.tracking_uri, Path(workdir).expanduser().resolve() / "mlartifacts", host, port, logs)
+    logs = where.workdir / "ui-logs"
+    mlflow_server = _mlflow_server(where.tracking_uri, where.artifacts_dir, host, port, logs)
     dashboard = _optuna_dashboard(where.optuna_url, host, dashboard_port, logs)
     links = [(f"MLflow, trials of {study}", sources.trials_url(mlflow_server.base_url, experiment_id))
              for study, experiment_id in experiments]
     if not experiments:
         links.append(("MLflow (no experiment of these studies in this tracking store)", mlflow_server.base_url))
     if name is not None:
-        from autoaug.storage import optuna_storage
-
         study_id = optuna_storage(where.optuna_url, read_only=True).get_study_id_from_name(name)
         links.append((f"optuna-dashboard, study {name}", f"{dashboard.base_url}/dashboard/studies/{study_id}"))
     else:
