@@ -26,7 +26,7 @@ from autoaug.dashboards import sources
 from autoaug.errors import AutoaugInputError
 from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, ERROR_ATTR, ERROR_TAG, METRIC, POLICY_ATTR,
                                           STATE_ATTR, TRIAL_TAG, experiment_name)
-from autoaug.storage import DEFAULT_WORKDIR, find_records, tracking_client
+from autoaug.storage import DEFAULT_WORKDIR, find_records, open_study, tracking_client
 
 TOP_CURVES = 5
 STATE_STYLE = {  # state -> (legend label, colour); one registry for every plot and table
@@ -655,7 +655,7 @@ def write_report(name: str, out: Path | str, workdir: Path | str = DEFAULT_WORKD
                  tracking_uri: Optional[str] = None) -> dict:
     """`autoaug report`: read the records, render, write ``out``; returns a summary for the CLI."""
     where = find_records(workdir, storage, tracking_uri)
-    study = sources.open_study(where.optuna_url, name)
+    study = open_study(where.optuna_url, name)
     client = tracking_client(where.tracking_uri) if where.tracking_uri else None
     record = collect(study, client)
     page = render(record)

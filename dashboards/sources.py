@@ -1,19 +1,19 @@
-"""Where a search's records are, opened read-only for the UI launchers and the report.
+"""What the UI launchers and the report read from a search's records.
 
-A search writes two stores (docs/ARCHITECTURE.md, "Records"): the Optuna study (``--storage``, by
+A search writes two stores (docs/ARCHITECTURE.md, "Record contract"): the Optuna study (``--storage``, by
 default ``<workdir>/optuna.db``) and the MLflow tracking store (``--tracking-uri``, by default
 ``<workdir>/mlflow.db``) with one experiment per study (`record_schema.experiment_name`) holding a
 parent run per search and a child run per trial; the tag names are `autoaug.search.record_schema`'s.
-The stores are found by `autoaug.storage.find_records` and opened read-only: a missing workdir or
-database is a clear error, not a fresh empty store.
+The stores are found by `autoaug.storage.find_records` and opened read-only (`open_study`,
+`tracking_client`): a missing workdir or database is a clear error, not a fresh empty store.
 """
 
 from __future__ import annotations
 
 import json
-from autoaug.errors import AutoaugInputError
+
 from autoaug.search import record_schema as schema
-from autoaug.storage import optuna_storage, redact_url
+from autoaug.storage import optuna_storage
 
 TRIALS_VIEW_KEY = "autoaug-trials"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's UI loads the view in tag <prefix><key> for ?viewStateShareKey=<key>
@@ -26,19 +26,6 @@ def study_names(optuna_url: str) -> list[str]:
     import optuna
 
     return [summary.study_name for summary in optuna.get_all_study_summaries(optuna_storage(optuna_url, read_only=True))]
-
-
-def open_study(optuna_url: str, name: str):
-    """Load study ``name``; an unknown name lists the studies that exist."""
-    import optuna
-
-    storage = optuna_storage(optuna_url, read_only=True)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        known = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-        listing = ", ".join(known) if known else "none"
-        raise AutoaugInputError(f"--name {name}: no such study in {redact_url(optuna_url)} (studies there: {listing})") from None
 
 
 def experiment_of(client, study: str):

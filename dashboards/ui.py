@@ -28,7 +28,8 @@ from typing import Optional
 
 from autoaug.dashboards import sources
 from autoaug.errors import AutoaugInputError
-from autoaug.storage import DEFAULT_WORKDIR, find_records, is_tracking_server, optuna_storage, redact_url, tracking_client
+from autoaug.storage import (DEFAULT_WORKDIR, find_records, is_tracking_server, open_study, optuna_storage, redact_url,
+                             tracking_client)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # MLflow's own default; optuna-dashboard takes the next port unless told
@@ -205,7 +206,7 @@ def plan(workdir: Path | str = DEFAULT_WORKDIR, name: Optional[str] = None, host
     where = find_records(workdir, storage, tracking_uri, need_tracking=True)
     studies = sources.study_names(where.optuna_url)
     if name is not None:
-        sources.open_study(where.optuna_url, name)
+        open_study(where.optuna_url, name)
         studies = [name]
     elif not studies:
         raise AutoaugInputError(f"--workdir {workdir}: the Optuna storage holds no study yet (run `autoaug search` first)")

@@ -24,12 +24,12 @@ from autoaug.storage.locations import (ARTIFACTS_FOLDER, DEFAULT_WORKDIR, EXPORT
                                        workdir_path)
 from autoaug.storage.redaction import protect_logs, redact_url
 from autoaug.storage.resilience import StorageFull, StorageUnavailable
-from autoaug.storage.studies import optuna_storage
+from autoaug.storage.studies import open_study, optuna_storage
 from autoaug.storage.tracking import prepare_tracking, tracking_client
 
 redact = redact_url  # the name the search code imported first
 
 __all__ = ["ARTIFACTS_FOLDER", "DEFAULT_WORKDIR", "EXPORTS_FOLDER", "Locations", "MLFLOW_FILE", "OPTUNA_FILE",
            "RAY_FOLDER", "RecordLocations", "StorageError", "StorageFull", "StorageUnavailable", "ensure_writable",
-           "find_records", "is_embedded", "is_tracking_server", "optuna_storage", "prepare_tracking", "protect_logs",
+           "find_records", "is_embedded", "is_tracking_server", "open_study", "optuna_storage", "prepare_tracking", "protect_logs",
            "redact", "redact_url", "resolve", "sqlite_url", "tracking_client", "workdir_path"]

@@ -51,3 +51,17 @@ def optuna_storage(url: str, read_only: bool = False):
         if full:
             raise StorageFull(f"--storage {redact_url(url)}: {full} ({first_line(error)})") from None
         raise StorageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({first_line(error)})") from None
+
+
+def open_study(optuna_url: str, name: str):
+    """Study ``name`` of the storage at ``optuna_url``, opened read-only (export, the UI launchers, the
+    report); an unknown name is bad input that lists the studies there."""
+    import optuna
+
+    storage = optuna_storage(optuna_url, read_only=True)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        listing = ", ".join(known) if known else "none"
+        raise StorageError(f"--name {name}: no such study in {redact_url(optuna_url)} (studies there: {listing})") from None

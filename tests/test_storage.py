@@ -1,0 +1,73 @@
+"""Where a search's state lives (`autoaug.storage`): the workdir layout, read-only lookup of records,
+and the names the package exports."""
+
+from __future__ import annotations
+
+import pytest
+
+import autoaug.storage as storage
+from autoaug.errors import AutoaugInputError
+
+
+def test_every_exported_name_and_every_name_imported_before_the_split_is_there():
+    # the names other modules imported from the package before it was split into modules
+    before = {"DEFAULT_WORKDIR", "Locations", "StorageError", "StorageFull", "StorageUnavailable", "ensure_writable",
+              "optuna_storage", "prepare_tracking", "redact", "redact_url", "resolve", "tracking_client"}
+    missing = [name for name in sorted(before | set(storage.__all__)) if not hasattr(storage, name)]
+    assert missing == []
+
+
+def test_resolve_lays_out_the_workdir(tmp_path):
+    where = storage.resolve(tmp_path / "runs")
+    workdir = (tmp_path / "runs").resolve()
+    assert where.workdir == workdir and workdir.is_dir()
+    assert where.optuna_url == f"sqlite:///{workdir / storage.OPTUNA_FILE}"
+    assert where.tracking_uri == f"sqlite:///{workdir / storage.MLFLOW_FILE}"
+    assert where.artifact_root == (workdir / storage.ARTIFACTS_FOLDER).as_uri()
+    assert (where.ray_dir, where.exports_dir) == (workdir / storage.RAY_FOLDER, workdir / storage.EXPORTS_FOLDER)
+    assert where.embedded
+    served = storage.resolve(tmp_path / "runs", storage="postgresql+psycopg://u@db/optuna",
+                             tracking_uri="http://mlflow:5000")
+    assert not served.embedded and served.optuna_url == "postgresql+psycopg://u@db/optuna"
+
+
+@pytest.mark.parametrize("url, embedded, server", [
+    ("sqlite:///x/optuna.db", True, False), ("sqlite://", True, False), ("postgresql+psycopg://u@db/o", False, False),
+    ("http://mlflow:5000", False, True), ("https://mlflow", False, True), ("databricks", False, True),
+])
+def test_url_kinds(url, embedded, server):
+    assert (storage.is_embedded(url), storage.is_tracking_server(url)) == (embedded, server)
+
+
+def test_find_records_creates_nothing_and_says_what_is_missing(tmp_path):
+    absent = tmp_path / "absent"
+    with pytest.raises(AutoaugInputError, match=r"^--workdir .*absent: no such folder"):
+        storage.find_records(absent)
+    assert not absent.exists()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AutoaugInputError, match=r"^--workdir .*empty: no search records here \(.*optuna\.db does not exist\)"):
+        storage.find_records(empty)
+    (empty / storage.OPTUNA_FILE).touch()
+    found = storage.find_records(empty)
+    assert (found.optuna_url, found.tracking_uri) == (f"sqlite:///{empty.resolve() / storage.OPTUNA_FILE}", None)
+    assert found.artifacts_dir == empty.resolve() / storage.ARTIFACTS_FOLDER
+    with pytest.raises(AutoaugInputError, match=r"^--workdir .*: no MLflow records here"):
+        storage.find_records(empty, need_tracking=True)
+    with pytest.raises(AutoaugInputError, match=r"^--storage sqlite:///.*nothing\.db: no such database file"):
+        storage.find_records(empty, storage=f"sqlite:///{tmp_path / 'nothing.db'}")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty"]
+    assert sorted(path.name for path in empty.iterdir()) == [storage.OPTUNA_FILE]
+
+
+def test_open_study_names_the_studies_there(tmp_path):
+    import optuna
+
+    url = storage.sqlite_url(tmp_path / storage.OPTUNA_FILE)
+    for name in ("first", "second"):
+        optuna.create_study(study_name=name, storage=url)
+    assert storage.open_study(url, "second").study_name == "second"
+    with pytest.raises(AutoaugInputError) as refused:
+        storage.open_study(url, "third")
+    assert str(refused.value) == f"--name third: no such study in {url} (studies there: first, second)"
