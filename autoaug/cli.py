@@ -1,7 +1,8 @@
-"""The `autoaug` command line (DESIGN §11).
+"""The `autoaug` command line (its contract: docs/ARCHITECTURE.md, "Command line").
 
 With ``--json`` the last line of stdout is one JSON object; tables and progress go elsewhere.
-Exit codes: 0 success, 2 bad input (one clear line on stderr), 1 any other failure.
+Exit codes: 0 success, 2 bad input (one clear line on stderr), 1 any other failure. A library error
+that names a Python parameter (`ParameterError`) is shown with the running command's flag for it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoaug.errors import AutoaugError, AutoaugInputError, one_line
+from autoaug.errors import AutoaugError, AutoaugInputError, ParameterError, one_line
+from autoaug.storage import DEFAULT_WORKDIR, redact_url
 
 app = typer.Typer(
     name="autoaug",
@@ -121,12 +124,12 @@ def train(
     from_search: Optional[str] = typer.Option(None, "--from-search", metavar="STUDY", help="Train as that search's calibration chose (learning rate, epochs); read from --workdir / --storage."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL of --from-search's study (default: --workdir's)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
-    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the run's tokenizer and policy are saved."),
+    workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Where the run's tokenizer and policy are saved."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with the result as one JSON object."),
 ) -> None:
     """One full training run with a policy, evaluated on the clean test split (and under corruptions)."""
     from autoaug.policy import Policy
-    from autoaug.trainers.train import run_training
+    from autoaug.trainers.train import DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS, run_training
 
     if (task is None) == (data is None):
         raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
@@ -134,8 +137,6 @@ def train(
     name = task.replace(":", "_") if task else Path(data).stem
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = workdir / "train" / f"{name}-{resolved.config.name or Path(policy).stem}-seed{seed}-{stamp}-{os.getpid()}"
-    from autoaug.trainers.train import DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS
-
     calibrated = _calibration_of(from_search, workdir, storage) if from_search else {}
     if from_search:
         stderr.print(f"as search {from_search} calibrated: learning rate {calibrated['learning_rate']:g}, "
@@ -195,7 +196,7 @@ def search(
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial (fractions below 1 allowed)."),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs per trial (fractions allowed)."),
     address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster (ray start --head ...)."),
-    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Embedded Optuna/MLflow stores and Ray results."),
+    workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Embedded Optuna/MLflow stores and Ray results."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (e.g. postgresql+psycopg://...)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (e.g. http://mlflow:5000)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training (all trials share it: same init, same data order)."),
@@ -254,7 +255,7 @@ def search(
     stderr.print(f"best policy: {result['best_policy_path']}")
     stderr.print(f"records: MLflow {result['tracking_uri']} (experiment {result['mlflow_experiment_id']}), "
                  f"Optuna {result['optuna_storage']}")
-    where = "" if str(workdir) == "autoaug-runs" else f" --workdir {workdir}"
+    where = "" if str(workdir) == DEFAULT_WORKDIR else f" --workdir {workdir}"
     stderr.print(f"compare trials: autoaug ui --name {name}{where}   |   report: autoaug report --name {name}{where} "
                  f"--out {name}-report.html", soft_wrap=True, highlight=False)
     if as_json:
@@ -287,7 +288,7 @@ def export(
     name: str = typer.Option(..., "--name", metavar="STUDY", help="The study to export from."),
     out: Path = typer.Option(..., "--out", metavar="FILE", help="Policy file to write (.yaml or .json)."),
     trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best searched trial)."),
-    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the embedded Optuna store lives."),
+    workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Where the embedded Optuna store lives."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with {path, trial} as JSON."),
 ) -> None:
@@ -313,7 +314,7 @@ def export(
 
 @app.command("ui")
 def ui(
-    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="The search records to serve."),
+    workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="The search records to serve."),
     name: Optional[str] = typer.Option(None, "--name", metavar="STUDY", help="Open this study (default: list every study)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes the records to the network)."),
     port: int = typer.Option(5000, "--port", help="Port of the MLflow UI."),
@@ -338,7 +339,7 @@ def ui(
 def report(
     name: str = typer.Option(..., "--name", metavar="STUDY", help="The study to report on."),
     out: Path = typer.Option(..., "--out", metavar="FILE", help="HTML file to write (self-contained, opens offline)."),
-    workdir: Path = typer.Option(Path("autoaug-runs"), "--workdir", help="Where the search records live."),
+    workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Where the search records live."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (overrides --workdir)."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with {path, study, n_trials, best_value} as JSON."),
@@ -354,14 +355,41 @@ def report(
         emit_json({key: value for key, value in summary.items() if key != "notes"})
 
 
-_DEBUG = {"traceback": False}  # set by the root --debug option, read by `main`
+@dataclass
+class Invocation:
+    """What `main` needs once a command has raised: filled by the root callback through Click's context
+    object (``ctx.obj``), one per `main` call, so nothing is kept in module state between calls."""
+
+    debug: bool = False  # the root --debug: print the traceback after the one-line message
+    command: Optional[typer.core.TyperCommand] = None  # the subcommand that ran
+
+    def flag_for(self, parameter: str) -> Optional[str]:
+        """The running command's long flag whose Python parameter is ``parameter``; None when that
+        parameter is no flag of this command (an argument, or a name only the library knows)."""
+        if self.command is None:
+            return None
+        # by Click's public param_type_name: typer 0.29 vendors its own Click, so click.Option's class
+        # is not the base of typer's options
+        for option in self.command.params:
+            if option.name == parameter and option.param_type_name == "option":
+                return next((flag for flag in option.opts if flag.startswith("--")), option.opts[0])
+        return None
+
+    def message(self, error: AutoaugInputError) -> str:
+        """``error``'s line, with the flag in place of the Python parameter's name where there is one."""
+        flag = self.flag_for(error.parameter) if isinstance(error, ParameterError) else None
+        return error.flag_message(flag) if flag else str(error)
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="On an error, print the full traceback "
-                                                              "after the one-line message.")) -> None:
+def _root(context: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="On an error, print the full traceback "
+                                                            "after the one-line message.")) -> None:
     """Search augmentation policies for vision-language models."""
-    _DEBUG["traceback"] = debug
+    invocation = context.ensure_object(Invocation)
+    invocation.debug = debug
+    if context.invoked_subcommand is not None:
+        invocation.command = context.command.get_command(context, context.invoked_subcommand)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -373,10 +401,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     outside its standalone mode. Every line is redacted: a library error may quote a URL with its
     password.
     """
-    from autoaug.storage import redact_url
-
+    invocation = Invocation()
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, obj=invocation)
     except typer.Abort:
         stderr.print("aborted", highlight=False)
         sys.exit(130)
@@ -391,7 +418,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as raised:
         error = _reported(raised)
         if isinstance(error, AutoaugInputError):
-            label, code, text = "error", 2, str(error)
+            label, code, text = "error", 2, invocation.message(error)
         elif isinstance(error, AutoaugError):
             label, code, text = "stopped", 1, str(error)
         else:
@@ -400,7 +427,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             shown = str(error) if getattr(error, "carries_user_traceback", False) else _first_line(error)
             label, code, text = "failed", 1, f"{type(error).__name__}: {shown}"
         _print_error(label, redact_url(text))
-        if _DEBUG["traceback"]:
+        if invocation.debug:
             import traceback
 
             stderr.print(redact_url("".join(traceback.format_exception(raised))), markup=False, highlight=False)

@@ -58,6 +58,17 @@ def assert_batches_equal(left, right) -> None:
         assert torch.equal(tensor, right_tensors[name]), f"field {name} differs"
 
 
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``autoaug argv`` in this process: (exit code, stdout, stderr) of that command alone."""
+    from autoaug.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    captured = capsys.readouterr()
+    return caught.value.code, captured.out, captured.err
+
+
 @contextlib.contextmanager
 def plugin_on_path(folder: Path, module: str, source: str):
     """Write ``source`` as ``folder/module.py`` and make it importable here and by the Ray workers of

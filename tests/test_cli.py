@@ -1,0 +1,112 @@
+"""The CLI's error contract around library errors: a `ParameterError` names the Python parameter when
+the library is called directly, and the running command's flag when it comes through `autoaug`;
+``--debug`` adds the traceback, and nothing of one run leaks into the next."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import typer
+
+from autoaug.errors import ParameterError
+from conftest import run_cli
+
+SEARCH = ["search", "--space", "vlm_default", "--task", "shapes-vqa", "--name", "cli-test"]
+
+
+def _raising(parameter: str, problem: str):
+    def library_call(*args, **kwargs):
+        raise ParameterError(parameter, problem)
+
+    return library_call
+
+
+def _search_command():
+    from autoaug.cli import app
+
+    return typer.main.get_command(app).commands["search"]
+
+
+def test_a_library_parameter_error_names_the_parameter_and_the_cli_shows_the_flag(monkeypatch, tmp_path, capsys):
+    from autoaug.search import controller
+
+    monkeypatch.setattr(controller, "run_search", _raising("trials", "expected a positive integer, got 0"))
+    with pytest.raises(ParameterError) as direct:
+        controller.run_search(None)
+    assert str(direct.value) == "trials: expected a positive integer, got 0"
+
+    code, out, err = run_cli([*SEARCH, "--trials", "0", "--workdir", str(tmp_path)], capsys)
+    assert (code, out) == (2, "")
+    assert err.strip() == "error: --trials: expected a positive integer, got 0"
+
+
+def test_a_parameter_with_a_long_flag_of_another_spelling_maps_too(monkeypatch, tmp_path, capsys):
+    """Underscores in the parameter, dashes in the flag; a boolean flag's positive spelling."""
+    from autoaug.search import controller
+
+    for parameter, flag in (("max_failures", "--max-failures"), ("calibrate", "--calibrate")):
+        monkeypatch.setattr(controller, "run_search", _raising(parameter, "out of range"))
+        code, _, err = run_cli([*SEARCH, "--workdir", str(tmp_path)], capsys)
+        assert (code, err.strip()) == (2, f"error: {flag}: out of range")
+
+
+def test_train_maps_max_epochs_to_its_flag(monkeypatch, tmp_path, capsys):
+    from autoaug.trainers import train
+
+    monkeypatch.setattr(train, "run_training", _raising("max_epochs", "expected a positive integer, got 0"))
+    code, _, err = run_cli(["train", "--task", "shapes-vqa", "--workdir", str(tmp_path)], capsys)
+    assert (code, err.strip()) == (2, "error: --max-epochs: expected a positive integer, got 0")
+
+
+def test_a_parameter_that_is_no_flag_of_the_running_command_keeps_the_plain_message(monkeypatch, tmp_path, capsys):
+    from autoaug.search import controller, export
+
+    # task_options is a SearchRequest field with no flag; --trials is a flag of `search`, not of `export`
+    monkeypatch.setattr(controller, "run_search", _raising("task_options", "expected a dict"))
+    code, _, err = run_cli([*SEARCH, "--workdir", str(tmp_path)], capsys)
+    assert (code, err.strip()) == (2, "error: task_options: expected a dict")
+
+    monkeypatch.setattr(export, "export_from_storage", _raising("trials", "no such thing"))
+    code, _, err = run_cli(["export", "--name", "x", "--out", str(tmp_path / "p.yaml")], capsys)
+    assert (code, err.strip()) == (2, "error: trials: no such thing")
+
+
+def test_debug_adds_the_traceback_for_that_run_only(monkeypatch, tmp_path, capsys):
+    from autoaug.search import controller
+
+    monkeypatch.setattr(controller, "run_search", _raising("trials", "expected a positive integer, got 0"))
+    code, _, err = run_cli(["--debug", *SEARCH, "--workdir", str(tmp_path)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[0] == "error: --trials: expected a positive integer, got 0"
+    assert "Traceback (most recent call last)" in err and "autoaug.errors.ParameterError: trials:" in err
+
+    code, _, err = run_cli([*SEARCH, "--workdir", str(tmp_path)], capsys)  # the next run starts clean
+    assert (code, err.strip()) == (2, "error: --trials: expected a positive integer, got 0")
+
+
+def test_every_search_request_field_is_a_parameter_of_the_search_command():
+    """The CLI maps a `SearchRequest` error by the field's name, so each field a user sets from the
+    command line must be spelt as the `search` command's parameter (task_options has no flag)."""
+    from autoaug.search.controller import SearchRequest
+
+    fields = {field.name for field in dataclasses.fields(SearchRequest)} - {"task_options"}
+    parameters = {parameter.name for parameter in _search_command().params} - {"as_json"}
+    assert fields == parameters, (fields - parameters, parameters - fields)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17: SearchRequest.validate raises ParameterError with the field "
+                                       "name when the lead's controller change lands; then drop this mark")
+def test_search_request_validation_names_the_field_when_called_directly():
+    from autoaug.search.controller import SearchRequest
+
+    request = SearchRequest(space="vlm_default", name="x", task="shapes-vqa", trials=0)
+    with pytest.raises(ParameterError) as raised:
+        request.validate()
+    assert raised.value.parameter == "trials"
+    assert str(raised.value) == "trials: expected a positive integer, got 0"
+
+
+def test_the_real_search_refuses_trials_0_with_its_flag(tmp_path, capsys):
+    code, out, err = run_cli([*SEARCH, "--trials", "0", "--workdir", str(tmp_path)], capsys)
+    assert (code, out, err.strip()) == (2, "", "error: --trials: expected a positive integer, got 0")
