@@ -55,16 +55,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PHASES = ("ray-startup", "mid-trial", "mlflow-write", "export")
-PLUGIN = '''
-"""A shapes-vqa task at proxy size for benchmarks/kill_driver.py (the CLI has no task-size flag)."""
-from autoaug.trainers.shapes_vqa import make_shapes_vqa
+from autoaug.search.record_schema import (ERROR_ATTR, POLICY_ATTR, ROLE_SEARCH, ROLE_TAG, STATE_ATTR,
+                                          TRIAL_TAG)
+from autoaug.storage import EXPORTS_FOLDER, MLFLOW_FILE, OPTUNA_FILE
 
+# The tests' task plug-ins (shapes-vqa at proxy size: the CLI has no task-size flag).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from store_harness import TASK_PLUGINS, TINY_TASK  # noqa: E402
 
-def make_task(seed, train_size=48, val_size=32, test_size=32):
-    return make_shapes_vqa(seed, train_size=train_size, val_size=val_size, test_size=test_size)
-'''
+# What the controller records as a trial's error when it marks a trial its killed driver left running
+# (autoaug.search.controller.STALE_REASON; not imported: that loads Ray and Lightning into the watcher).
 STALE_REASON = "the search driver stopped while this trial ran"
+
+PHASES = ("ray-startup", "mid-trial", "mlflow-write", "export")
 POLL_S = 0.05
 
 
@@ -79,7 +82,7 @@ class Kill:
 
 
 def command(args, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "autoaug", "search", "--space", "vlm_default", "--task", "kill_driver_task:make_task",
+    return [sys.executable, "-m", "autoaug", "search", "--space", "vlm_default", "--task", TINY_TASK,
             "--name", args.name, "--trials", str(args.trials), "--max-epochs", str(args.max_epochs),
             "--scheduler", "none", "--sampler", "random", "--seed", str(args.seed), "--workdir", str(workdir),
             "--no-calibrate", "--no-confirm", "--no-baselines", "--json"]
@@ -121,7 +124,7 @@ def kill_group(process: subprocess.Popen) -> None:
 
 def trials(workdir: Path, name: str) -> dict[int, dict]:
     """{number: {state, params, values, policy, error}} of the study, read-only ({} before it exists)."""
-    database = workdir / "optuna.db"
+    database = workdir / OPTUNA_FILE
     if not database.exists():
         return {}
     try:
@@ -138,8 +141,8 @@ def trials(workdir: Path, name: str) -> dict[int, dict]:
                 attrs = dict(connection.execute("select key, value_json from trial_user_attributes where trial_id = ?",
                                                 (trial_id,)).fetchall())
                 result[number] = {"state": state, "params": params, "values": values,
-                                  "policy": attrs.get("autoaug_policy"), "autoaug_state": attrs.get("autoaug_state"),
-                                  "error": json.loads(attrs["autoaug_error"]) if "autoaug_error" in attrs else None}
+                                  "policy": attrs.get(POLICY_ATTR), STATE_ATTR: attrs.get(STATE_ATTR),
+                                  "error": json.loads(attrs[ERROR_ATTR]) if ERROR_ATTR in attrs else None}
             return result
     except sqlite3.Error:  # tables not created yet, or a writer holds the lock for a moment
         return {}
@@ -161,12 +164,13 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
                     estimates: dict, started: float) -> str | None:
     """Block until the moment of ``phase`` in this run and return what was seen (None: the run ended first)."""
     known = set(trials(workdir, args.name))
-    export = workdir / "exports" / f"{args.name}-best.yaml"
+    export = workdir / EXPORTS_FOLDER / f"{args.name}-best.yaml"
     export_before = file_signature(export)
     temporaries_before = set(export.parent.glob(f".{export.name}.*.tmp"))  # a killed export's leftovers
-    journal, database = workdir / "mlflow.db-journal", workdir / "mlflow.db"
+    database = workdir / MLFLOW_FILE
+    journal = database.with_name(f"{MLFLOW_FILE}-journal")
     # SQLite in WAL mode (storage/) writes to mlflow.db-wal; in rollback mode a journal exists mid-write
-    store_files = (database, workdir / "mlflow.db-wal")
+    store_files = (database, database.with_name(f"{MLFLOW_FILE}-wal"))
     delay_until = None
     writes_wanted, writes_seen, last_mtime = rng.randint(1, 4), 0, None
     while process.poll() is None:
@@ -177,7 +181,7 @@ def wait_for_moment(process: subprocess.Popen, phase: str, workdir: Path, args, 
             if delay_until is not None:
                 started_trials = set(trials(workdir, args.name)) - known
                 if now >= delay_until or started_trials:
-                    return (f"Ray up, no trial of this run started yet" if not started_trials
+                    return ("Ray up, no trial of this run started yet" if not started_trials
                             else "Ray up, the first trial of this run just asked")
         elif phase == "mid-trial":
             running = [n for n, t in trials(workdir, args.name).items() if t["state"] == "RUNNING" and n not in known]
@@ -234,7 +238,7 @@ def run_to_end(args, workdir: Path, plugin: Path, log: Path) -> tuple[int, dict 
 
 
 def mlflow_runs(workdir: Path) -> list[dict]:
-    with sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True) as connection:
+    with sqlite3.connect(f"file:{workdir / MLFLOW_FILE}?mode=ro", uri=True) as connection:
         rows = connection.execute("select run_uuid, status from runs").fetchall()
         tags = {}
         for run, key, value in connection.execute("select run_uuid, key, value from tags"):
@@ -263,24 +267,25 @@ def final_checks(args, workdir: Path, code: int, result: dict | None, kills: lis
     if len(set(policies)) != len(policies):
         problems.append("re-run: two finished trials hold the same policy")
     runs = mlflow_runs(workdir)
-    parents = [run for run in runs if run["tags"].get("autoaug_role") == "search"]
+    parents = [run for run in runs if run["tags"].get(ROLE_TAG) == ROLE_SEARCH]
     children = [run for run in runs if run not in parents]
     if len(parents) != 1 or parents[0]["status"] != "FINISHED":
         problems.append(f"parent runs: {[(run['status']) for run in parents]}")
     if any(run["status"] == "RUNNING" for run in children):
         problems.append(f"{sum(run['status'] == 'RUNNING' for run in children)} child runs left RUNNING")
-    finished_labels = sorted(run["tags"].get("autoaug_trial") for run in children if run["status"] == "FINISHED")
+    finished_labels = sorted(run["tags"].get(TRIAL_TAG) for run in children if run["status"] == "FINISHED")
     if finished_labels != sorted(f"trial {number}" for number in done):
         problems.append(f"MLflow FINISHED child runs {finished_labels} != finished trials {sorted(done)}")
     stats["orphan_runs_killed"] = sum(run["status"] == "KILLED" for run in children)
     for run in children:
         if run["status"] == "KILLED":
-            number = int(run["tags"].get("autoaug_trial", "trial -1").split()[-1])
+            number = int(run["tags"].get(TRIAL_TAG, "trial -1").split()[-1])
             trial = study.get(number)
             if trial is None or trial["state"] != "FAIL" or trial["error"] != STALE_REASON:
                 problems.append(f"KILLED run of trial {number} whose Optuna trial is {trial and trial['state']}")
     export = Path(result["best_policy_path"]) if result.get("best_policy_path") else None
-    leftovers = list((workdir / "exports").glob(".*.tmp")) if (workdir / "exports").is_dir() else []
+    exports = workdir / EXPORTS_FOLDER
+    leftovers = list(exports.glob(".*.tmp")) if exports.is_dir() else []
     if leftovers:
         problems.append(f"temporary export files left behind: {[path.name for path in leftovers]}")
     if export is None or not export.is_file():
@@ -316,9 +321,7 @@ def main() -> int:
     rng = random.Random(args.rng_seed)
     folder = args.folder or Path(tempfile.mkdtemp(prefix="kill_driver-"))
     folder.mkdir(parents=True, exist_ok=True)
-    plugin = folder / "plugin"
-    plugin.mkdir(exist_ok=True)
-    (plugin / "kill_driver_task.py").write_text(PLUGIN)
+    plugin = TASK_PLUGINS
     print(f"kill_driver: {args.kills} kills, --trials {args.trials} --max-epochs {args.max_epochs}, folder {folder}, "
           f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     print("command: " + " ".join(command(args, Path("WORKDIR"))), flush=True)

@@ -25,33 +25,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import shutil
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PLUGIN_MODULE = "autoaug_store_outages_plugin"
-PLUGIN = '''
-from autoaug.trainers.shapes_vqa import make_shapes_vqa
+# The tests' harness of real stores and search processes (the same private PostgreSQL server, task
+# plug-in and search command line as tests/test_reliability_resources.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from store_harness import PrivatePostgres, fill, plugin_env, sqlite_complete_trials, start_private_postgres  # noqa: E402
+from store_harness import search_args as tiny_search_args  # noqa: E402
 
-
-def make_task(seed):
-    return make_shapes_vqa(seed, train_size=48, val_size=32, test_size=32)
-'''
 PASSWORD = "bench-secret-123"
 
 
 def search_args(name: str, workdir: Path, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "autoaug", "search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task",
-            "--name", name, "--trials", str(trials), "--max-epochs", "1", "--scheduler", "none", "--no-calibrate",
-            "--no-confirm", "--no-baselines", "--workdir", str(workdir), "--json", *extra]
+    return [sys.executable, "-m", "autoaug", *tiny_search_args(name, workdir, trials, *extra)]
 
 
 class Run:
@@ -80,15 +73,6 @@ class Run:
                 "password_printed": PASSWORD in self.out.read_text() + self.err.read_text()}
 
 
-def sqlite_complete(database: Path, study: str) -> int:
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-            return connection.execute("SELECT COUNT(*) FROM trials JOIN studies USING (study_id) "
-                                      "WHERE study_name = ? AND state = 'COMPLETE'", (study,)).fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def wait_for(condition, run: Run, timeout: float = 600) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and run.process.poll() is None:
@@ -97,58 +81,6 @@ def wait_for(condition, run: Run, timeout: float = 600) -> bool:
                 return True
         time.sleep(0.3)
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class PrivatePostgres:
-    """initdb + pg_ctl in a temporary folder on a free port (as the postgres user when run as root)."""
-
-    def __init__(self) -> None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-        if not found or not found[-1]:
-            raise SystemExit("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        self.bindir = Path(found[-1]).parent
-        self.folder = Path(tempfile.mkdtemp(prefix="autoaug-bench-pg-"))
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            import pwd
-
-            account = pwd.getpwnam(self.user)
-            os.chown(self.folder, account.pw_uid, account.pw_gid)
-        self.data, self.port = self.folder / "data", free_port()
-        self.url = f"postgresql+psycopg://autoaug:{PASSWORD}@127.0.0.1:{self.port}/postgres"
-        (self.folder / "pw").write_text(PASSWORD)
-        self._run("initdb", "-D", str(self.data), "-U", "autoaug", f"--pwfile={self.folder / 'pw'}",
-                  "--auth=scram-sha-256", "-E", "UTF8", "--no-sync")
-        self.start()
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([str(self.bindir / args[0]), *args[1:]], user=self.user, capture_output=True, check=True,
-                       cwd=self.folder, timeout=120)
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-t", "60", "-o",
-                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def complete(self, study: str) -> int:
-        import psycopg
-
-        with psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5) as connection:
-            return connection.execute("SELECT COUNT(*) FROM trials JOIN studies USING (study_id) "
-                                      "WHERE study_name = %s AND state = 'COMPLETE'", (study,)).fetchone()[0]
-
-    def close(self) -> None:
-        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"], user=self.user,
-                       capture_output=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def exact(outcome: dict, trials: int) -> bool:
@@ -175,14 +107,14 @@ def postgres_outage(args, env: dict, base: Path, server: PrivatePostgres, outage
     env = {**env, "AUTOAUG_STORAGE_RETRY_SECONDS": str(args.retry_seconds)}
     command = search_args(name, workdir, args.trials, "--storage", server.url)
     run = Run(command, env, logs, "first")
-    if not wait_for(lambda: server.complete(name) >= 1, run):
+    if not wait_for(lambda: server.complete_trials(name) >= 1, run):
         return {"scenario": f"postgres down {outage_s:g} s", "error": "the search ended before its first trial finished",
                 **run.wait()}
     server.stop()
     time.sleep(outage_s)
     server.start()
     first = run.wait()
-    kept = server.complete(name)
+    kept = server.complete_trials(name)
     figure = {"scenario": f"postgres down {outage_s:g} s (retry budget {args.retry_seconds:g} s)", "exit": first["code"],
               "retries_logged": first["retries_logged"], "traceback": first["traceback"],
               "password_printed": first["password_printed"], "complete_after_first_run": kept}
@@ -190,7 +122,7 @@ def postgres_outage(args, env: dict, base: Path, server: PrivatePostgres, outage
         figure["stop_line"] = first["last_line"]
         again = Run(command, env, logs, "again").wait()
         figure["resumed_exactly"] = exact(again, args.trials)
-        figure["complete_after_rerun"] = server.complete(name)
+        figure["complete_after_rerun"] = server.complete_trials(name)
         figure["stale_marked_failed_on_resume"] = (again["result"] or {}).get("n_stale_marked_failed")
     else:
         figure["completed_exactly"] = exact(first, args.trials)
@@ -206,21 +138,16 @@ def full_disk(args, env: dict, base: Path) -> dict:
     try:
         command = search_args("full", workdir, args.trials)
         run = Run(command, env, logs, "first")
-        if not wait_for(lambda: sqlite_complete(workdir / "optuna.db", "full") >= 1, run):
+        if not wait_for(lambda: sqlite_complete_trials(workdir / "optuna.db", "full") >= 1, run):
             return {"scenario": "full disk", "error": "the search ended before its first trial finished", **run.wait()}
-        filler = workdir / "filler.bin"
-        with open(filler, "wb", buffering=0) as handle:
-            for size in (1 << 20, 4096, 1):
-                with contextlib.suppress(OSError):
-                    while True:
-                        handle.write(b"\0" * size)
+        filler = fill(workdir)
         first = run.wait()
-        kept = sqlite_complete(workdir / "optuna.db", "full")
+        kept = sqlite_complete_trials(workdir / "optuna.db", "full")
         filler.unlink()
         again = Run(command, env, logs, "again").wait()
         return {"scenario": "full disk after the first trial", "exit": first["code"], "stop_line": first["last_line"],
                 "traceback": first["traceback"], "complete_after_first_run": kept,
-                "resumed_exactly": exact(again, args.trials), "complete_after_rerun": sqlite_complete(workdir / "optuna.db", "full"),
+                "resumed_exactly": exact(again, args.trials), "complete_after_rerun": sqlite_complete_trials(workdir / "optuna.db", "full"),
                 "stale_marked_failed_on_resume": (again["result"] or {}).get("n_stale_marked_failed")}
     finally:
         subprocess.run(["umount", "-l", str(workdir)], check=False)
@@ -237,9 +164,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="autoaug-store-outages-"))
-    (base / f"{PLUGIN_MODULE}.py").write_text(PLUGIN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(base)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-           "OMP_NUM_THREADS": "1"}
+    env = plugin_env()
     started = time.time()
     print(f"# store outages, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -248,7 +173,9 @@ def main() -> None:
         figures.append(at_once(args, env, base))
         print(json.dumps(figures[-1]), flush=True)
     if args.only in (None, "postgres"):
-        server = PrivatePostgres()
+        server = start_private_postgres(PASSWORD, prefix="autoaug-bench-pg-")
+        if server is None:
+            raise SystemExit("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
         try:
             for outage in (float(value) for value in args.outages.split(",")):
                 figures.append(postgres_outage(args, env, base, server, outage))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -69,15 +68,20 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return caught.value.code, captured.out, captured.err
 
 
+TASK_PLUGINS = Path(__file__).resolve().parent / "plugins"  # holds autoaug_test_tasks, the suite's task plug-ins
+TASKS_MODULE = "autoaug_test_tasks"
+PROXY_SIZES = {"train_size": 48, "val_size": 32, "test_size": 32}  # the proxy size of the plug-ins' make_task
+
+
 @contextlib.contextmanager
-def plugin_on_path(folder: Path, module: str, source: str):
-    """Write ``source`` as ``folder/module.py`` and make it importable here and by the Ray workers of
-    the searches run inside the block (a ``--task module:function`` plug-in). Ray is shut down on entry
-    and exit: workers started before would not see the new ``PYTHONPATH``, and those started inside
-    must not outlive it; the searches inside the block share the Ray instance the first one starts."""
+def plugin_on_path(folder: Path = TASK_PLUGINS):
+    """Make the task plug-ins in ``folder`` (by default `autoaug_test_tasks`) importable here and by
+    the Ray workers of the searches run inside the block (``--task module:function``). Ray is shut
+    down on entry and exit: workers started before would not see the new ``PYTHONPATH``, and those
+    started inside must not outlive it; the searches inside the block share the Ray instance the first
+    one starts."""
     import ray
 
-    (folder / f"{module}.py").write_text(textwrap.dedent(source))
     if ray.is_initialized():
         ray.shutdown()
     old = os.environ.get("PYTHONPATH")
@@ -93,3 +97,17 @@ def plugin_on_path(folder: Path, module: str, source: str):
             os.environ["PYTHONPATH"] = old
         if ray.is_initialized():
             ray.shutdown()
+
+
+def search_request(workdir: Path | str, name: str, **options):
+    """A small real search of the suite: the stages around the trials (calibration, baselines,
+    confirmation) are off unless asked, because they have their own tests (tests/test_search_stages.py);
+    the built-in task at proxy size, or a plug-in task with the options given."""
+    from autoaug.search.controller import SearchRequest
+
+    settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
+                    workdir=str(workdir), seed=0, calibrate=False, confirm=False, baselines=False)
+    settings.update(options)
+    if settings["task"] == "shapes-vqa":
+        settings.setdefault("task_options", dict(PROXY_SIZES))
+    return SearchRequest(**settings)

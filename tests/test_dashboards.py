@@ -27,37 +27,15 @@ import optuna
 import pytest
 from rich.console import Console
 
-from autoaug.search.controller import SearchRequest, run_search
+from autoaug.search.controller import run_search
 from autoaug.search.study import best_trial
 from autoaug.search.records import SearchProgress
-from conftest import plugin_on_path
+from conftest import TASKS_MODULE, plugin_on_path, run_cli, search_request
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 CHROMIUM = "/usr/bin/chromium"
 SMALL = {"train_size": 48, "val_size": 48, "test_size": 16}
-PLUGIN_MODULE = "autoaug_dashboards_test_plugin"
-PLUGIN = '''
-"""A task whose model always fails in forward (tests/test_dashboards.py: a failed-only study)."""
-from autoaug.trainers.model import build_model
-from autoaug.trainers.shapes_vqa import make_shapes_vqa
-from autoaug.trainers.train import TaskPlugin
-
-
-def make_broken_task(seed):
-    data = make_shapes_vqa(seed, train_size=32, val_size=16, test_size=16)
-
-    def build(tokenizer, task):
-        model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
-
-        def explode(batch):
-            raise RuntimeError("deliberate failure from the dashboards test plug-in")
-
-        model.forward = explode
-        return model
-
-    return TaskPlugin(data, build_model=build)
-'''
 PBA_FAST = """
 schema_version: 1
 kind: pba_schedule
@@ -74,21 +52,18 @@ quantile_fraction: 0.5
 # ====================================================================== real searches
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
-    """The failing plug-in, importable here and by Ray's workers (PYTHONPATH set before Ray starts)."""
-    with plugin_on_path(tmp_path_factory.mktemp("dashboard-plugins"), PLUGIN_MODULE, PLUGIN) as folder:
+    """The suite's task plug-ins, importable here and by Ray's workers (PYTHONPATH set before Ray starts)."""
+    with plugin_on_path() as folder:
         yield folder
 
 
 def _search(workdir: Path, name: str, console=None, **options) -> dict:
     # calibration and confirmation are off (their own tests cover them; the confirmation's rendering is
     # tested from its recorded contract below); baselines only where asked
-    settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
-                    workdir=str(workdir), task_options=dict(SMALL), seed=0, cpus_per_trial=0.5, baselines=False,
-                    calibrate=False, confirm=False)
-    settings.update(options)
-    if settings["task"] != "shapes-vqa":
-        settings["task_options"] = None
-    return run_search(SearchRequest(**settings), console=console)
+    options.setdefault("cpus_per_trial", 0.5)
+    if options.get("task", "shapes-vqa") == "shapes-vqa":
+        options.setdefault("task_options", dict(SMALL))
+    return run_search(search_request(workdir, name, **options), console=console)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +76,7 @@ def records(tmp_path_factory, plugin_dir):
         "main": _search(workdir, "main", console=console, trials=4, max_epochs=3, sampler="tpe", scheduler="asha",
                         baselines=True),
         "one": _search(workdir, "one", trials=1, max_epochs=1),
-        "failed": _search(workdir, "failed", task=f"{PLUGIN_MODULE}:make_broken_task", trials=2, max_epochs=1),
+        "failed": _search(workdir, "failed", task=f"{TASKS_MODULE}:make_failing_task", trials=2, max_epochs=1),
         "nsga2": _search(workdir, "nsga2", trials=3, max_epochs=2, sampler="nsga2"),
     }
     space = workdir.parent / "pba_fast.yaml"
@@ -114,19 +89,9 @@ def _study(records, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{records.workdir / 'optuna.db'}")
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from autoaug.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as caught:
-        main(argv)
-    captured = capsys.readouterr()
-    return caught.value.code, captured.out, captured.err
-
-
 def _report(records, name: str, tmp_path: Path, capsys) -> tuple[Path, dict]:
     out = tmp_path / f"{name}.html"
-    code, stdout, stderr = _cli(["report", "--name", name, "--out", str(out), "--workdir", str(records.workdir), "--json"],
+    code, stdout, stderr = run_cli(["report", "--name", name, "--out", str(out), "--workdir", str(records.workdir), "--json"],
                                 capsys)
     assert code == 0, stderr
     assert "Traceback" not in stderr
@@ -215,7 +180,7 @@ def test_failed_only_and_one_trial_studies_render(records, tmp_path, capsys):
     assert seen["errors"] == [] and seen["requests"] == []
     assert seen["headline"] == {"trial-count": "2 trials", "best-score": "—"}
     assert "every searched trial failed (2)" in seen["text"]
-    assert "deliberate failure from the dashboards test plug-in" in seen["text"]  # the error, in the trials table
+    assert "deliberate failure from the test plug-in" in seen["text"]  # the error, in the trials table
     assert set(seen["plots"]) == {"plot-scores"}  # the failed trials, on the axis; nothing else has data
 
     out, summary = _report(records, "one", tmp_path, capsys)
@@ -277,7 +242,7 @@ def test_report_bad_input_exits_2_with_one_line(records, tmp_path, capsys):
     for label, (argv, expected) in cases.items():
         if "--out" not in argv:
             argv = argv + ["--out", str(tmp_path / "r.html")]
-        code, _, err = _cli(["report", *argv], capsys)
+        code, _, err = run_cli(["report", *argv], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, (label, err)
     assert not (tmp_path / "missing").exists()  # nothing created by a failed look-up
@@ -446,11 +411,11 @@ def test_ui_bad_input_exits_2_with_one_line(records, tmp_path, capsys):
             "unknown host": (base + ["--host", "no-such-host.invalid"], "--host no-such-host.invalid"),
         }
         for label, (argv, expected) in cases.items():
-            code, _, err = _cli(argv, capsys)
+            code, _, err = run_cli(argv, capsys)
             lines = err.strip().splitlines()
             assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, (label, err)
         # 0.0.0.0 is allowed with a warning; here the port is taken, so it stops after the warning
-        code, _, err = _cli(base + ["--host", "0.0.0.0", "--port", str(busy)], capsys)
+        code, _, err = run_cli(base + ["--host", "0.0.0.0", "--port", str(busy)], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 2, err
         assert lines[0].startswith("warning: --host 0.0.0.0: the MLflow and Optuna records become reachable from the network")

@@ -27,108 +27,12 @@ from optuna.trial import TrialState
 from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.exclusive import StudyBusy, study_lock
 from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
-from conftest import plugin_on_path
+from conftest import TASKS_MODULE, plugin_on_path, search_request
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
 
 SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}  # 2 training batches of 32 per epoch
-PLUGIN_MODULE = "autoaug_reliability_test_plugin"
-PLUGIN = '''
-"""Task plug-ins for tests/test_reliability_trials.py: model builds that break on purpose."""
-import os
-import signal
-import time
-
-import torch
-
-from autoaug.trainers.model import build_model
-from autoaug.trainers.shapes_vqa import make_shapes_vqa
-from autoaug.trainers.train import TaskPlugin
-
-
-def make_task(seed, train_size=48, val_size=32, test_size=32):
-    return make_shapes_vqa(seed, train_size=train_size, val_size=val_size, test_size=test_size)
-
-
-def _claim(folder):
-    """The number of this model build in the search (0, 1, 2, ...), claimed atomically across workers."""
-    number = 0
-    while True:
-        try:
-            os.close(os.open(os.path.join(folder, f"build-{number}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return number
-        except FileExistsError:
-            number += 1
-
-
-def _break(model, how):
-    original = model.forward
-    steps = {"training": 0}
-
-    def forward(batch):
-        if model.training:
-            steps["training"] += 1
-            if how == "sigkill" and steps["training"] == 2:  # the second batch of the first epoch
-                os.kill(os.getpid(), signal.SIGKILL)
-            if how == "raise":
-                raise RuntimeError("deliberate failure from the test plug-in")
-            if how == "oom":  # more memory than any machine has: the allocator itself refuses
-                torch.empty(1 << 62, dtype=torch.uint8)
-        return original(batch)
-
-    model.forward = forward
-
-
-def make_breaking_task(seed, marker_dir, plan, train_size=48, val_size=32, test_size=32):
-    """Model build k (in the order trials build them) behaves as plan[k] (then "ok"): ok, sigkill
-    (the worker process kills itself mid-epoch), raise, oom, nan (the head's weights are NaN)."""
-    data = make_task(seed, train_size, val_size, test_size)
-
-    def build(tokenizer, task):
-        model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
-        if plan is None:
-            how = "raise"
-        else:
-            number = _claim(marker_dir)
-            how = plan[number] if number < len(plan) else "ok"
-        if how == "nan":
-            with torch.no_grad():
-                for parameter in model.head.parameters():
-                    parameter.fill_(float("nan"))
-        elif how != "ok":
-            _break(model, how)
-        return model
-
-    return TaskPlugin(data, build_model=build)
-
-
-def make_held_task(seed, train_size=48, val_size=32, test_size=32):
-    """Training steps wait while the file named by AUTOAUG_TEST_HOLD exists, so a test can stop the
-    driver while a trial is certainly running (without it, a fast machine finishes trials first)."""
-    data = make_task(seed, train_size, val_size, test_size)
-    hold = os.environ.get("AUTOAUG_TEST_HOLD")
-
-    def build(tokenizer, task):
-        model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
-        if hold:
-            original = model.forward
-
-            def forward(batch):
-                while model.training and os.path.exists(hold):
-                    time.sleep(0.05)
-                return original(batch)
-
-            model.forward = forward
-        return model
-
-    return TaskPlugin(data, build_model=build)
-
-
-def make_failing_task(seed):
-    """Every trial raises in its first training step (what a broken model or space does)."""
-    return make_breaking_task(seed, marker_dir=None, plan=None)
-'''
 EXPECTED_ERRORS = {
     "raise": "RuntimeError: deliberate failure from the test plug-in",
     "nan": "FloatingPointError: val_loss is nan at epoch 1",
@@ -141,19 +45,17 @@ EXPECTED_ERRORS = {
 def plugin_dir(tmp_path_factory):
     """The plug-in module, importable here and by Ray's workers (PYTHONPATH is set before Ray starts);
     the searches of this module share the Ray instance the first one starts."""
-    with plugin_on_path(tmp_path_factory.mktemp("plugins"), PLUGIN_MODULE, PLUGIN) as folder:
+    with plugin_on_path() as folder:
         yield folder
 
 
 def _breaking_request(folder: Path, name: str, plan: list[str], **options) -> SearchRequest:
     markers = folder / "markers"
     markers.mkdir(parents=True, exist_ok=True)
-    settings = dict(space="vlm_default", name=name, task=f"{PLUGIN_MODULE}:make_breaking_task", sampler="random",
-                    scheduler="none", trials=2, max_epochs=1, workdir=str(folder / "runs"), seed=0,
-                    task_options={"marker_dir": str(markers), "plan": plan, **SMALL},
-                    calibrate=False, confirm=False, baselines=False)
+    settings = dict(task=f"{TASKS_MODULE}:make_breaking_task", sampler="random", max_epochs=1,
+                    task_options={"marker_dir": str(markers), "plan": plan, **SMALL})
     settings.update(options)
-    return SearchRequest(**settings)
+    return search_request(folder / "runs", name, **settings)
 
 
 def _study(workdir, name: str):
@@ -235,7 +137,7 @@ def test_failed_trials_are_recorded_with_their_error_in_optuna_and_mlflow(breaki
 
 def test_a_search_whose_trials_all_fail_exits_1_naming_the_first_error(plugin_dir, tmp_path, capsys):
     workdir = tmp_path / "runs"
-    code, out, err = _cli(["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_failing_task",
+    code, out, err = _cli(["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_failing_task",
                            "--name", "all-fail", "--trials", "1", "--max-epochs", "1", "--sampler", "random",
                            "--scheduler", "none", "--workdir", str(workdir), "--no-calibrate", "--no-confirm",
                            "--no-baselines", "--json"], capsys)
@@ -348,7 +250,7 @@ def _running_child_runs(workdir: Path) -> list[str]:
 
 def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_closed(plugin_dir, tmp_path, capsys):
     workdir = tmp_path / "runs"
-    args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_held_task", "--name", "shared",
+    args = ["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_held_task", "--name", "shared",
             "--trials", "2", "--max-epochs", "2", "--sampler", "random", "--scheduler", "none",
             "--workdir", str(workdir), "--no-calibrate", "--no-confirm", "--no-baselines", "--json"]
     (tmp_path / "first").mkdir()

@@ -31,7 +31,7 @@ from autoaug.search.searched import rungs
 from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR
 from autoaug.search.space import load_space
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
-from conftest import plugin_on_path
+from conftest import TASKS_MODULE, plugin_on_path, search_request
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -39,54 +39,6 @@ pytestmark = pytest.mark.slow
 SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}
 CONTRACT_KEYS = {"study", "best_value", "best_trial", "n_complete", "n_pruned", "n_failed", "best_policy_path",
                  "mlflow_experiment_id"}
-PLUGIN_MODULE = "autoaug_search_test_plugin"
-PLUGIN = '''
-"""Task plug-ins for tests/test_search.py (written to a temporary folder on PYTHONPATH)."""
-import os
-
-import torch
-
-from autoaug.trainers.model import build_model
-from autoaug.trainers.shapes_vqa import make_shapes_vqa
-from autoaug.trainers.train import TaskPlugin
-
-
-def make_task(seed, train_size=48, val_size=32, test_size=32):
-    """shapes-vqa at proxy size (the CLI has no task-size flag)."""
-    return make_shapes_vqa(seed, train_size=train_size, val_size=val_size, test_size=test_size)
-
-
-def _claim(folder):
-    """The number of this model build in the search (0, 1, 2, ...), claimed atomically across workers."""
-    number = 0
-    while True:
-        try:
-            os.close(os.open(os.path.join(folder, f"build-{number}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return number
-        except FileExistsError:
-            number += 1
-
-
-def make_failing_task(seed, marker_dir, **sizes):
-    """A user's task whose model breaks in two trials: build 1 raises in forward, build 2 gives NaN."""
-    data = make_task(seed, **sizes)
-
-    def build(tokenizer, task):
-        model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
-        number = _claim(marker_dir)
-        if number == 1:
-            def explode(batch):
-                raise RuntimeError("deliberate failure from the test plug-in")
-            model.forward = explode
-        elif number == 2:
-            with torch.no_grad():
-                for parameter in model.head.parameters():
-                    parameter.fill_(float("nan"))
-        return model
-
-    return TaskPlugin(data, build_model=build)
-'''
-
 ADDRESS_TEST = "test_unreachable_address_exits_2_with_one_line"
 ADDRESS_DEADLINE_S = 90
 
@@ -95,7 +47,7 @@ ADDRESS_DEADLINE_S = 90
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """The plug-in module, importable here and by Ray's workers (PYTHONPATH is set before Ray starts)."""
-    with plugin_on_path(tmp_path_factory.mktemp("plugins"), PLUGIN_MODULE, PLUGIN) as folder:
+    with plugin_on_path() as folder:
         yield folder
 
 
@@ -122,7 +74,7 @@ def background(request, tmp_path_factory, plugin_dir):
     started: dict[str, tuple[subprocess.Popen, Path, float]] = {}
     if any(item.name == ADDRESS_TEST for item in request.session.items):
         folder = tmp_path_factory.mktemp("address")
-        args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task", "--name", "remote",
+        args = ["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_task", "--name", "remote",
                 "--trials", "1", "--max-epochs", "1", "--address", "127.0.0.1:1", "--workdir",
                 str(folder / "runs"), "--json"]
         started["address"] = (_start_cli(args, folder, plugin_dir), folder, time.monotonic())
@@ -131,14 +83,7 @@ def background(request, tmp_path_factory, plugin_dir):
         _kill_group(process)
 
 
-def _request(workdir: Path, name: str, **options) -> SearchRequest:
-    # The stages around the trials (calibration, baselines, confirmation) have their own tests
-    # (tests/test_search_stages.py); here they are off unless a test asks for them.
-    settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
-                    workdir=str(workdir), task_options=dict(SMALL), seed=0, calibrate=False, confirm=False,
-                    baselines=False)
-    settings.update(options)
-    return SearchRequest(**settings)
+_request = search_request  # the suite's small search (conftest), stages around the trials off
 
 
 @pytest.fixture(scope="module")
@@ -421,8 +366,8 @@ def failing_search(tmp_path_factory, plugin_dir):
     folder = tmp_path_factory.mktemp("failing")
     markers = folder / "markers"
     markers.mkdir()
-    request = _request(folder / "runs", "failing", task=f"{PLUGIN_MODULE}:make_failing_task", sampler="random",
-                       trials=3, task_options={"marker_dir": str(markers), **SMALL})
+    request = _request(folder / "runs", "failing", task=f"{TASKS_MODULE}:make_breaking_task", sampler="random",
+                       trials=3, task_options={"marker_dir": str(markers), "plan": ["ok", "raise", "nan"], **SMALL})
     return request, run_search(request), markers
 
 
@@ -618,7 +563,7 @@ def test_pbt_members_record_their_own_exploit_history(pbt_search):
 # ====================================================================== resume after SIGKILL
 def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
     workdir = tmp_path / "runs"
-    args = ["search", "--space", "vlm_default", "--task", f"{PLUGIN_MODULE}:make_task", "--name", "resumable",
+    args = ["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_task", "--name", "resumable",
             "--trials", "4", "--max-epochs", "2", "--workdir", str(workdir), "--json",
             "--no-calibrate", "--no-confirm", "--no-baselines"]
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
