@@ -74,7 +74,7 @@ def main() -> None:
 
     direct, with_policy = (statistics.median(timings[name]) for name in ("direct", "policy"))
     overhead = with_policy / direct - 1.0
-    print(f"| 4-entry token-stage policy | ms |\n|---|---|")
+    print("| 4-entry token-stage policy | ms |\n|---|---|")
     print(f"| ops applied directly | {direct * 1e3:.2f} |")
     print(f"| through Policy (selection, schedules, clean fraction, param recording) | {with_policy * 1e3:.2f} |")
     print(f"\noverhead: {overhead * 100:+.1f} % (target <= 10 %: {'PASS' if overhead <= 0.10 else 'MISS'}); "

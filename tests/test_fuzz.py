@@ -1,6 +1,6 @@
 """Fuzzing the boundaries (issue 13): property-based tests of every place where user input enters.
 
-The property (DESIGN §11, HELPERS "bad input"): every generated input either works, or is refused
+The property (docs/ARCHITECTURE.md, "Command line"): every generated input either works, or is refused
 with an `AutoaugInputError` — exit 2 from the CLI — whose message is ONE line naming the file (and
 the field, or the column and row); never another exception, never a traceback, never a partial
 output file left behind.
