@@ -95,8 +95,6 @@ def test_every_search_request_field_is_a_parameter_of_the_search_command():
     assert fields == parameters, (fields - parameters, parameters - fields)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: SearchRequest.validate raises ParameterError with the field "
-                                       "name when the lead's controller change lands; then drop this mark")
 def test_search_request_validation_names_the_field_when_called_directly():
     from autoaug.search.controller import SearchRequest
 
