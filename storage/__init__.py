@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from autoaug.storage.locations import (ARTIFACTS_FOLDER, DEFAULT_WORKDIR, EXPORTS_FOLDER, MLFLOW_FILE, OPTUNA_FILE,
                                        RAY_FOLDER, Locations, RecordLocations, StorageError, ensure_writable,
-                                       find_records, is_embedded, is_tracking_server, resolve, sqlite_url,
+                                       find_records, is_embedded, is_tracking_server, resolve, sqlite_path, sqlite_url,
                                        workdir_path)
 from autoaug.storage.redaction import protect_logs, redact_url
 from autoaug.storage.resilience import StorageFull, StorageUnavailable
@@ -32,4 +32,4 @@ redact = redact_url  # the name the search code imported first
 __all__ = ["ARTIFACTS_FOLDER", "DEFAULT_WORKDIR", "EXPORTS_FOLDER", "Locations", "MLFLOW_FILE", "OPTUNA_FILE",
            "RAY_FOLDER", "RecordLocations", "StorageError", "StorageFull", "StorageUnavailable", "ensure_writable",
            "find_records", "is_embedded", "is_tracking_server", "open_study", "optuna_storage", "prepare_tracking", "protect_logs",
-           "redact", "redact_url", "resolve", "sqlite_url", "tracking_client", "workdir_path"]
+           "redact", "redact_url", "resolve", "sqlite_path", "sqlite_url", "tracking_client", "workdir_path"]

@@ -132,7 +132,8 @@ def find_records(workdir: Path | str = DEFAULT_WORKDIR, storage: Optional[str] =
     folder = workdir_path(workdir)
     if storage is None or (tracking_uri is None and need_tracking):
         if not folder.is_dir():
-            raise StorageError(f"--workdir {workdir}: no such folder (run `autoaug search` first, or pass --workdir)")
+            raise StorageError(f"--workdir {workdir}: no search records here (no such folder: run `autoaug search` "
+                               "first, or pass --workdir)")
     if storage is None:
         database = folder / OPTUNA_FILE
         if not database.is_file():

@@ -41,7 +41,7 @@ def test_url_kinds(url, embedded, server):
 
 def test_find_records_creates_nothing_and_says_what_is_missing(tmp_path):
     absent = tmp_path / "absent"
-    with pytest.raises(AutoaugInputError, match=r"^--workdir .*absent: no such folder"):
+    with pytest.raises(AutoaugInputError, match=r"^--workdir .*absent: no search records here \(no such folder"):
         storage.find_records(absent)
     assert not absent.exists()
 
