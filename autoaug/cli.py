@@ -30,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stderr = Console(stderr=True)
+TASK_OR_DATA_FLAGS = ("--task NAME", "--data PATH")  # how `require_task_or_data` names the two to a CLI user
 
 
 def stdout_console() -> Console:
@@ -129,10 +130,10 @@ def train(
 ) -> None:
     """One full training run with a policy, evaluated on the clean test split (and under corruptions)."""
     from autoaug.policy import Policy
+    from autoaug.trainers.tasks import require_task_or_data
     from autoaug.trainers.train import DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS, run_training
 
-    if (task is None) == (data is None):
-        raise AutoaugInputError("give exactly one of --task NAME or --data PATH")
+    require_task_or_data(task, data, names=TASK_OR_DATA_FLAGS)
     resolved = Policy.load(policy)  # fail on a bad policy before any data is read
     name = task.replace(":", "_") if task else Path(data).stem
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -218,7 +219,9 @@ def search(
     """Run (or resume) a policy search: calibration, trials (Optuna proposes, Ray Tune runs and stops them,
     MLflow records), then confirmation of the best candidates on fresh seeds and export."""
     from autoaug.search.controller import SearchRequest, run_search
+    from autoaug.trainers.tasks import require_task_or_data
 
+    require_task_or_data(task, data, names=TASK_OR_DATA_FLAGS)  # the library's message names its parameters
     try:
         rates = tuple(float(rate) for rate in learning_rates.split(",") if rate.strip())
     except ValueError:

@@ -108,3 +108,11 @@ def test_search_request_validation_names_the_field_when_called_directly():
 def test_the_real_search_refuses_trials_0_with_its_flag(tmp_path, capsys):
     code, out, err = run_cli([*SEARCH, "--trials", "0", "--workdir", str(tmp_path)], capsys)
     assert (code, out, err.strip()) == (2, "", "error: --trials: expected a positive integer, got 0")
+
+
+@pytest.mark.parametrize("command", [["search", "--space", "vlm_default", "--name", "x"], ["train"]])
+@pytest.mark.parametrize("given", [[], ["--task", "shapes-vqa", "--data", "rows.parquet"]])
+def test_task_or_data_is_refused_with_the_flags(command, given, tmp_path, capsys):
+    """`require_task_or_data` names the library's parameters (``task``, ``data``); a CLI user reads the flags."""
+    code, _, err = run_cli([*command, *given, "--workdir", str(tmp_path)], capsys)
+    assert (code, err.strip()) == (2, "error: give exactly one of --task NAME or --data PATH")
