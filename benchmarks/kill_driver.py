@@ -63,9 +63,9 @@ from autoaug.storage import EXPORTS_FOLDER, MLFLOW_FILE, OPTUNA_FILE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from store_harness import TASK_PLUGINS, TINY_TASK  # noqa: E402
 
-# What the controller records as a trial's error when it marks a trial its killed driver left running
-# (autoaug.search.controller.STALE_REASON; not imported: that loads Ray and Lightning into the watcher).
-STALE_REASON = "the search driver stopped while this trial ran"
+# What the next driver records as the error of a trial its killed predecessor left running (record_schema
+# imports nothing heavy: the watcher stays free of Ray and Lightning).
+from autoaug.search.record_schema import STALE_REASON  # noqa: E402
 
 PHASES = ("ray-startup", "mid-trial", "mlflow-write", "export")
 POLL_S = 0.05

@@ -24,8 +24,9 @@ from typing import Any, Callable, Optional
 
 from autoaug.dashboards import sources
 from autoaug.errors import AutoaugInputError
-from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, ERROR_ATTR, ERROR_TAG, METRIC, POLICY_ATTR,
-                                          STATE_ATTR, TRIAL_TAG, experiment_name)
+from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, EPOCH_SECONDS, ERROR_ATTR, ERROR_TAG,
+                                          MAX_EPOCHS_ATTR, METRIC, PBT_TRIAL_ATTR, POLICY_ATTR, SCHEDULER_ATTR,
+                                          SEARCH_SECONDS, STATE_ATTR, TRIAL_TAG, experiment_name)
 from autoaug.storage import DEFAULT_WORKDIR, find_records, open_study, tracking_client
 
 TOP_CURVES = 5
@@ -134,8 +135,8 @@ def _trial_state(trial) -> str:
 def _label(trial) -> str:
     if BASELINE_ATTR in trial.user_attrs:
         return f"baseline {trial.user_attrs[BASELINE_ATTR]}"
-    if "pbt_trial_id" in trial.user_attrs:
-        return f"pbt {trial.user_attrs['pbt_trial_id']}"
+    if PBT_TRIAL_ATTR in trial.user_attrs:
+        return f"pbt {trial.user_attrs[PBT_TRIAL_ATTR]}"
     return f"trial {trial.number}"
 
 
@@ -152,7 +153,7 @@ def collect(study, client=None) -> SearchRecord:
             curve=sorted((int(step), float(value)) for step, value in trial.intermediate_values.items()),
             seconds=(trial.duration.total_seconds() if trial.duration else None),
         ))
-        record_last_epoch(trials[-1], study.user_attrs.get("max_epochs"))
+        record_last_epoch(trials[-1], study.user_attrs.get(MAX_EPOCHS_ATTR))
     chosen = exported_trial(study)
     best = next((t for t in trials if chosen is not None and t.number == chosen.number), None)
     confirmation = study.user_attrs.get(CONFIRMATION_ATTR)
@@ -224,7 +225,7 @@ def _add_mlflow(record: SearchRecord, client) -> None:
         if history:
             trial.curve = [(int(m.step), float(m.value)) for m in history]
             trial.epochs = trial.curve[-1][0]
-        for metric in client.get_metric_history(run.info.run_id, "epoch_seconds"):  # stamped at the epoch's end
+        for metric in client.get_metric_history(run.info.run_id, EPOCH_SECONDS):  # stamped at the epoch's end
             end = metric.timestamp / 1000.0
             intervals.append((end - float(metric.value), end))
         trial_seconds += ((run.info.end_time or now_ms) - run.info.start_time) / 1000.0
@@ -237,7 +238,7 @@ def _add_mlflow(record: SearchRecord, client) -> None:
         record.mlflow_note = "the search's parent MLflow run is missing: wall time from trial timestamps"
         return
     record.parent_status = parent.info.status
-    sessions = client.get_metric_history(parent.info.run_id, "search_seconds")
+    sessions = client.get_metric_history(parent.info.run_id, SEARCH_SECONDS)
     if parent.info.status == "RUNNING" or not sessions:
         record.wall_seconds = (now_ms - parent.info.start_time) / 1000.0 if parent.info.status == "RUNNING" else \
             ((parent.info.end_time or now_ms) - parent.info.start_time) / 1000.0
@@ -479,7 +480,7 @@ def schedules_section(record: SearchRecord) -> Optional[Section]:
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
-    if record.attrs.get("scheduler") != "pbt":
+    if record.attrs.get(SCHEDULER_ATTR) != "pbt":
         return None
     section = Section("schedules", "PBT: the learned magnitude schedule per op",
                       "Each member's piecewise magnitude schedule over training (held between exploit steps); the "
@@ -488,7 +489,7 @@ def schedules_section(record: SearchRecord) -> Optional[Section]:
     if not members:
         section.note = "no finished PBT member yet"
         return section
-    max_epochs = int(record.attrs.get("max_epochs") or 1)
+    max_epochs = int(record.attrs.get(MAX_EPOCHS_ATTR) or 1)
     ops = sorted({e["op"] for t in members for e in t.ops()})
     fig = make_subplots(rows=1, cols=len(ops), subplot_titles=ops, shared_yaxes=True)
     for column, op in enumerate(ops, start=1):

@@ -52,9 +52,7 @@ def trials_view_state(param_keys: list[str], metric_keys: list[str]) -> dict:
     Keys follow MLflow 3.17's UI state (search facets ``searchFilter``/``orderByKey``/``orderByAsc``
     and UI state ``selectedColumns``/``runsHiddenMode``); column keys are ``metrics.`name```-style.
     """
-    # "val_loss" and "train_accuracy" are logged by the trainable under these names; record_schema does
-    # not name them yet (the lead adds them there, then these two literals go)
-    shown = (schema.METRIC, schema.ROBUST_METRIC, "val_loss", "train_accuracy")
+    shown = (schema.METRIC, schema.ROBUST_METRIC, schema.VAL_LOSS, schema.TRAIN_ACCURACY)
     metrics = [key for key in shown if key in metric_keys]
     ops = sorted(key for key in param_keys if key.startswith("op."))
     columns = [f"metrics.`{key}`" for key in metrics] + [f"tags.`{schema.STATE_TAG}`"] + [f"params.`{key}`" for key in ops]

@@ -68,6 +68,14 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return caught.value.code, captured.out, captured.err
 
 
+def one_error_line(err: str) -> str:
+    """The one line a failed command prints on stderr (the CLI's error contract: no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
 TASK_PLUGINS = Path(__file__).resolve().parent / "plugins"  # holds autoaug_test_tasks, the suite's task plug-ins
 TASKS_MODULE = "autoaug_test_tasks"
 PROXY_SIZES = {"train_size": 48, "val_size": 32, "test_size": 32}  # the proxy size of the plug-ins' make_task

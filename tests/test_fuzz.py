@@ -784,7 +784,7 @@ def export_workdir() -> Path:
 
     import optuna
 
-    from autoaug.search.records import POLICY_ATTR
+    from autoaug.search.record_schema import POLICY_ATTR
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="autoaug-fuzz-"))

@@ -26,8 +26,8 @@ from optuna.trial import TrialState
 
 from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.exclusive import StudyBusy, study_lock
-from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
-from conftest import TASKS_MODULE, plugin_on_path, search_request
+from autoaug.search.record_schema import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
+from conftest import TASKS_MODULE, one_error_line, plugin_on_path, run_cli, search_request
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -79,23 +79,6 @@ def _parent(workdir, name: str):
                 if run.data.tags.get("autoaug_role") == "search")
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from autoaug.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as caught:
-        main(argv)
-    captured = capsys.readouterr()
-    return caught.value.code, captured.out, captured.err
-
-
-def _one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def _is_worker_death(reason: str) -> bool:
     return any(word in reason.lower() for word in ("died", "sigkill", "killed", "exit", "actor"))
 
@@ -137,7 +120,7 @@ def test_failed_trials_are_recorded_with_their_error_in_optuna_and_mlflow(breaki
 
 def test_a_search_whose_trials_all_fail_exits_1_naming_the_first_error(plugin_dir, tmp_path, capsys):
     workdir = tmp_path / "runs"
-    code, out, err = _cli(["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_failing_task",
+    code, out, err = run_cli(["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_failing_task",
                            "--name", "all-fail", "--trials", "1", "--max-epochs", "1", "--sampler", "random",
                            "--scheduler", "none", "--workdir", str(workdir), "--no-calibrate", "--no-confirm",
                            "--no-baselines", "--json"], capsys)
@@ -175,7 +158,7 @@ def test_max_failures_is_validated(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["search", "--space", "vlm_default", "--task", "shapes-vqa", "--name", "x", "--max-failures", "-1"])
     assert caught.value.code == 2
-    assert "--max-failures" in _one_line(capsys.readouterr().err)
+    assert "--max-failures" in one_error_line(capsys.readouterr().err)
 
 
 # ====================================================================== one driver per study
@@ -273,9 +256,9 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
             time.sleep(0.2)
 
         # A second driver on the same study is refused at once, and changes nothing.
-        code, out, err = _cli(args, capsys)
+        code, out, err = run_cli(args, capsys)
         assert code == 2, err
-        line = _one_line(err)
+        line = one_error_line(err)
         assert "--name shared" in line and f"pid {first.pid} on " in line and "nothing was changed" in line, line
         assert out == ""
         states = {t.number: t.state for t in optuna.load_study(study_name="shared", storage=url).trials}
@@ -302,7 +285,7 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
     leftover.write_text("name: trunc")
 
     # The same command again: the dead driver's lock is gone, its trials and runs are closed.
-    code, out, err = _cli(args, capsys)
+    code, out, err = run_cli(args, capsys)
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert result["n_complete"] == 2 and result["n_stale_marked_failed"] == len(stale)

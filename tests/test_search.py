@@ -28,10 +28,10 @@ from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
 from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.searched import rungs
-from autoaug.search.records import ERROR_ATTR, POLICY_ATTR, STATE_ATTR
+from autoaug.search.record_schema import ERROR_ATTR, POLICY_ATTR, STATE_ATTR
 from autoaug.search.space import load_space
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
-from conftest import TASKS_MODULE, plugin_on_path, search_request
+from conftest import TASKS_MODULE, one_error_line, plugin_on_path, run_cli, search_request
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -130,23 +130,6 @@ def _history(client, run, metric: str = "val_accuracy") -> list:
     return sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from autoaug.cli import main
-
-    capsys.readouterr()  # only what this command writes
-    with pytest.raises(SystemExit) as caught:
-        main(argv)
-    captured = capsys.readouterr()
-    return caught.value.code, captured.out, captured.err
-
-
-def _one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def _check_result_contract(result: dict, request: SearchRequest) -> None:
     assert CONTRACT_KEYS <= set(result), CONTRACT_KEYS - set(result)
     assert result["study"] == request.name
@@ -230,7 +213,7 @@ def test_export_twice_gives_identical_bytes_with_provenance(main_search, tmp_pat
     request, result = main_search
     first, second = tmp_path / "a.yaml", tmp_path / "b" / "a.yaml"
     for out in (first, second):
-        code, out_text, err = _cli(["export", "--name", request.name, "--out", str(out), "--workdir", request.workdir,
+        code, out_text, err = run_cli(["export", "--name", request.name, "--out", str(out), "--workdir", request.workdir,
                                     "--json"], capsys)
         assert code == 0, err
         assert json.loads(out_text.strip().splitlines()[-1]) == {"path": str(out), "trial": result["best_trial"],
@@ -254,7 +237,7 @@ def test_export_a_chosen_trial(main_search, tmp_path, capsys):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     chosen = next((t for t in complete if t.number != result["best_trial"]), complete[0])
     out = tmp_path / "chosen.yaml"
-    code, _, err = _cli(["export", "--name", request.name, "--trial", str(chosen.number), "--out", str(out),
+    code, _, err = run_cli(["export", "--name", request.name, "--trial", str(chosen.number), "--out", str(out),
                          "--workdir", request.workdir], capsys)
     assert code == 0, err
     policy = Policy.load(out)
@@ -270,9 +253,9 @@ def test_export_bad_input_exits_2_with_one_line(case, main_search, tmp_path, cap
     argv = {"unknown study": ["--name", "no-such-study", "--workdir", request.workdir],
             "unknown trial": ["--name", request.name, "--trial", "99", "--workdir", request.workdir],
             "no records in workdir": ["--name", request.name, "--workdir", str(tmp_path / "empty")]}[case]
-    code, out_text, err = _cli(["export", *argv, "--out", str(out)], capsys)
+    code, out_text, err = run_cli(["export", *argv, "--out", str(out)], capsys)
     assert code == 2
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert {"unknown study": "no-such-study", "unknown trial": "--trial 99",
             "no records in workdir": "no search records"}[case] in line
     assert not out.exists()
@@ -284,11 +267,11 @@ def test_same_name_with_another_space_or_task_is_refused(main_search, tmp_path, 
     study_before = _study(request)
     before, attrs_before = _snapshot(study_before), dict(study_before.user_attrs)
 
-    code, _, err = _cli(["search", "--space", "randaugment", "--sampler", "grid", "--task", "shapes-vqa",
+    code, _, err = run_cli(["search", "--space", "randaugment", "--sampler", "grid", "--task", "shapes-vqa",
                          "--name", request.name, "--trials", "1", "--max-epochs", str(request.max_epochs),
                          "--workdir", request.workdir], capsys)
     assert code == 2
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert f"--name {request.name}" in line and "different search space" in line
     assert "vlm_default" in line and "randaugment" in line and "nothing was changed" in line
 
@@ -337,9 +320,9 @@ def test_bad_input_exits_2_with_one_line_and_the_next_run_still_works(main_searc
     before = _snapshot(_study(request))
     workdir_files = _workdir_files(request.workdir)
     for case, (argv, expected_code, parts) in _bad_cases(request, tmp_path).items():
-        code, out, err = _cli(argv, capsys)
+        code, out, err = run_cli(argv, capsys)
         assert code == expected_code, (case, err)
-        line = _one_error_line(err)
+        line = one_error_line(err)
         for part in parts:
             assert part in line, (case, part, line)
         assert "secret" not in err, "the password must not be printed"
@@ -408,9 +391,9 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(failing_search, tmp_
             assert math.isfinite(trial.value)
 
     # A failed trial does not export; a complete one does.
-    code, _, err = _cli(["export", "--name", request.name, "--trial", str(failed[0].number), "--out",
+    code, _, err = run_cli(["export", "--name", request.name, "--trial", str(failed[0].number), "--out",
                          str(tmp_path / "failed.yaml"), "--workdir", request.workdir], capsys)
-    assert code == 2 and "only complete trials export" in _one_error_line(err)
+    assert code == 2 and "only complete trials export" in one_error_line(err)
     assert Policy.load(result["best_policy_path"]).config.provenance.trial == result["best_trial"]
 
 
@@ -631,5 +614,5 @@ def test_unreachable_address_exits_2_with_one_line(background):
         pytest.fail(f"autoaug search --address 127.0.0.1:1 still running after {ADDRESS_DEADLINE_S} s")
     err = (folder / "stderr.txt").read_text()
     assert process.returncode == 2, err
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert "--address 127.0.0.1:1" in line

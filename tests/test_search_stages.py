@@ -27,12 +27,13 @@ from autoaug.policy import Policy
 from autoaug.search.calibration import decide, plateau_epoch, smoothed, trial_length
 from autoaug.search.confirmation import Candidate, choose_candidates, confirmation_seeds, judge
 from autoaug.search.study import best_trial
-from autoaug.search.records import BASELINE_ATTR, POLICY_ATTR, STATE_ATTR
+from autoaug.search.record_schema import BASELINE_ATTR, POLICY_ATTR, STATE_ATTR
 from autoaug.search.stages import RunOutcome
 from autoaug.search.trainable import RunSpec
 from autoaug.trainers.data import to_batch
 from autoaug.trainers.prepared import QUESTION_ONLY_GREY, PreparedTask
 from autoaug.trainers.shapes_vqa import make_shapes_vqa
+from conftest import run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}
@@ -257,18 +258,6 @@ def _write_dataset(path: Path, *, image_signal: bool, seed: int = 0, sizes=(96, 
     return path
 
 
-def _cli(argv, capsys):
-    from autoaug.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 CALIBRATION_ARGS = ["--space", "vlm_default", "--trials", "1", "--max-epochs", "6", "--learning-rates", "3e-3",
                     "--no-baselines", "--no-confirm", "--json"]
 
@@ -277,7 +266,7 @@ CALIBRATION_ARGS = ["--space", "vlm_default", "--trials", "1", "--max-epochs", "
 def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_that_needs_them(tmp_path, capsys):
     blind = _write_dataset(tmp_path / "blind.parquet", image_signal=False)
     workdir = tmp_path / "runs"
-    code, out, err = _cli(["search", "--data", str(blind), "--name", "blind", "--workdir", str(workdir),
+    code, out, err = run_cli(["search", "--data", str(blind), "--name", "blind", "--workdir", str(workdir),
                            *CALIBRATION_ARGS], capsys)
     assert code == 1, err
     line = [line for line in err.splitlines() if line.strip()]
@@ -290,7 +279,7 @@ def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_
     assert not [t for t in study.trials if BASELINE_ATTR not in t.user_attrs]  # no trial budget spent
 
     signal = _write_dataset(tmp_path / "signal.parquet", image_signal=True)
-    code, out, err = _cli(["search", "--data", str(signal), "--name", "signal", "--workdir", str(workdir),
+    code, out, err = run_cli(["search", "--data", str(signal), "--name", "signal", "--workdir", str(workdir),
                            *CALIBRATION_ARGS], capsys)
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
@@ -322,7 +311,7 @@ def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_pat
     space.write_text(HARMFUL_SPACE)
     data = _write_dataset(tmp_path / "signal.parquet", image_signal=True)
     workdir = tmp_path / "runs"
-    code, out, err = _cli(["search", "--space", str(space), "--data", str(data), "--name", "harmful",
+    code, out, err = run_cli(["search", "--space", str(space), "--data", str(data), "--name", "harmful",
                            "--workdir", str(workdir), "--trials", "2", "--max-epochs", "6", "--learning-rates", "3e-3",
                            "--no-baselines", "--confirm-top-k", "1", "--confirm-seeds", "2", "--json"], capsys)
     assert code == 0, err
@@ -338,7 +327,7 @@ def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_pat
     assert exported.config.entries == [] and exported.config.provenance.confirmation.verdict == "no-gain"
     assert exported.config.provenance.training.epochs == result["trial_epochs"]
     # autoaug export says it plainly too, and writes the same bytes
-    code, _, err = _cli(["export", "--name", "harmful", "--workdir", str(workdir), "--out", str(tmp_path / "p.yaml")], capsys)
+    code, _, err = run_cli(["export", "--name", "harmful", "--workdir", str(workdir), "--out", str(tmp_path / "p.yaml")], capsys)
     assert code == 0 and "no-gain" in err
     assert (tmp_path / "p.yaml").read_bytes() == Path(result["best_policy_path"]).read_bytes()
     # the confirmation is its own MLflow child run
@@ -358,7 +347,7 @@ def test_relative_data_and_space_paths_from_another_working_folder(tmp_path, cap
     _write_dataset(project / "colours.parquet", image_signal=True, sizes=(48, 32, 32))
     (project / "space.yaml").write_text(HARMFUL_SPACE.replace("name: harmful", "name: relative"))
     monkeypatch.chdir(project)
-    code, out, err = _cli(["search", "--space", "space.yaml", "--data", "colours.parquet", "--name", "rel",
+    code, out, err = run_cli(["search", "--space", "space.yaml", "--data", "colours.parquet", "--name", "rel",
                            "--trials", "2", "--max-epochs", "2", "--no-calibrate", "--no-confirm", "--no-baselines",
                            "--workdir", "runs", "--json"], capsys)
     assert code == 0, err
@@ -375,7 +364,8 @@ def test_private_optuna_routes_of_the_study_still_exist():
     from optuna.trial import TrialState
 
     from autoaug.search.record_schema import ERROR_ATTR, STATE_ATTR
-    from autoaug.search.study import STALE_REASON, fail_stale_trials
+    from autoaug.search.record_schema import STALE_REASON
+    from autoaug.search.study import fail_stale_trials
 
     study = optuna.create_study()
     done = study.ask()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import Any
 
 from autoaug.errors import AutoaugError
 from autoaug.search.record_schema import CALIBRATION_ATTR, PARENT_TAG, ROLE_CALIBRATION, ROLE_TAG, STUDY_TAG

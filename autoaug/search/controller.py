@@ -31,7 +31,7 @@ from autoaug.search.confirmation import confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.export import export_search
 from autoaug.search.mlflow_runs import close_orphan_runs, parent_run
-from autoaug.search.record_schema import experiment_name
+from autoaug.search.record_schema import SEARCH_SECONDS, experiment_name
 from autoaug.search.request import SearchRequest
 from autoaug.search.samplers import sampler_kind
 from autoaug.search.searched import run_searched_trials
@@ -135,7 +135,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     result["confirmation"] = public_confirmation(confirmation)
     result["learning_rate"] = context.settings.learning_rate
     result["trial_epochs"] = context.settings.max_epochs
-    client.log_metric(parent, "search_seconds", result["seconds"])
+    client.log_metric(parent, SEARCH_SECONDS, result["seconds"])
     if result["best_value"] is not None:
         client.log_metric(parent, "best_val_accuracy", result["best_value"])
     return result

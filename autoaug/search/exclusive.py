@@ -22,7 +22,6 @@ import json
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from autoaug.errors import AutoaugInputError
@@ -58,8 +57,10 @@ def _sqlite_lock(url: str, name: str) -> Iterator[None]:
     who has it (pid, host, start) for the refusal message."""
     import fcntl
 
-    database = Path(url.split(":///", 1)[1]) if ":///" in url else None
-    if database is None or str(database) in ("", ":memory:"):
+    from autoaug.storage import sqlite_path
+
+    database = sqlite_path(url)
+    if database is None:
         yield  # an in-memory database cannot be shared
         return
     folder = database.parent / ".autoaug-locks"

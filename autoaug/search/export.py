@@ -12,7 +12,8 @@ from typing import Optional, Union
 from autoaug import __version__
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
-from autoaug.search.record_schema import BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, POLICY_ATTR, ROBUST_METRIC
+from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, POLICY_ATTR, ROBUST_METRIC,
+                                          SPACE_HASH_ATTR, SPACE_NAME_ATTR)
 from autoaug.search.study import ROBUST_TOLERANCE, best_trial, pareto_front
 from autoaug.storage import DEFAULT_WORKDIR
 
@@ -33,8 +34,8 @@ def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
         "metric": METRIC,
         "value": trial.values[0] if trial.values else None,
         "seeds": {"search": int(attrs.get("seed", 0)), "trial": int(attrs.get("seed", 0))},
-        "search_space": attrs.get("space_name"),
-        "search_space_hash": attrs.get("space_hash"),
+        "search_space": attrs.get(SPACE_NAME_ATTR),
+        "search_space_hash": attrs.get(SPACE_HASH_ATTR),
         "data_fingerprint": trial.user_attrs.get("data_fingerprint") or attrs.get("data_fingerprint"),
         "task": attrs.get("task"),
         "package_version": attrs.get("package_version", __version__),
@@ -58,8 +59,8 @@ def export_confirmed(study, out: Union[str, Path]) -> Path:
         "value": winner["mean"],
         "seeds": {"search": int(attrs.get("seed", 0)),
                   **{f"confirmation_{index}": seed for index, seed in enumerate(record["seeds"])}},
-        "search_space": attrs.get("space_name"),
-        "search_space_hash": attrs.get("space_hash"),
+        "search_space": attrs.get(SPACE_NAME_ATTR),
+        "search_space_hash": attrs.get(SPACE_HASH_ATTR),
         "data_fingerprint": attrs.get("data_fingerprint"),
         "task": attrs.get("task"),
         "package_version": attrs.get("package_version", __version__),
@@ -158,17 +159,9 @@ def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Pa
 
 
 def open_study(name: str, workdir: Union[str, Path] = DEFAULT_WORKDIR, storage: Optional[str] = None):
-    """A search's Optuna study by name, from ``--storage`` or the embedded store of ``--workdir``."""
-    import optuna
+    """A search's Optuna study by name, from ``--storage`` or the embedded store of ``--workdir``
+    (read-only; a missing store or an unknown name is a one-line error)."""
+    from autoaug.storage import find_records
+    from autoaug.storage import open_study as open_recorded_study
 
-    from autoaug.storage import optuna_storage, redact
-
-    if storage is None:
-        database = Path(workdir).expanduser().resolve() / "optuna.db"
-        if not database.is_file():
-            raise AutoaugInputError(f"--workdir {workdir}: no search records here ({database} does not exist)")
-        storage = f"sqlite:///{database}"
-    try:
-        return optuna.load_study(study_name=name, storage=optuna_storage(storage, read_only=True))
-    except KeyError:
-        raise AutoaugInputError(f"--name {name}: no such study in {redact(storage)}") from None
+    return open_recorded_study(find_records(workdir, storage).optuna_url, name)

@@ -12,11 +12,10 @@ from mlflow.entities import Param
 from optuna.trial import TrialState
 
 from autoaug import __version__
-from autoaug.search.record_schema import (ERROR_TAG, PARENT_TAG, RESUMED_TAG, ROLE_SEARCH, ROLE_TAG, ROLE_TRIAL,
+from autoaug.search.record_schema import (ORPHAN_REASON, ERROR_TAG, PARENT_TAG, RESUMED_TAG, ROLE_SEARCH, ROLE_TAG, ROLE_TRIAL,
                                           STATE_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG, runs_filter)
 from autoaug.storage import redact
 
-ORPHAN_REASON = "the search driver stopped while this run was open"
 
 
 def close_orphan_runs(client, experiment_id: str, parent: str, study) -> int:

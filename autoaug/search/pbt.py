@@ -32,7 +32,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from autoaug.search.record_schema import ERROR_ATTR, METRIC, POLICY_ATTR, STATE_ATTR
+from autoaug.search.record_schema import ERROR_ATTR, METRIC, PBT_TRIAL_ATTR, POLICY_ATTR, STATE_ATTR
 from autoaug.search.records import MlflowRecorder, SearchProgress, error_reason
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, op_param, stage_sorted
 from autoaug.search.stages import fit_quietly
@@ -190,6 +190,6 @@ def run_pbt(context) -> None:
         policy = piecewise_policy(space, history, settings.max_epochs, name=f"{request.name}-pbt")
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE, values=[float(value)],
-            user_attrs={STATE_ATTR: "complete", POLICY_ATTR: policy, "pbt_trial_id": trial_id,
+            user_attrs={STATE_ATTR: "complete", POLICY_ATTR: policy, PBT_TRIAL_ATTR: trial_id,
                         "pbt_exploits": len(history) - 1},
         ))

@@ -10,6 +10,12 @@ from __future__ import annotations
 # ---------------------------------------------------------------------- metrics (Tune results, MLflow)
 METRIC = "val_accuracy"  # clean validation accuracy: what ASHA, PBT and the export rank on
 ROBUST_METRIC = "robust_val_accuracy"  # accuracy on augmented validation batches (nsga2's second objective)
+VAL_LOSS = "val_loss"
+TRAIN_LOSS = "train_loss"
+TRAIN_ACCURACY = "train_accuracy"
+EPOCH_SECONDS = "epoch_seconds"  # one epoch's wall time, logged per epoch (stamped at the epoch's end)
+SEARCH_SECONDS = "search_seconds"  # on the parent run, once per driver session
+EPOCH_METRICS = (METRIC, VAL_LOSS, TRAIN_LOSS, TRAIN_ACCURACY, ROBUST_METRIC, EPOCH_SECONDS)  # per-epoch MLflow metrics
 
 # ---------------------------------------------------------------------- Optuna trial user attributes
 STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed: Ray tells Optuna COMPLETE for both
@@ -17,6 +23,11 @@ POLICY_ATTR = "autoaug_policy"  # the policy the trial ran, as a dict (what expo
 BASELINE_ATTR = "autoaug_baseline"  # the preset name, on baseline trials only
 ERROR_ATTR = "autoaug_error"  # the one-line reason a trial failed
 RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried
+PBT_TRIAL_ATTR = "pbt_trial_id"  # the Tune trial a PBT member's Optuna trial records
+
+# the reasons written on what a dead driver left behind (found by the next driver of the study)
+STALE_REASON = "the search driver stopped while this trial ran"  # on RUNNING Optuna trials, marked failed
+ORPHAN_REASON = "the search driver stopped while this run was open"  # on RUNNING MLflow child runs, KILLED
 
 # ---------------------------------------------------------------------- Optuna study user attributes
 CALIBRATION_ATTR = "calibration"
@@ -24,6 +35,15 @@ CONFIRMATION_ATTR = "confirmation"
 CONFIRMATION_RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps them
 DATA_FINGERPRINT_ATTR = "data_fingerprint"
 DATA_SOURCE_ATTR = "data_source"
+# what the search was (set when the study is created; a resume must match the first four)
+SPACE_HASH_ATTR = "space_hash"
+TASK_ATTR = "task"
+OBJECTIVES_ATTR = "objectives"
+MAX_EPOCHS_ATTR = "max_epochs"
+SPACE_NAME_ATTR = "space_name"
+SAMPLER_ATTR = "sampler"
+SCHEDULER_ATTR = "scheduler"
+SEED_ATTR = "seed"
 
 # ---------------------------------------------------------------------- MLflow run tags
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI draws child runs under it)

@@ -22,9 +22,9 @@ from ray.tune.search.optuna import OptunaSearch
 from autoaug.policy import Policy
 from autoaug.search.trainable import epochs_of
 
-from autoaug.search.record_schema import (BASELINE_ATTR, ERROR_ATTR, ERROR_TAG, PARENT_TAG, POLICY_ATTR,  # noqa: F401
-                                          POLICY_NAME_TAG, RAY_TRIAL_TAG, RETRIES_ATTR, RETRIES_TAG, ROLE_TAG,
-                                          ROLE_TRIAL, STATE_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG, METRIC, ROBUST_METRIC)
+from autoaug.search.record_schema import (EPOCH_METRICS, ERROR_ATTR, ERROR_TAG, PARENT_TAG, POLICY_ATTR, POLICY_NAME_TAG,
+                                          RAY_TRIAL_TAG, RETRIES_ATTR, RETRIES_TAG, ROLE_TAG, ROLE_TRIAL, STATE_ATTR,
+                                          STATE_TAG, STUDY_TAG, TRIAL_TAG)
 
 
 def trial_state(trial, max_epochs: int) -> str:
@@ -198,8 +198,7 @@ class MlflowRecorder(Callback):
             step = int(epoch.get("epoch", result.get("training_iteration", 0)))
             at = int(epoch["epoch_end_time"] * 1000) if "epoch_end_time" in epoch else stamp
             metrics += [Metric(key, float(value), at, step) for key, value in epoch.items()
-                        if key in (METRIC, "val_loss", "train_loss", "train_accuracy", ROBUST_METRIC,
-                                   "epoch_seconds") or is_entry_count_metric(key)]
+                        if key in EPOCH_METRICS or is_entry_count_metric(key)]
         if self.track_config:
             step = int(result.get("epoch", result.get("training_iteration", 0)))
             metrics += [Metric(f"config.{key}", float(value), stamp, step) for key, value in trial.config.items()

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
-from autoaug.search.record_schema import METRIC, ROBUST_METRIC  # noqa: F401  (stages report these)
+from autoaug.search.record_schema import METRIC
 from autoaug.search.trainable import RunSpec, TrialSettings, epochs_of, proxy_trial
 
 

@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 from autoaug import __version__
 from autoaug.errors import AutoaugInputError
 from autoaug.search.record_schema import (BASELINE_ATTR, DATA_FINGERPRINT_ATTR, DATA_SOURCE_ATTR, ERROR_ATTR,
-                                          STATE_ATTR)
+                                          MAX_EPOCHS_ATTR, OBJECTIVES_ATTR, SAMPLER_ATTR, SCHEDULER_ATTR, SEED_ATTR,
+                                          SPACE_HASH_ATTR, SPACE_NAME_ATTR, STALE_REASON, STATE_ATTR, TASK_ATTR)
 
 
 def check_data_fingerprint(study, request, fingerprint: str) -> None:
@@ -47,15 +48,15 @@ def open_search_study(storage, request, space, objectives: int):
     """Create the study, or load it and check it is the same search (space, task, objective, length)."""
     directions = ["maximize"] * objectives
     identity = task_identity(request)
-    expected = {"space_hash": space.hash, "task": identity, "objectives": len(directions),
-                "max_epochs": request.max_epochs, "data_seed": request.data_seed,
+    expected = {SPACE_HASH_ATTR: space.hash, TASK_ATTR: identity, OBJECTIVES_ATTR: len(directions),
+                MAX_EPOCHS_ATTR: request.max_epochs, "data_seed": request.data_seed,
                 **({"model": request.model} if request.model else {})}
     try:
         study = optuna.load_study(study_name=request.name, storage=storage)
     except KeyError:
         study = optuna.create_study(study_name=request.name, storage=storage, directions=directions)
-        for key, value in {**expected, "space_name": space.name, "space": space.canonical(),
-                           "sampler": request.sampler, "scheduler": request.scheduler, "seed": request.seed,
+        for key, value in {**expected, SPACE_NAME_ATTR: space.name, "space": space.canonical(),
+                           SAMPLER_ATTR: request.sampler, SCHEDULER_ATTR: request.scheduler, SEED_ATTR: request.seed,
                            "package_version": __version__}.items():
             study.set_user_attr(key, value)
         return study
@@ -90,7 +91,6 @@ def fail_stale_trials(study) -> int:
     return len(stale)
 
 
-STALE_REASON = "the search driver stopped while this trial ran"
 
 
 def all_failed_message(study) -> Optional[str]:
