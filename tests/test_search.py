@@ -51,8 +51,8 @@ def plugin_dir(tmp_path_factory):
         yield folder
 
 
-def _start_cli(args: list[str], folder: Path, plugin_folder: Path) -> subprocess.Popen:
-    env = dict(os.environ)
+def _start_cli(args: list[str], folder: Path, plugin_folder: Path, **extra_env: str) -> subprocess.Popen:
+    env = dict(os.environ, **extra_env)
     env["PYTHONPATH"] = os.pathsep.join([str(plugin_folder)] + [p for p in [env.get("PYTHONPATH")] if p])
     with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
         return subprocess.Popen([sys.executable, "-m", "autoaug", *args], cwd=folder, env=env, stdout=stdout,
@@ -546,13 +546,18 @@ def test_pbt_members_record_their_own_exploit_history(pbt_search):
 # ====================================================================== resume after SIGKILL
 def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
     workdir = tmp_path / "runs"
-    args = ["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_task", "--name", "resumable",
+    args = ["search", "--space", "vlm_default", "--task", f"{TASKS_MODULE}:make_held_task", "--name", "resumable",
             "--trials", "4", "--max-epochs", "2", "--workdir", str(workdir), "--json",
             "--no-calibrate", "--no-confirm", "--no-baselines"]
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
-    first = _start_cli(args, first_dir, plugin_dir)
+    # The first trial trains freely, later ones wait in training while the hold file exists: the driver
+    # is certainly killed with a finished trial and a running one (CI once saw the last three trials
+    # stopped early within a second, between two polls, and the driver end before the kill).
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = _start_cli(args, first_dir, plugin_dir, AUTOAUG_TEST_HOLD=str(hold), AUTOAUG_TEST_HOLD_FREE="1")
     url = f"sqlite:///{workdir / 'optuna.db'}"
     deadline = time.monotonic() + 300
     try:
@@ -570,6 +575,7 @@ def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
         first.wait()
     finally:
         _kill_group(first)
+        hold.unlink()
     assert first.returncode == -signal.SIGKILL
 
     killed = optuna.load_study(study_name="resumable", storage=url).get_trials(deepcopy=True)

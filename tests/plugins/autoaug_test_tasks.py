@@ -84,13 +84,22 @@ def make_failing_task(seed, train_size=48, val_size=32, test_size=32):
 
 def make_held_task(seed, train_size=48, val_size=32, test_size=32):
     """Training steps wait while the file named by AUTOAUG_TEST_HOLD exists, so a test can stop the
-    driver while a trial is certainly running (without it, a fast machine finishes trials first)."""
+    driver while a trial is certainly running (without it, a fast machine finishes trials first).
+    The first AUTOAUG_TEST_HOLD_FREE model builds of the search (default 0) train freely: a test that
+    needs a finished trial beside a running one sets it to 1."""
     data = make_task(seed, train_size, val_size, test_size)
     hold = os.environ.get("AUTOAUG_TEST_HOLD")
+    free = int(os.environ.get("AUTOAUG_TEST_HOLD_FREE", "0"))
 
     def build(tokenizer, task):
         model = build_model(tokenizer, task.num_classes, image_size=task.image_size)
-        if hold:
+        if hold and free:
+            builds = hold + ".builds"
+            os.makedirs(builds, exist_ok=True)
+            held = _claim(builds) >= free
+        else:
+            held = bool(hold)
+        if held:
             original = model.forward
 
             def forward(batch):
