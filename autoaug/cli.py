@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoaug.errors import AutoaugError, AutoaugInputError, ParameterError, one_line
+from autoaug.search.samplers import sampler_help
 from autoaug.storage import DEFAULT_WORKDIR, redact_url
 
 app = typer.Typer(
@@ -192,7 +193,7 @@ def search(
     task: Optional[str] = typer.Option(None, "--task", help="Built-in task (shapes-vqa) or module:function."),
     data: Optional[Path] = typer.Option(None, "--data", help="Parquet file/folder or WebDataset shards."),
     trials: int = typer.Option(24, "--trials", help="Searched trials to finish (baselines come on top)."),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe, random, cmaes (CMA-ES on the numeric parameters every trial has: max_ops, clean_fraction, augmented_loss_weight; op choice, p, magnitude and schedule by TPE; refused for spaces without such parameters), nsga2 (clean vs robust val; exports its Pareto front), grid."),
+    sampler: str = typer.Option("tpe", "--sampler", help=sampler_help()),
     scheduler: str = typer.Option("asha", "--scheduler", help="asha (stop weak trials early), pbt, none."),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial (fractions below 1 allowed)."),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs per trial (fractions allowed)."),

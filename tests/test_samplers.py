@@ -208,6 +208,9 @@ def test_the_registry_names_every_choice_and_refuses_unknown_and_repeated_names(
     with pytest.raises(ValueError, match="registered twice"):
         register_sampler(SamplerKind("tpe", lambda space, seed, trials: None))
     assert SAMPLERS["tpe"].build is not None and len(SAMPLERS) == 5  # the refused one changed nothing
+    from autoaug.search.samplers import sampler_help
+
+    assert [part.split(" (")[0] for part in sampler_help().rstrip(".").split("; ")] == list(SAMPLERS)
 
 
 def test_grid_budget_is_the_grid_size_and_other_budgets_are_the_trials():

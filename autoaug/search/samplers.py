@@ -219,6 +219,7 @@ class SamplerKind:
     name: str
     build: Callable[[Any, int, int], optuna.samplers.BaseSampler]  # (space, seed, trials) -> sampler
     objectives: int = 1
+    summary: str = ""  # one line for ``autoaug search --help``
 
     def check(self, space, console=None) -> None:
         """Refuse a space this sampler cannot search (before anything is written), or say what it models."""
@@ -308,8 +309,18 @@ class GridKind(SamplerKind):
         return grid_coverage(study, space)
 
 
-register_sampler(SamplerKind("tpe", _tpe))
-register_sampler(SamplerKind("random", lambda space, seed, trials: optuna.samplers.RandomSampler(seed=seed)))
-register_sampler(CmaEsKind("cmaes", _cmaes))
-register_sampler(SamplerKind("nsga2", _nsga2, objectives=2))
-register_sampler(GridKind("grid", lambda space, seed, trials: CoverageGridSampler(space.grid(), seed=seed)))
+register_sampler(SamplerKind("tpe", _tpe, summary="multivariate TPE, an op's p, magnitude and schedule modelled together"))
+register_sampler(SamplerKind("random", lambda space, seed, trials: optuna.samplers.RandomSampler(seed=seed),
+                             summary="independent uniform draws"))
+register_sampler(CmaEsKind("cmaes", _cmaes, summary=(
+    "CMA-ES on the numeric parameters every trial has: max_ops, clean_fraction, augmented_loss_weight; op choice, "
+    "p, magnitude and schedule by TPE; refused for spaces without such parameters")))
+register_sampler(SamplerKind("nsga2", _nsga2, objectives=2,
+                             summary="clean vs robust val; exports its Pareto front"))
+register_sampler(GridKind("grid", lambda space, seed, trials: CoverageGridSampler(space.grid(), seed=seed),
+                          summary="a randaugment space's N x M grid"))
+
+
+def sampler_help() -> str:
+    """The ``--sampler`` help: every registered sampler with its summary."""
+    return "; ".join(f"{name} ({kind.summary})" if kind.summary else name for name, kind in SAMPLERS.items()) + "."
