@@ -313,8 +313,8 @@ register_sampler(SamplerKind("tpe", _tpe, summary="multivariate TPE, an op's p, 
 register_sampler(SamplerKind("random", lambda space, seed, trials: optuna.samplers.RandomSampler(seed=seed),
                              summary="independent uniform draws"))
 register_sampler(CmaEsKind("cmaes", _cmaes, summary=(
-    "CMA-ES on the numeric parameters every trial has: max_ops, clean_fraction, augmented_loss_weight; op choice, "
-    "p, magnitude and schedule by TPE; refused for spaces without such parameters")))
+    "CMA-ES on the numeric parameters every trial has (max_ops, clean_fraction, augmented_loss_weight), with op "
+    "choice, p, magnitude and schedule drawn by TPE, and refused for spaces without such parameters")))
 register_sampler(SamplerKind("nsga2", _nsga2, objectives=2,
                              summary="clean vs robust val; exports its Pareto front"))
 register_sampler(GridKind("grid", lambda space, seed, trials: CoverageGridSampler(space.grid(), seed=seed),
