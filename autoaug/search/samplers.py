@@ -316,7 +316,7 @@ register_sampler(CmaEsKind("cmaes", _cmaes, summary=(
     "CMA-ES on the numeric parameters every trial has (max_ops, clean_fraction, augmented_loss_weight), with op "
     "choice, p, magnitude and schedule drawn by TPE, and refused for spaces without such parameters")))
 register_sampler(SamplerKind("nsga2", _nsga2, objectives=2,
-                             summary="clean vs robust val; exports its Pareto front"))
+                             summary="clean vs robust val, exports its Pareto front"))
 register_sampler(GridKind("grid", lambda space, seed, trials: CoverageGridSampler(space.grid(), seed=seed),
                           summary="a randaugment space's N x M grid"))
 
