@@ -496,6 +496,9 @@ def test_pbt_exports_piecewise_schedules(pbt_search):
     request, result = pbt_search
     _check_result_contract(result, request)
     assert result["n_complete"] == 4 and result["n_failed"] == 0
+    # PBT's trials are accounted in the stage its wall time is: its cost counts the 4 members' epochs
+    search_cost = result["cost"]["stages"]["search"]
+    assert search_cost["trials"] == 4 and search_cost["epoch_seconds"] > 0, search_cost
     study = _study(request)
     assert len(study.trials) == 4
     for trial in study.trials:
@@ -524,7 +527,7 @@ def test_pbt_exports_piecewise_schedules(pbt_search):
 
 def _pbt_logs(request: SearchRequest) -> dict[str, list]:
     """{member id: its exploit lines} from Ray's pbt_policy_<member>.txt logs."""
-    experiment = next(Path(request.workdir, "ray").glob(f"{request.name}-pbt-*"))
+    (experiment,) = Path(request.workdir, "ray").glob(f"{request.name}-search-*")  # PBT is the search stage
     return {path.stem.removeprefix("pbt_policy_"): [json.loads(line) for line in path.read_text().splitlines() if line]
             for path in experiment.glob("pbt_policy_*.txt")}
 

@@ -5,7 +5,6 @@ preset's name. The searched trials are ranked against them, and confirmation com
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import optuna
@@ -15,7 +14,7 @@ from ray import tune
 from autoaug.policy import PRESETS
 from autoaug.search.record_schema import BASELINE_ATTR, ERROR_ATTR, METRIC, POLICY_ATTR, ROBUST_METRIC, STATE_ATTR
 from autoaug.search.records import MlflowRecorder, SearchProgress, error_reason
-from autoaug.search.stages import SearchContext, fit_quietly
+from autoaug.search.stages import SearchContext
 from autoaug.search.trainable import BASELINE_KEY, TrialSettings
 
 BASELINES = PRESETS  # every preset is a baseline: the search is ranked against all of them
@@ -48,12 +47,9 @@ def run_baselines(context: SearchContext) -> None:
     recorder = MlflowRecorder(context.client, context.experiment_id, context.parent, request.name,
                               label_of=lambda trial: f"baseline {trial.config[BASELINE_KEY]}",
                               policy_of=settings.policy_for, max_epochs=settings.max_epochs, on_finished=finished)
-    tuner = context.tuner("baselines", param_space={BASELINE_KEY: tune.grid_search(todo)},
-                          tune_config=tune.TuneConfig(metric=METRIC, mode="max"),
-                          callbacks=[recorder] + ([progress] if progress else []))
-    started = time.perf_counter()
-    fit_quietly(tuner)
-    context.stage_seconds["baselines"] = context.stage_seconds.get("baselines", 0.0) + time.perf_counter() - started
+    context.fit("baselines", param_space={BASELINE_KEY: tune.grid_search(todo)},
+                tune_config=tune.TuneConfig(metric=METRIC, mode="max"),
+                callbacks=[recorder] + ([progress] if progress else []))
     record_baselines(study, [name for name in todo if name not in results], results, settings)  # never ran
 
 

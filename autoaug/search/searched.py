@@ -8,7 +8,6 @@ trials would fail again).
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 from ray import tune
@@ -17,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from autoaug.search.record_schema import CALIBRATION_ATTR, METRIC, ROBUST_METRIC
 from autoaug.search.records import MlflowRecorder, RecordingOptunaSearch, SearchProgress
 from autoaug.search.samplers import make_sampler, sampler_kind
-from autoaug.search.stages import SearchContext, fit_quietly
+from autoaug.search.stages import SearchContext
 from autoaug.search.study import finished_count
 
 REDUCTION_FACTOR = 3
@@ -60,8 +59,7 @@ def run_searched_trials(context: SearchContext) -> None:
         context = context.with_settings(report_epochs=())
     elif request.scheduler == "asha":
         context = context.with_settings(report_epochs=rungs(epochs, calibration))
-    metric = [METRIC, ROBUST_METRIC][:kind.objectives] if kind.objectives > 1 else METRIC
-    mode = ["max"] * kind.objectives if kind.objectives > 1 else "max"
+    metric, mode = ([METRIC, ROBUST_METRIC], ["max", "max"]) if kind.objectives > 1 else (METRIC, "max")
     policy_of = context.settings.policy_for  # the same rule the worker and the baselines use
     for _ in range(MAX_ROUNDS):
         remaining = total - kind.finished(study, space)
@@ -85,12 +83,8 @@ def run_searched_trials(context: SearchContext) -> None:
         )
         searcher.error_of = recorder.error_of  # the error text reaches Optuna too, not only MLflow
         recorder.on_retry = searcher.record_retry
-        tuner = context.tuner("search", callbacks=[recorder] + ([progress] if progress else []),
-                              tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
-                                                          scheduler=scheduler(request, epochs, calibration,
-                                                                              kind.objectives)))
-        started = time.perf_counter()
-        fit_quietly(tuner)
-        context.stage_seconds["search"] = context.stage_seconds.get("search", 0.0) + time.perf_counter() - started
+        context.fit("search", callbacks=[recorder] + ([progress] if progress else []),
+                    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                                scheduler=scheduler(request, epochs, calibration, kind.objectives)))
         if finished_count(study) == before:  # nothing finished: failing trials would fail again
             return

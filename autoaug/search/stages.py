@@ -69,6 +69,17 @@ class SearchContext:
             failure_config=tune.FailureConfig(max_failures=self.request.max_failures, fail_fast=False))
         return tune.Tuner(self.trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
+    def fit(self, stage: str, **tuner_options):
+        """Build the stage's `Tuner` (`tuner`), run it (`fit_quietly`) and add its wall time to
+        ``stage_seconds[stage]``: the trials' accounting and the stage's seconds share one name, so
+        the search's ``cost`` sets the one against the other. Returns Tune's results."""
+        tuner = self.tuner(stage, **tuner_options)
+        started = time.perf_counter()
+        try:
+            return fit_quietly(tuner)
+        finally:
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+
 
 class TimeAccounting(Callback):
     """Where the slots' time went, per stage, from what the trials measured inside themselves
@@ -186,11 +197,8 @@ def run_specs(context: SearchContext, stage: str, specs: list[RunSpec],
         return {}
     collect = CollectRuns(on_finished)
     context = context.with_settings(report_epochs=())  # nothing decides mid-run: one report at the end
-    tuner = context.tuner(stage, param_space={"_run": tune.grid_search([spec.as_config()["_run"] for spec in specs])},
-                          tune_config=tune.TuneConfig(), callbacks=[collect])
-    started = time.perf_counter()
-    fit_quietly(tuner)
-    context.stage_seconds[stage] = context.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+    context.fit(stage, param_space={"_run": tune.grid_search([spec.as_config()["_run"] for spec in specs])},
+                tune_config=tune.TuneConfig(), callbacks=[collect])
     for spec in specs:  # a run Tune never started is a failure with a reason, not a silent gap
         collect.outcomes.setdefault(spec.label, RunOutcome(spec, state="failed", error="never ran"))
     return collect.outcomes
