@@ -7,8 +7,8 @@ import sqlite3
 
 from autoaug.storage.locations import StorageError, check_sqlite_folder, is_embedded
 from autoaug.storage.redaction import protect_logs, redact_url
-from autoaug.storage.resilience import (SQLITE_BUSY_TIMEOUT_S, StorageFull, creation_lock, first_line, out_of_space,
-                                        sqlite_path, use_wal)
+from autoaug.storage.resilience import (SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable, call_with_retry,
+                                        creation_lock, first_line, out_of_space, sqlite_path, use_wal)
 
 
 def optuna_storage(url: str, read_only: bool = False):
@@ -33,6 +33,7 @@ def optuna_storage(url: str, read_only: bool = False):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 4}
+    label = f"--storage {redact_url(url)}"
     try:
         from autoaug.storage.retrying import RetryingRDBStorage
 
@@ -41,16 +42,22 @@ def optuna_storage(url: str, read_only: bool = False):
             # index: open the file immutable, which nothing on that folder can change anyway
             return RetryingRDBStorage(f"sqlite:///file:{database}?immutable=1&uri=true", engine_kwargs=engine_kwargs,
                                       skip_table_creation=True)
+        # Opening is retried like every later call: a process that opened the file with plain Optuna
+        # (optuna-dashboard, a script) can create or check its schema at the same moment, and SQLite
+        # answers one of two such writers "database is locked" at once, without waiting its timeout.
         if database is None or read_only:
-            return RetryingRDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only)
+            return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs,
+                                   skip_table_creation=read_only)
         with creation_lock(database):
-            use_wal(database)
-            return RetryingRDBStorage(url, engine_kwargs=engine_kwargs)
+            call_with_retry(label, use_wal, database)
+            return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs)
+    except StorageUnavailable:
+        raise
     except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error, OSError) as error:
         full = out_of_space(error)
         if full:
-            raise StorageFull(f"--storage {redact_url(url)}: {full} ({first_line(error)})") from None
-        raise StorageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({first_line(error)})") from None
+            raise StorageFull(f"{label}: {full} ({first_line(error)})") from None
+        raise StorageError(f"{label}: cannot open the Optuna storage ({first_line(error)})") from None
 
 
 def open_study(optuna_url: str, name: str):

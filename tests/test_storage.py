@@ -71,3 +71,62 @@ def test_open_study_names_the_studies_there(tmp_path):
     with pytest.raises(AutoaugInputError) as refused:
         storage.open_study(url, "third")
     assert str(refused.value) == f"--name third: no such study in {url} (studies there: first, second)"
+
+
+def test_opening_a_sqlite_file_retries_while_another_process_holds_it(tmp_path, monkeypatch):
+    """SQLite answers one of two processes creating or checking the schema at once "database is locked"
+    at once, without waiting its busy timeout (CI saw a search refused so while a script polled the file
+    with plain Optuna): opening waits that out like every later storage call."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    import autoaug.storage.resilience as resilience
+    import autoaug.storage.studies as studies
+
+    monkeypatch.setattr(resilience, "FIRST_DELAY_S", 0.01)
+    monkeypatch.setenv(resilience.RETRY_SECONDS_ENV, "30")
+    failures = {"use_wal": 2, "storage": 2}
+    real_use_wal = studies.use_wal
+
+    def locked_use_wal(database):
+        if failures["use_wal"]:
+            failures["use_wal"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        real_use_wal(database)
+
+    from autoaug.storage.retrying import RetryingRDBStorage
+
+    class LockedAtFirst(RetryingRDBStorage):
+        def __init__(self, *args, **kwargs):
+            if failures["storage"]:
+                failures["storage"] -= 1
+                raise OperationalError("PRAGMA", {}, sqlite3.OperationalError("database is locked"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(studies, "use_wal", locked_use_wal)
+    monkeypatch.setattr("autoaug.storage.retrying.RetryingRDBStorage", LockedAtFirst)
+    url = storage.sqlite_url(tmp_path / storage.OPTUNA_FILE)
+    opened = studies.optuna_storage(url)
+    assert failures == {"use_wal": 0, "storage": 0}
+    assert isinstance(opened, RetryingRDBStorage) and opened.get_all_studies() == []
+
+
+def test_opening_gives_up_after_the_retry_window_with_one_line(tmp_path, monkeypatch):
+    import sqlite3
+
+    import autoaug.storage.resilience as resilience
+    import autoaug.storage.studies as studies
+
+    monkeypatch.setattr(resilience, "FIRST_DELAY_S", 0.01)
+    monkeypatch.setenv(resilience.RETRY_SECONDS_ENV, "0.2")
+
+    def always_locked(database):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(studies, "use_wal", always_locked)
+    url = storage.sqlite_url(tmp_path / storage.OPTUNA_FILE)
+    with pytest.raises(resilience.StorageUnavailable) as stopped:
+        studies.optuna_storage(url)
+    message = str(stopped.value)
+    assert message.startswith(f"--storage {url}: locked by another process for ") and "\n" not in message
