@@ -45,6 +45,12 @@ _log = logging.getLogger("autoaug.storage")
 _SQLITE_RESOURCE = {"database or disk is full": "no space left", "attempt to write a readonly database": "read-only",
                     "disk i/o error": "disk I/O error", "unable to open database file": "cannot open the database file"}
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database schema is locked")
+# Two processes creating one store's tables at once (a search, and optuna-dashboard, a script or an
+# MLflow server opening the same file): the loser sees a table that "already exists" or a duplicate
+# schema-version row (Optuna's `version_info`, Optuna's and MLflow's alembic `alembic_version`). These
+# tables are written only while a store is created, so a retry finds the winner's schema.
+_SCHEMA_VERSION_TABLES = ("alembic_version", "version_info")
+_SCHEMA_RACE_REASON = "another process was creating its tables"
 _OS_RESOURCE = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit reached",
                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 # MLflow's REST client and requests/urllib3 when a tracking server is down or restarting.
@@ -108,8 +114,13 @@ def classify(error: BaseException) -> tuple[Optional[str], str]:
                     return RESOURCE, reason
             if any(needle in text for needle in _SQLITE_TRANSIENT):
                 return TRANSIENT, "locked by another process"
-            if isinstance(link, sqlalchemy_exc.OperationalError):  # a server database: connection trouble
-                return TRANSIENT, "the database server did not answer"
+            if "already exists" in text:
+                return TRANSIENT, _SCHEMA_RACE_REASON
+        if isinstance(link, (sqlite3.IntegrityError, sqlalchemy_exc.IntegrityError)) and \
+                any(table in text for table in _SCHEMA_VERSION_TABLES):
+            return TRANSIENT, _SCHEMA_RACE_REASON
+        if isinstance(link, sqlalchemy_exc.OperationalError):  # a server database: connection trouble
+            return TRANSIENT, "the database server did not answer"
         if isinstance(link, (sqlalchemy_exc.InterfaceError, sqlalchemy_exc.DisconnectionError)) or \
                 getattr(link, "connection_invalidated", False):
             return TRANSIENT, "the connection to the database was lost"
