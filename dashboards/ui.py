@@ -33,7 +33,9 @@ from autoaug.storage import (DEFAULT_WORKDIR, find_records, is_tracking_server, 
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # MLflow's own default; optuna-dashboard takes the next port unless told
-READY_TIMEOUT_S = 120.0
+# A server that exits is reported at once; this only bounds one that hangs. A cold `mlflow server` (imports,
+# database check, then its worker importing the app again) took over a minute on a loaded 2-core machine.
+READY_TIMEOUT_S = 300.0
 STOP_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1
 # The Fetch standard's "bad ports": Chromium and Firefox refuse to open them (ERR_UNSAFE_PORT).

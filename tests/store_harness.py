@@ -19,13 +19,14 @@ from typing import Optional
 
 TASK_PLUGINS = Path(__file__).resolve().parent / "plugins"
 TINY_TASK = "autoaug_test_tasks:make_task"  # shapes-vqa at proxy size (48 / 32 / 32 examples)
+HELD_TASK = "autoaug_test_tasks:make_held_task"  # the same, training held while AUTOAUG_TEST_HOLD's file exists
 COMPLETE_TRIALS_SQL = ("SELECT COUNT(*) FROM trials JOIN studies USING (study_id) "
                        "WHERE study_name = {} AND state = 'COMPLETE'")  # Optuna's RDB schema
 
 
-def search_args(name: str, workdir: Path, trials: int, *extra: str) -> list[str]:
+def search_args(name: str, workdir: Path, trials: int, *extra: str, task: str = TINY_TASK) -> list[str]:
     """``autoaug`` arguments of a tiny search: one-epoch trials, no stages around them, JSON result."""
-    return ["search", "--space", "vlm_default", "--task", TINY_TASK, "--name", name, "--trials", str(trials),
+    return ["search", "--space", "vlm_default", "--task", task, "--name", name, "--trials", str(trials),
             "--max-epochs", "1", "--scheduler", "none", "--no-calibrate", "--no-confirm", "--no-baselines",
             "--workdir", str(workdir), "--json", *extra]
 
@@ -46,6 +47,18 @@ def sqlite_complete_trials(database: Path, study: str) -> int:
             return connection.execute(COMPLETE_TRIALS_SQL.format("?"), (study,)).fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def sqlite_trial_states(database: Path, study: str) -> dict[int, str]:
+    """``{trial number: Optuna state name}`` of ``study``, read through a read-only connection while a
+    driver may still be creating the file (plain Optuna would write the schema at the same moment);
+    empty while the file, its tables or the study do not exist yet."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+            return dict(connection.execute(
+                "SELECT number, state FROM trials JOIN studies USING (study_id) WHERE study_name = ?", (study,)))
+    except sqlite3.Error:
+        return {}
 
 
 def fill(folder: Path) -> Path:

@@ -48,6 +48,12 @@ def ray_head():
     else:
         os.killpg(head.pid, signal.SIGKILL)
         pytest.fail("ray start --head did not open its port within 90 s")
+    # The open GCS port comes before the head's node has registered; a driver joining in between fails.
+    while subprocess.run([str(RAY), "status", f"--address=127.0.0.1:{port}"], env=env, capture_output=True).returncode:
+        if time.time() > deadline + 90:
+            os.killpg(head.pid, signal.SIGKILL)
+            pytest.fail("the head's `ray status` did not answer within 180 s")
+        time.sleep(1)
     yield f"127.0.0.1:{port}", env, temp_dir
     os.killpg(head.pid, signal.SIGTERM)
     try:

@@ -27,7 +27,7 @@ import pytest
 import store_harness
 from autoaug.storage import redact_url
 from conftest import run_cli
-from store_harness import PrivatePostgres, fill, free_port, search_args, start_private_postgres
+from store_harness import HELD_TASK, PrivatePostgres, fill, free_port, search_args, start_private_postgres
 from store_harness import sqlite_complete_trials as complete_trials
 
 SECRET = "s3cret-P4ss"
@@ -217,14 +217,16 @@ def test_postgres_down_longer_than_the_retry_budget_stops_with_one_line_and_keep
 
 # ====================================================================== three searches at once
 OUTAGE_S = 6
+RETRY_WINDOW_S = 120  # c's AUTOAUG_STORAGE_RETRY_SECONDS: longer than any outage here
 
 
 @pytest.fixture(scope="module")
 def searches_at_once(tmp_path_factory, plugin_env, private_postgres):
     """Three real `autoaug search` processes started at the same moment on one fresh workdir: ``a``
     and ``b`` keep their studies in the workdir's SQLite file, ``c`` on the private PostgreSQL
-    server, which is stopped for ``OUTAGE_S`` seconds right after c's first trial finished (all
-    three share the workdir's MLflow SQLite store).
+    server, which is stopped right after c's first trial finished, while c's other trials are held in
+    training, and started again ``OUTAGE_S`` seconds after c has met the outage (all three share the
+    workdir's MLflow SQLite store).
 
     As root the workdir is a 64 MB tmpfs, so the read-only and full tests can use it afterwards.
     """
@@ -234,17 +236,22 @@ def searches_at_once(tmp_path_factory, plugin_env, private_postgres):
     mounted = os.geteuid() == 0 and shutil.which("mount") is not None and subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(workdir)], capture_output=True).returncode == 0
     logs = base / "logs"
+    hold = base / "hold"  # c's trials after its first wait in training until the server is down
     processes: dict[str, subprocess.Popen] = {}
     try:
         processes = {name: start_cli(search_args(name, workdir, 2), plugin_env, logs, name) for name in "ab"}
         outage = None
         if private_postgres is not None:
-            env = {**plugin_env, "AUTOAUG_STORAGE_RETRY_SECONDS": "120"}
-            processes["c"] = start_cli(search_args("c", workdir, 3, "--storage", private_postgres.url), env, logs, "c")
-            outage = _interrupt_postgres_after_first_trial(private_postgres, processes["c"], logs / "c.err")
-        outcomes = {name: finish(process, logs, name) for name, process in processes.items()}
+            hold.touch()
+            env = {**plugin_env, "AUTOAUG_STORAGE_RETRY_SECONDS": str(RETRY_WINDOW_S),
+                   "AUTOAUG_TEST_HOLD": str(hold), "AUTOAUG_TEST_HOLD_FREE": "1"}
+            processes["c"] = start_cli(search_args("c", workdir, 3, "--storage", private_postgres.url, task=HELD_TASK),
+                                       env, logs, "c")
+            outage = _interrupt_postgres_after_first_trial(private_postgres, processes["c"], logs / "c.err", hold)
+        outcomes = {name: finish(process, logs, name, timeout=600) for name, process in processes.items()}
         yield SimpleNamespace(workdir=workdir, mounted=mounted, outcomes=outcomes, outage=outage, postgres=private_postgres)
     finally:
+        hold.unlink(missing_ok=True)
         for process in processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, 9)
@@ -252,20 +259,33 @@ def searches_at_once(tmp_path_factory, plugin_env, private_postgres):
             subprocess.run(["umount", "-l", str(workdir)], check=False)
 
 
-def _interrupt_postgres_after_first_trial(server: PrivatePostgres, process: subprocess.Popen, stderr: Path) -> str:
-    deadline = time.monotonic() + 300
+def _interrupt_postgres_after_first_trial(server: PrivatePostgres, process: subprocess.Popen, stderr: Path,
+                                         hold: Path) -> str:
+    """Stop the server once c's first trial finished, then let c's held trials go on: c certainly meets
+    the outage (its next result needs the server). Start it again ``OUTAGE_S`` s after c said it retries."""
+    deadline = time.monotonic() + 600
     while True:
         if process.poll() is not None:
             return f"the search ended before its first trial finished: {stderr.read_text()[-2000:]}"
         if time.monotonic() > deadline:
-            return "no trial finished in 300 s"
+            return "no trial finished in 600 s"
         with contextlib.suppress(Exception):  # the study's tables appear once the search creates them
             if server.complete_trials("c") >= 1:
                 break
         time.sleep(0.3)
     server.stop()
-    time.sleep(OUTAGE_S)
-    server.start()
+    hold.unlink()
+    try:
+        met_by = time.monotonic() + RETRY_WINDOW_S / 2
+        while "retrying in" not in stderr.read_text():
+            if process.poll() is not None:
+                return f"the search ended during the outage without retrying: {stderr.read_text()[-2000:]}"
+            if time.monotonic() > met_by:
+                return f"the search did not meet the outage within {RETRY_WINDOW_S / 2:.0f} s"
+            time.sleep(0.3)
+        time.sleep(OUTAGE_S)
+    finally:
+        server.start()
     return "done"
 
 

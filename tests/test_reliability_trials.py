@@ -28,6 +28,7 @@ from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.exclusive import StudyBusy, study_lock
 from autoaug.search.record_schema import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
 from conftest import TASKS_MODULE, one_error_line, plugin_on_path, run_cli, search_request
+from store_harness import sqlite_trial_states
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -242,15 +243,12 @@ def test_second_driver_is_refused_and_a_killed_driver_resumes_with_its_orphans_c
     first = _start_cli(args, tmp_path / "first", plugin_dir, AUTOAUG_TEST_HOLD=str(hold))
     url = f"sqlite:///{workdir / 'optuna.db'}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while True:  # a trial running, and its MLflow run open
             assert first.poll() is None, (tmp_path / "first" / "stderr.txt").read_text()
-            assert time.monotonic() < deadline, "no running trial within 300 s"
-            try:
-                running = [t.number for t in optuna.load_study(study_name="shared", storage=url).trials
-                           if t.state == TrialState.RUNNING]
-            except Exception:  # not created yet
-                running = []
+            assert time.monotonic() < deadline, "no running trial within 600 s"
+            running = [number for number, state in sqlite_trial_states(workdir / "optuna.db", "shared").items()
+                       if state == "RUNNING"]
             if running and _running_child_runs(workdir):
                 break
             time.sleep(0.2)
