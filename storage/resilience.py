@@ -25,7 +25,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Collection, Iterator, Optional
 
 from autoaug.errors import AutoaugError
 from autoaug.storage.redaction import redact_url
@@ -50,7 +50,11 @@ _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database
 # schema-version row (Optuna's `version_info`, Optuna's and MLflow's alembic `alembic_version`). These
 # tables are written only while a store is created, so a retry finds the winner's schema.
 _SCHEMA_VERSION_TABLES = ("alembic_version", "version_info")
-_SCHEMA_RACE_REASON = "another process was creating its tables"
+LOCKED_REASON = "locked by another process"
+SCHEMA_RACE_REASON = "another process was creating its tables"
+# What another process on the same store causes; opening a store waits out only these (a server that
+# does not answer at start is bad input, exit 2, not a wait).
+CONTENTION_REASONS = frozenset({LOCKED_REASON, SCHEMA_RACE_REASON})
 _OS_RESOURCE = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit reached",
                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 # MLflow's REST client and requests/urllib3 when a tracking server is down or restarting.
@@ -113,12 +117,12 @@ def classify(error: BaseException) -> tuple[Optional[str], str]:
                 if needle in text:
                     return RESOURCE, reason
             if any(needle in text for needle in _SQLITE_TRANSIENT):
-                return TRANSIENT, "locked by another process"
+                return TRANSIENT, LOCKED_REASON
             if "already exists" in text:
-                return TRANSIENT, _SCHEMA_RACE_REASON
+                return TRANSIENT, SCHEMA_RACE_REASON
         if isinstance(link, (sqlite3.IntegrityError, sqlalchemy_exc.IntegrityError)) and \
                 any(table in text for table in _SCHEMA_VERSION_TABLES):
-            return TRANSIENT, _SCHEMA_RACE_REASON
+            return TRANSIENT, SCHEMA_RACE_REASON
         if isinstance(link, sqlalchemy_exc.OperationalError):  # a server database: connection trouble
             return TRANSIENT, "the database server did not answer"
         if isinstance(link, (sqlalchemy_exc.InterfaceError, sqlalchemy_exc.DisconnectionError)) or \
@@ -141,10 +145,12 @@ def first_line(error: BaseException) -> str:
     return type(error).__name__
 
 
-def call_with_retry(store: str, operation: Callable[..., Any], *args, **kwargs) -> Any:
+def call_with_retry(store: str, operation: Callable[..., Any], *args,
+                    only_for: Optional[Collection[str]] = None, **kwargs) -> Any:
     """``operation(*args, **kwargs)``, retried with backoff while the store is transiently unavailable.
 
     ``store`` names the store in messages, e.g. ``"--storage postgresql+psycopg://u:***@db/optuna"``.
+    ``only_for``: the transient reasons (`classify`) worth waiting for; other errors propagate unchanged.
     """
     deadline = time.monotonic() + retry_seconds()
     started, delay, tries = time.monotonic(), FIRST_DELAY_S, 0
@@ -160,7 +166,7 @@ def call_with_retry(store: str, operation: Callable[..., Any], *args, **kwargs) 
                 raise StorageFull(
                     f"{store}: {reason} ({first_line(error)}); trials finished before are kept: free space or make "
                     "it writable, then run the same command again to resume") from None
-            if kind != TRANSIENT:
+            if kind != TRANSIENT or (only_for is not None and reason not in only_for):
                 raise
             left = deadline - time.monotonic()
             if left <= 0:

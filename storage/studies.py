@@ -7,8 +7,8 @@ import sqlite3
 
 from autoaug.storage.locations import StorageError, check_sqlite_folder, is_embedded
 from autoaug.storage.redaction import protect_logs, redact_url
-from autoaug.storage.resilience import (SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable, call_with_retry,
-                                        creation_lock, first_line, out_of_space, sqlite_path, use_wal)
+from autoaug.storage.resilience import (CONTENTION_REASONS, SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable,
+                                        call_with_retry, creation_lock, first_line, out_of_space, sqlite_path, use_wal)
 
 
 def optuna_storage(url: str, read_only: bool = False):
@@ -42,15 +42,17 @@ def optuna_storage(url: str, read_only: bool = False):
             # index: open the file immutable, which nothing on that folder can change anyway
             return RetryingRDBStorage(f"sqlite:///file:{database}?immutable=1&uri=true", engine_kwargs=engine_kwargs,
                                       skip_table_creation=True)
-        # Opening is retried like every later call: a process that opened the file with plain Optuna
-        # (optuna-dashboard, a script) can create or check its schema at the same moment, and SQLite
-        # answers one of two such writers "database is locked" at once, without waiting its timeout.
+        # Opening waits out another process on the same store: one that opened the file with plain
+        # Optuna (optuna-dashboard, a script) can create or check the schema at the same moment, and
+        # SQLite answers one of two such writers "database is locked" at once, without waiting its
+        # timeout. A server that does not answer is not waited for: at start that is bad input.
         if database is None or read_only:
             return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs,
-                                   skip_table_creation=read_only)
+                                   skip_table_creation=read_only, only_for=CONTENTION_REASONS)
         with creation_lock(database):
-            call_with_retry(label, use_wal, database)
-            return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs)
+            call_with_retry(label, use_wal, database, only_for=CONTENTION_REASONS)
+            return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs,
+                                   only_for=CONTENTION_REASONS)
     except StorageUnavailable:
         raise
     except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error, OSError) as error:

@@ -186,3 +186,19 @@ def test_a_search_opening_a_fresh_file_beside_plain_optuna_always_gets_its_stora
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+def test_opening_does_not_wait_for_a_server_that_does_not_answer(monkeypatch):
+    """Only contention is waited for at start: an unreachable PostgreSQL server is bad input at once."""
+    import time
+
+    import autoaug.storage.resilience as resilience
+    from autoaug.storage.studies import optuna_storage
+
+    monkeypatch.setenv(resilience.RETRY_SECONDS_ENV, "60")
+    started = time.monotonic()
+    with pytest.raises(AutoaugInputError) as refused:
+        optuna_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
+    assert time.monotonic() - started < 30  # the retry window is 60 s
+    message = str(refused.value)
+    assert message.startswith("--storage postgresql+psycopg://user:***@127.0.0.1:1/db: cannot open the Optuna storage")
