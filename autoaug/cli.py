@@ -143,7 +143,7 @@ def train(
     if from_search:
         stderr.print(f"as search {from_search} calibrated: learning rate {calibrated['learning_rate']:g}, "
                      f"{calibrated['epochs']} epochs (explicit flags win)")
-    _quiet_lightning()
+    _quiet_library_banners()
     result = run_training(task=task, data=data, policy=resolved, seed=seed, data_seed=data_seed,
                           max_epochs=_first_given(max_epochs, calibrated.get("epochs"), DEFAULT_MAX_EPOCHS),
                           variant=variant, batch_size=batch_size,
@@ -175,13 +175,17 @@ def _calibration_of(study_name: str, workdir: Path, storage: Optional[str]) -> d
     return {"learning_rate": record["learning_rate"], "epochs": record["trial_epochs"]}
 
 
-def _quiet_lightning() -> None:
-    """Lightning's banners go to the log, not the terminal: stdout is kept for the result."""
+def _quiet_library_banners() -> None:
+    """Lightning's banners, Optuna's "A new study created" / "Using an existing study" (once per stage)
+    and MLflow's table-creation notes stay off the terminal: our progress and summary say what
+    happened, stdout is kept for the result. Warnings and errors still show."""
     import logging
     import warnings
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("optuna", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*transfer_batch_to_device.*")
 
@@ -227,7 +231,7 @@ def search(
         rates = tuple(float(rate) for rate in learning_rates.split(",") if rate.strip())
     except ValueError:
         raise AutoaugInputError(f"--learning-rates: expected comma-separated numbers, got {learning_rates!r}") from None
-    _quiet_lightning()
+    _quiet_library_banners()
     request = SearchRequest(space=space, name=name, task=task, data=str(data) if data else None, trials=trials,
                             sampler=sampler, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
                             gpus_per_trial=gpus_per_trial, address=address, workdir=str(workdir), storage=storage,

@@ -596,6 +596,12 @@ def test_resume_after_sigkill_keeps_finished_trials(plugin_dir, tmp_path):
         _kill_group(second)
     err = (second_dir / "stderr.txt").read_text()
     assert second.returncode == 0, err
+    # the terminal carries our progress and summary, not the libraries' banners (Ray's box per stage, Optuna's
+    # and MLflow's notes on creating or reusing their stores)
+    for printed in ((first_dir / "stderr.txt").read_text(), err):
+        for banner in ("Configuration for experiment", "View detailed results", "A new study created",
+                       "Using an existing study", "Creating initial MLflow database tables"):
+            assert banner not in printed, printed
     result = json.loads((second_dir / "stdout.txt").read_text().strip().splitlines()[-1])
     assert CONTRACT_KEYS <= set(result)
     assert result["n_complete"] + result["n_pruned"] == 4
