@@ -50,12 +50,19 @@ def check_address(address: Optional[str]) -> None:
 
 
 def start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
+    """Ray for this process (joined at ``address``, else started locally), and Tune's process-wide
+    settings; a variable the user set is left as they set it."""
+    # Read by Tune at each fit, so set whoever started Ray. Ray's own per-trial result files (JSON, CSV,
+    # TensorBoard) are never read: resume reads the Optuna study and the records are MLflow's, so the
+    # bookkeeping is cut to the experiment state.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ray's newer console output prints a "Configuration for experiment" box and a "View detailed
+    # results here" line for every stage whatever `verbose` says; the older one honours `verbose=0`.
+    # Our progress line and summary already say what those did and where the records are.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray's own per-trial result files (JSON, CSV, TensorBoard) are never read: resume reads the Optuna
-    # study and the records are MLflow's, so the bookkeeping is cut to the experiment state.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
                                   logging_level="error")
     if runtime_env:

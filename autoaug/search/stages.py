@@ -9,7 +9,6 @@ Every stage runs on Ray Tune with the same warm workers: ``reuse_actors`` keeps 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -124,15 +123,9 @@ class TimeAccounting(Callback):
 TUNE_ERROR_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 
 
-# Ray's newer console output prints a "Configuration for experiment" box and a "View detailed results
-# here" line for every stage whatever `verbose` says; its older output honours `verbose=0`. Our own
-# progress line and summary already say what those did (and where the records are).
-RAY_OUTPUT_ENV = ("RAY_AIR_NEW_OUTPUT", "0")
-
-
 def fit_quietly(tuner):
-    """`Tuner.fit` without Tune's console output (anything Tune still prints goes to stderr: stdout
-    carries the JSON result). Tune's log of each failed trial (a full traceback) is held back: the
+    """`Tuner.fit` with anything Tune prints sent to stderr (`start_ray` turns its console output off):
+    stdout carries the JSON result. Tune's log of each failed trial (a full traceback) is held back: the
     reason is one progress line, the whole error is the trial's MLflow artifact ``error.txt``."""
     import logging
 
@@ -140,18 +133,12 @@ def fit_quietly(tuner):
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
-    name, quiet = RAY_OUTPUT_ENV
-    chosen_by_user = name in os.environ  # a user who asks for Ray's output gets it
-    if not chosen_by_user:
-        os.environ[name] = quiet
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return tuner.fit()
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-        if not chosen_by_user:
-            os.environ.pop(name, None)
 
 
 @dataclass
