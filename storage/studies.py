@@ -7,7 +7,7 @@ import sqlite3
 
 from autoaug.storage.locations import StorageError, check_sqlite_folder, is_embedded
 from autoaug.storage.redaction import protect_logs, redact_url
-from autoaug.storage.resilience import (CONTENTION_REASONS, SQLITE_BUSY_TIMEOUT_S, StorageFull, StorageUnavailable,
+from autoaug.storage.resilience import (CONTENTION_REASONS, SQLITE_BUSY_TIMEOUT_S, StorageFull,
                                         call_with_retry, creation_lock, first_line, out_of_space, sqlite_path, use_wal)
 
 
@@ -53,8 +53,6 @@ def optuna_storage(url: str, read_only: bool = False):
             call_with_retry(label, use_wal, database, only_for=CONTENTION_REASONS)
             return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs,
                                    only_for=CONTENTION_REASONS)
-    except StorageUnavailable:
-        raise
     except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error, OSError) as error:
         full = out_of_space(error)
         if full:
