@@ -29,6 +29,7 @@ request's validation and the CLI's help). docs/ARCHITECTURE.md walks through it.
 from __future__ import annotations
 
 import itertools
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -153,6 +154,25 @@ class ConditionalNSGAII(optuna.samplers.NSGAIISampler):
 
     def infer_relative_search_space(self, study, trial) -> dict:
         return {name: dist for name, dist in searched_union(study).items() if not dist.single()}
+
+    # Ray Tune pickles the searcher, sampler included, to checkpoint the search. Optuna 5.1 gave its
+    # genetic samplers a ``threading.Lock`` (``_ga/_base.py``), which does not pickle: the lock is
+    # left out of the pickled state and a fresh one made on load (a lock guards this process's
+    # threads only, so nothing is lost).
+    def __getstate__(self) -> dict:
+        return {name: (_LockLeftOut() if isinstance(value, _LOCK_TYPES) else value)
+                for name, value in self.__dict__.items()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({name: (threading.Lock() if isinstance(value, _LockLeftOut) else value)
+                              for name, value in state.items()})
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class _LockLeftOut:
+    """Stands in the pickled state of a sampler for a lock, which is made afresh on unpickling."""
 
 
 class CoverageGridSampler(optuna.samplers.GridSampler):
