@@ -1,0 +1,102 @@
+"""The screen (`autoaug.search.screen`): every op alone, paired against none; which ops go on."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from autoaug.policy import Policy
+from autoaug.search.screen import (MIN_SURVIVORS, difference_se, judge_screen, restricted, screen_points,
+                                   screenable)
+from autoaug.search.space import load_space, used_ops
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("vlm_default")
+
+
+def test_each_screen_point_builds_a_policy_of_its_op_alone_clearly_applied(space):
+    points = screen_points(space)
+    assert sorted(points) == sorted(space.model.ops)
+    for op, params in points.items():
+        assert used_ops(space.model, params) == [op]
+        policy = Policy.from_dict(space.policy_data(params, name=f"screen {op}"))
+        (entry,) = policy.config.entries
+        low_p, high_p = space.model.sampling_ranges(op).p
+        low_m, high_m = space.model.sampling_ranges(op).magnitude
+        # highest p and the middle magnitude (a screen at the low end would call every op harmless)
+        assert entry.p == pytest.approx(high_p) and entry.magnitude == pytest.approx((low_m + high_m) / 2)
+        assert entry.schedule.kind == "constant"
+        assert policy.config.clean_fraction == pytest.approx(space.model.clean_fraction[0])
+
+
+def test_a_screen_point_is_what_a_trial_of_the_study_records(space):
+    """Enqueued into the study, the point is exactly the trial's params (none asked beyond them), so
+    the sampler learns from the screen as from any trial; the op order of the trial does not matter."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    points = screen_points(space)
+    for params in points.values():
+        study.enqueue_trial(params)
+    for op, params in points.items():
+        trial = study.ask()
+        space.suggest(trial)
+        assert used_ops(space.model, trial.params) == [op]
+        assert {k: v for k, v in trial.params.items() if not k.endswith(".use")} == \
+            {k: v for k, v in params.items() if not k.endswith(".use")}
+        study.tell(trial, 0.5)
+
+
+def test_survivors_drop_ops_clearly_below_none_and_keep_at_most_half():
+    n_val, none = 500, 0.60
+    tolerance = difference_se(none, n_val)
+    assert tolerance == pytest.approx(math.sqrt(2 * 0.6 * 0.4 / 500))
+    values = {"a": 0.62, "b": 0.605, "c": none - 0.9 * tolerance, "d": none - 1.1 * tolerance,
+              "e": 0.50, "f": 0.61}
+    result = judge_screen(values, none, n_val)
+    # half of 6 is 3: the best three go on (a wrong "keep everything above the tolerance" keeps c too)
+    assert result.survivors == ["a", "b", "f"]
+    # with more room, c (within the tolerance) goes on and d (beyond it) does not: a wrong sign or a
+    # tolerance in SD of one accuracy instead of a difference flips one of them
+    many = {**values, **{f"x{i}": 0.40 for i in range(6)}}
+    result = judge_screen(many, none, n_val)
+    assert "c" in result.survivors and "d" not in result.survivors and "e" not in result.survivors
+
+
+def test_the_tolerance_is_the_noise_of_the_data_not_a_constant():
+    """0.03 below none is noise on 100 validation examples (SE of a difference 0.069) and clearly
+    harmful on 100 000 (0.0022): the same op goes on in the first case only."""
+    values = {"a": 0.57, "b": 0.40, "c": 0.40, "d": 0.40, "e": 0.40, "f": 0.40, "g": 0.40, "h": 0.40}
+    assert "a" in judge_screen(values, 0.60, 100).survivors
+    large = judge_screen({**values, "b": 0.61, "c": 0.62, "d": 0.63}, 0.60, 100_000)
+    assert "a" not in large.survivors and large.survivors == ["b", "c", "d"]
+
+
+def test_failed_screen_trials_go_on_unjudged_and_the_floor_keeps_the_best_few():
+    result = judge_screen({"a": None, "b": 0.1, "c": 0.2, "d": 0.3, "e": 0.05}, 0.60, 1000)
+    # a failed op goes on; all measured ops far below none: the best MIN_SURVIVORS still go on (the
+    # search needs something to combine), the worst does not
+    assert MIN_SURVIVORS == 3 and result.survivors == ["a", "b", "c", "d"]
+
+
+def test_the_restricted_space_asks_only_about_survivors(space):
+    survivors = ["pixel_translate", "pixel_random_resized_crop", "vision_random_mask"]
+    small = restricted(space, survivors)
+    assert sorted(small.model.ops) == sorted(survivors) and small.model.entries.max == 3
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        trial = study.ask()
+        small.suggest(trial)
+        assert set(used_ops(space.model, trial.params)) <= set(survivors)
+        # names are the full space's: a policy built by the full space reads the same params
+        Policy.from_dict(space.policy_data(trial.params))
+        study.tell(trial, 0.5)
+
+
+def test_spaces_the_screen_cannot_split_say_why():
+    assert screenable(load_space("vlm_default")) is None
+    assert "randaugment" in screenable(load_space("randaugment"))
