@@ -21,6 +21,7 @@ def optuna_storage(url: str, read_only: bool = False):
     ``read_only`` (the UI launchers, the report, export) leaves the file exactly as it is, and so needs
     one: a SQLite file that is not there (or an in-memory database) is refused, not created empty.
     """
+    from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import SQLAlchemyError
 
     protect_logs()
@@ -53,7 +54,8 @@ def optuna_storage(url: str, read_only: bool = False):
             call_with_retry(label, use_wal, database, only_for=CONTENTION_REASONS)
             return call_with_retry(label, RetryingRDBStorage, url, engine_kwargs=engine_kwargs,
                                    only_for=CONTENTION_REASONS)
-    except (SQLAlchemyError, ImportError, ValueError, sqlite3.Error, OSError) as error:
+    # Optuna wraps a failed first commit (a server that does not answer) as its StorageInternalError
+    except (SQLAlchemyError, StorageInternalError, ImportError, ValueError, sqlite3.Error, OSError) as error:
         full = out_of_space(error)
         if full:
             raise StorageFull(f"{label}: {full} ({first_line(error)})") from None

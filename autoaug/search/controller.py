@@ -21,6 +21,7 @@ of memory, or its worker died) is recorded failed with its reason in Optuna and 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from autoaug.errors import AutoaugInputError
@@ -56,17 +57,30 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     request.validate()
     space = load_space(request.space)
     _check_space_fits(request, space, console)
+    workdir_existed = Path(request.workdir).exists()
     locations = resolve(request.workdir, request.storage, request.tracking_uri)
-    check_address(request.address)  # before the study or the experiment exists: nothing half-written
-    # The driver reads, tokenises and stacks the data once; workers get the result, never a path to
-    # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
-    # Before any store is opened: bad data or a bad --model must leave the workdir untouched.
-    prepared = prepare_task(request.task, request.data, request.data_seed, request.task_options, model=request.model)
-    storage = optuna_storage(locations.optuna_url)
+    try:
+        check_address(request.address)  # before the study or the experiment exists: nothing half-written
+        # The driver reads, tokenises and stacks the data once; workers get the result, never a path to
+        # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
+        # Before any store is opened: bad data or a bad --model must leave the workdir untouched.
+        prepared = prepare_task(request.task, request.data, request.data_seed, request.task_options, model=request.model)
+        storage = optuna_storage(locations.optuna_url)
+    except BaseException:
+        if not workdir_existed:  # a refused search leaves no empty --workdir behind
+            _remove_if_empty(locations.workdir)
+        raise
     # One live driver per study (`exclusive`): a second one is refused before it reads or changes
     # the study, so it can never mistake the first one's running trials for a dead driver's.
     with study_lock(locations.optuna_url, request.name):
         return _run_locked(request, space, locations, storage, prepared, console)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only an empty folder: anything written there stays
+    except OSError:
+        pass
 
 
 def _check_space_fits(request: SearchRequest, space: SearchSpace, console) -> None:
