@@ -1,8 +1,8 @@
 """The stages around a search's trials: calibration, confirmation, the export they lead to, and the
 common random numbers they rely on.
 
-Pure decisions (plateau, learning rate, image check, the confirmation's arithmetic, which trials may
-be exported) are tested on constructed inputs whose answers are computed by hand; the machinery
+Pure decisions (the confirmation's arithmetic, which trials may be exported; calibration's are in
+tests/test_calibration.py) are tested on constructed inputs whose answers are computed by hand; the machinery
 (Ray Tune runs of the real trainable, searches on user data through the CLI) on tiny real data.
 """
 
@@ -24,7 +24,6 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from autoaug.policy import Policy
-from autoaug.search.calibration import decide, plateau_epoch, smoothed, trial_length
 from autoaug.search.confirmation import Candidate, choose_candidates, confirmation_seeds, judge
 from autoaug.search.study import best_trial
 from autoaug.search.record_schema import BASELINE_ATTR, POLICY_ATTR, STATE_ATTR
@@ -39,90 +38,61 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SMALL = {"train_size": 48, "val_size": 32, "test_size": 32}
 
 
-# ====================================================================== calibration decisions
-def _outcome(label: str, curve: list[float], state: str = "complete") -> RunOutcome:
-    return RunOutcome(RunSpec(role="calibration", label=label), [{"val_accuracy": v} for v in curve], state)
-
-
-def test_smoothing_and_plateau_by_hand():
-    curve = [0.30, 0.40, 0.50, 0.60, 0.62, 0.63, 0.62, 0.63]
-    smooth = smoothed(curve)
-    assert smooth[0] == pytest.approx(0.30) and smooth[1] == pytest.approx(0.35)
-    assert smooth[4] == pytest.approx((0.50 + 0.60 + 0.62) / 3)
-    peak = max(smooth)  # (0.62 + 0.63 + 0.62)/3 or (0.63+0.62+0.63)/3
-    assert peak == pytest.approx((0.63 + 0.62 + 0.63) / 3)
-    # n = 400: one binomial SE of 0.6267 is 0.0242; epoch 5 (0.5733) is below peak - SE, epoch 6 (0.6167) within
-    assert plateau_epoch(curve, n_val=400) == 6
-    # a much larger validation set shrinks the tolerance: the plateau moves later
-    assert plateau_epoch(curve, n_val=1_000_000) == 8
-    assert trial_length(6, cap=40) == 9 and trial_length(6, cap=8) == 8 and trial_length(1, cap=40) == 2
-
-
-def test_decide_picks_the_learning_rate_with_the_highest_peak_and_checks_the_images():
-    rising = [0.3, 0.4, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6]
-    outcomes = {
-        "calibration none lr=0.0003": _outcome("a", [0.2, 0.25, 0.3, 0.35, 0.4, 0.42, 0.44, 0.45]),
-        "calibration none lr=0.001": _outcome("b", rising),
-        "calibration none lr=0.003": _outcome("c", [0.5, 0.1, float("nan")], state="failed"),
-        "calibration question-only lr=0.0003": _outcome("d", [0.3, 0.31, 0.32, 0.33, 0.33, 0.33, 0.33, 0.33]),
-        "calibration question-only lr=0.001": _outcome("e", [0.3, 0.34, 0.35, 0.35, 0.35, 0.35, 0.35, 0.35]),
-        "calibration question-only lr=0.003": _outcome("f", [0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]),
-    }
-    record = decide(outcomes, (3e-4, 1e-3, 3e-3), cap=8, n_val=300)
-    assert record["learning_rate"] == 1e-3
-    assert record["learning_rates"]["0.003"] is None  # the failed rate is reported, not chosen
-    assert record["none_val_accuracy"] == pytest.approx(0.6, abs=1e-4)
-    assert record["question_only_val_accuracy"] == pytest.approx(0.35, abs=1e-4)  # best question-only model
-    needed = max(0.02, 2 * math.sqrt(0.6 * 0.4 / 300 + 0.35 * 0.65 / 300))
-    assert record["image_margin_needed"] == pytest.approx(needed, abs=1e-4)
-    assert record["uses_images"] is True and record["image_margin"] == pytest.approx(0.25, abs=1e-4)
-    assert record["plateau_epoch"] == plateau_epoch(rising, 300) and record["trial_epochs"] == 8  # capped
-    # the same runs where the question alone does as well: the image check fails
-    outcomes["calibration question-only lr=0.001"] = _outcome("e", [0.58] * 8)
-    assert decide(outcomes, (3e-4, 1e-3, 3e-3), cap=8, n_val=300)["uses_images"] is False
-
-
 # ====================================================================== confirmation arithmetic
 def _candidates(*names: str) -> list[Candidate]:
     return [Candidate(name, "none" if name == "none" else "searched", {"entries": [], "name": name}) for name in names]
 
 
-def test_judge_by_hand_pairs_seeds_and_needs_two_paired_se():
-    seeds = [10, 11, 12]
+def test_judge_records_the_paired_test_holm_and_the_rule():
+    """The record keeps its keys (candidates, winner, winner_trial, winner_policy, verdict, seeds) and adds
+    p-values, adjusted p-values and the rule; the decision itself is pinned in tests/test_verdict.py."""
+    from scipy import stats
+
+    seeds = [10, 11, 12, 13]
     values = {
-        "none": {10: 0.50, 11: 0.60, 12: 0.55},
-        "trial 1": {10: 0.53, 11: 0.62, 12: 0.585},  # +0.03 +0.02 +0.035: small but consistent
-        "trial 2": {10: 0.65, 11: 0.55, 12: 0.62},  # +0.15 -0.05 +0.07: larger mean, too noisy
+        "none": {10: 0.50, 11: 0.60, 12: 0.55, 13: 0.58},
+        "trial 1": {10: 0.53, 11: 0.62, 12: 0.585, 13: 0.61},  # +0.03 +0.02 +0.035 +0.03: consistent
+        "trial 2": {10: 0.65, 11: 0.55, 12: 0.62, 13: 0.58},  # +0.15 -0.05 +0.07 0: larger mean, too noisy
     }
-    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds)
+    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds, n_eval=500)
     rows = {row["name"]: row for row in record["candidates"]}
-    diffs = [0.03, 0.02, 0.035]
+    diffs, noisy = [0.03, 0.02, 0.035, 0.03], [0.15, -0.05, 0.07, 0.0]
+    p1 = stats.ttest_1samp(diffs, 0.0, alternative="greater").pvalue
+    p2 = stats.ttest_1samp(noisy, 0.0, alternative="greater").pvalue
     assert rows["trial 1"]["diff_vs_none"] == pytest.approx(statistics.fmean(diffs), abs=1e-6)
-    assert rows["trial 1"]["diff_se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(3), abs=1e-6)
-    assert rows["trial 1"]["mean"] == pytest.approx(statistics.fmean([0.53, 0.62, 0.585]), abs=1e-6)
-    assert rows["trial 1"]["se"] == pytest.approx(statistics.stdev([0.53, 0.62, 0.585]) / math.sqrt(3), abs=1e-6)
-    noisy = [0.15, -0.05, 0.07]
-    assert rows["trial 2"]["diff_vs_none"] == pytest.approx(statistics.fmean(noisy), abs=1e-6)
+    assert rows["trial 1"]["diff_se"] == pytest.approx(statistics.stdev(diffs) / 2, abs=1e-6)
+    assert rows["trial 1"]["mean"] == pytest.approx(statistics.fmean([0.53, 0.62, 0.585, 0.61]), abs=1e-6)
+    assert rows["trial 1"]["p_value"] == pytest.approx(p1, rel=1e-3)
+    assert rows["trial 2"]["p_value"] == pytest.approx(p2, rel=1e-3)
+    assert rows["trial 1"]["p_adjusted"] == pytest.approx(2 * p1, rel=1e-3)  # the smaller of two: x2
+    assert rows["trial 2"]["p_adjusted"] == pytest.approx(max(2 * p1, p2), rel=1e-3)
     assert rows["trial 1"]["beats_none"] and not rows["trial 2"]["beats_none"]
-    # trial 2 has the higher mean, but only trial 1 beats none beyond 2 paired SE: it wins
-    assert rows["trial 2"]["mean"] > rows["trial 1"]["mean"]
-    assert record["winner"] == "trial 1" and record["verdict"] == "improves"
-    assert record["winner_policy"]["name"] == "trial 1"
+    assert rows["trial 2"]["mean"] > rows["trial 1"]["mean"]  # the higher mean alone does not win
+    assert record["winner"] == "trial 1" and record["verdict"] == "improves" and record["winner_trial"] is None
+    assert record["winner_policy"]["name"] == "trial 1" and record["seeds"] == seeds
+    assert record["min_effect"] == 0.005 and "holm correction" in record["rule"]
+    assert record["split"] == "val" and record["n_eval"] == 500
+    assert record["sd_floor"] == pytest.approx(math.sqrt(2) / 500, abs=1e-6)
 
 
-def test_judge_picks_none_when_nothing_beats_it_and_ignores_incomplete_candidates():
+def test_judge_failed_runs_give_inconclusive_and_export_none():
     seeds = [10, 11, 12]
     values = {
-        "none": {10: 0.50, 11: 0.60, 12: 0.55},
-        "trial 1": {10: 0.49, 11: 0.58, 12: 0.56},  # harmful or neutral
-        "trial 2": {10: 0.70, 11: 0.75},  # one run missing: cannot win
+        "none": {10: 0.50, 11: 0.60},  # one none run failed (the old rule said no-gain)
+        "trial 1": {10: 0.49, 11: 0.58, 12: 0.56},
+        "trial 2": {10: 0.70, 11: 0.75},
     }
-    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds)
+    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds, n_eval=500)
     rows = {row["name"]: row for row in record["candidates"]}
-    assert record["winner"] == "none" and record["verdict"] == "no-gain" and record["winner_trial"] is None
-    assert record["winner_policy"]["name"] == "none"
-    assert not rows["trial 2"]["beats_none"] and rows["trial 2"]["note"] == "2 of 3 runs finished"
+    assert record["verdict"] == "inconclusive" and record["winner"] == "none" and record["winner_trial"] is None
+    assert record["winner_policy"]["name"] == "none" and "none runs failed" in record["verdict_reason"]
+    assert not rows["trial 2"]["beats_none"] and rows["trial 2"]["note"].startswith("2 of 3 runs finished")
     assert rows["none"]["diff_vs_none"] == 0.0
+    # none complete, nothing helps: no-gain
+    values["none"][12] = 0.55
+    values["trial 2"] = {10: 0.45, 11: 0.55, 12: 0.50}
+    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds, n_eval=500)
+    assert record["verdict"] == "no-gain" and record["winner"] == "none"
 
 
 def test_confirmation_seeds_are_fresh():
@@ -287,6 +257,8 @@ def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_
     assert calibration["uses_images"] is True
     assert calibration["none_val_accuracy"] - calibration["question_only_val_accuracy"] >= calibration["image_margin_needed"]
     assert calibration["learning_rate"] == 3e-3 and 1 <= calibration["trial_epochs"] <= 6
+    # the real runs report train accuracy each epoch: the regime is decided on it and the record keeps it
+    assert len(calibration["curves"]["none lr=0.003"]["train_accuracy"]) == 6 and calibration["reaches_regime"]
     assert result["trial_epochs"] == calibration["trial_epochs"] and result["n_complete"] + result["n_pruned"] == 1
 
 

@@ -95,11 +95,12 @@ class ProxyDataModule(L.LightningDataModule):
     The training order of epoch ``e`` depends on ``(seed, e)`` only (`TensorBatches`), so every trial
     of a search sees the same data order and a run restored from a checkpoint continues it."""
 
-    def __init__(self, task: PreparedTask, batch_size: int = 32, seed: int = 0) -> None:
+    def __init__(self, task: PreparedTask, batch_size: int = 32, seed: int = 0, val_split: str = "val") -> None:
         super().__init__()
         self.task = task
         self.batch_size = batch_size
         self.seed = seed
+        self.val_split = val_split  # "confirm": a confirmation run validates on the held-out part
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -108,7 +109,7 @@ class ProxyDataModule(L.LightningDataModule):
         return self.task.batches("train", self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch)
 
     def val_dataloader(self) -> TensorBatches:
-        return self.loader("val")
+        return self.loader(self.val_split)
 
     def test_dataloader(self) -> TensorBatches:
         return self.loader("test")

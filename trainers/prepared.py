@@ -5,6 +5,10 @@ texts again each time) and every search trial regenerated the task and refitted 
 `PreparedTask` does that work once — per search in the driver, shipped to the trial workers through
 Ray's object store — and a step's batch is a handful of ``index_select`` calls on stacked tensors.
 
+A search that holds out a confirm part (`PreparedTask.with_confirm_split`) splits the validation split
+once, by the data seed, into ``val`` (what calibration and trials validate on) and ``confirm`` (what
+only the confirmation validates on), so the final decision is made on examples selection never saw.
+
 Data order is part of the run's seed and of the epoch only (`TensorBatches`): epoch ``e`` of a run
 with seed ``s`` always sees the same permutation, whatever policy trains and whether the run was
 restored from a checkpoint (Population Based Training) — the common random numbers a paired
@@ -20,11 +24,15 @@ import torch
 from torch import Tensor
 
 from autoaug.batch import MirrorSwaps, MultimodalBatch
+from autoaug.errors import ParameterError
 
 from .records import SPLITS, Example, TaskData
 from .tokenizer import TextTokenizer
 
 QUESTION_ONLY_GREY = 128  # the constant image a question-only run sees (uint8)
+VALIDATION_SPLIT = "val"  # what `autoaug train`, calibration and search trials validate on
+CONFIRM_SPLIT = "confirm"  # the held-out part of validation only the confirmation validates on
+DEFAULT_CONFIRM_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class PreparedTask:
     build_model: Optional[Callable] = None
     question_only: bool = False
     mirror_swaps: Optional[MirrorSwaps] = None  # None: resolved from the task's mirror words
+    confirm_record: Optional[dict] = None  # how validation was carved (`with_confirm_split`); None: not carved
 
     def __post_init__(self) -> None:
         if self.mirror_swaps is None:
@@ -95,6 +104,37 @@ class PreparedTask:
         splits = {name: replace(split, images=torch.full_like(split.images, QUESTION_ONLY_GREY))
                   for name, split in self.splits.items()}
         return replace(self, splits=splits, question_only=True)
+
+    def with_confirm_split(self, fraction: float = DEFAULT_CONFIRM_FRACTION, seed: int = 0) -> "PreparedTask":
+        """The same task with its validation split carved in two: ``confirm`` (``fraction`` of the
+        validation examples, in (0, 1)) and ``val`` (the rest, what selection validates on).
+
+        Stratified by label (each class splits in the same proportion, rounded per class) and
+        deterministic in ``seed`` (the data seed: a resumed search carves the same examples). Every other
+        split, the tokenizer and `data` (the full validation split, its fingerprint) are unchanged."""
+        if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+            raise ParameterError("confirm_fraction", f"expected a fraction in (0, 1), got {fraction!r}")
+        if self.confirm_record is not None:
+            raise ParameterError("confirm_fraction", "the validation split is already carved")
+        validation = self.splits[VALIDATION_SPLIT]
+        generator = torch.Generator().manual_seed(_order_seed(seed, -1))  # epoch -1: no training order uses it
+        labels = validation.labels
+        confirm_rows = []
+        for label in torch.unique(labels).tolist():
+            rows = torch.nonzero(labels == label).flatten()
+            rows = rows[torch.randperm(len(rows), generator=generator)]
+            confirm_rows.append(rows[:round(fraction * len(rows))])
+        confirm = torch.sort(torch.cat(confirm_rows)).values if confirm_rows else torch.zeros(0, dtype=torch.long)
+        keep = torch.ones(len(validation), dtype=torch.bool)
+        keep[confirm] = False
+        select = torch.nonzero(keep).flatten()
+        if len(confirm) == 0 or len(select) == 0:
+            raise ParameterError("confirm_fraction", f"{fraction:g} of {len(validation)} validation examples leaves "
+                                 f"{len(select)} to select on and {len(confirm)} to confirm on; both need at least one")
+        splits = {**self.splits, VALIDATION_SPLIT: _rows(validation, select), CONFIRM_SPLIT: _rows(validation, confirm)}
+        record = {"fraction": fraction, "seed": seed, "val": len(select), "confirm": len(confirm),
+                  "confirm_rows": confirm.tolist()}
+        return replace(self, splits=splits, confirm_record=record)
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 epoch: Callable[[], int] = lambda: 0) -> "TensorBatches":
@@ -130,6 +170,11 @@ class TensorBatches:
         for start in range(0, rows, self.batch_size):
             yield self.split.batch(order[start:start + self.batch_size], self.task.num_classes, vocabulary,
                                    self.task.mirror_swaps)
+
+
+def _rows(split: TensorSplit, rows: Tensor) -> TensorSplit:
+    return TensorSplit(*(tensor.index_select(0, rows) for tensor in
+                         (split.images, split.text_ids, split.text_mask, split.text_special, split.labels)))
 
 
 def _order_seed(seed: int, epoch: int) -> int:

@@ -144,6 +144,7 @@ def run_training(
     data_seed: int = 0,
     model: Optional[str] = None,
     model_options: Optional[dict] = None,
+    val_split: str = "val",
 ) -> dict[str, Any]:
     """Train once and return the result dict (`autoaug train --json` prints it).
 
@@ -158,6 +159,8 @@ def run_training(
     without splits). Keeping them apart means runs with different seeds are measured on the same
     validation and test examples, and a search's val/test split is the one later runs are judged on.
     ``model_options`` override `TinyVLMConfig` fields of the built-in model (``width``, ``patch_size``...).
+    ``val_split`` is the split validated on every epoch (and reported as ``val_accuracy``): ``"val"``,
+    or ``"confirm"`` for a search's confirmation run on a task carved by `PreparedTask.with_confirm_split`.
     """
     # Errors name the parameter as spelt here (`ParameterError`); the CLI shows its own flag instead.
     if not isinstance(max_epochs, int) or max_epochs < 1:
@@ -177,6 +180,9 @@ def run_training(
     policy = resolve_policy(policy, seed)
     if prepared is None:
         prepared = prepare_task(task, data, data_seed, task_options, model=model)
+    if val_split not in prepared.splits or val_split == "train":
+        raise ParameterError("val_split", f"{val_split!r} is not one of "
+                             f"{', '.join(name for name in prepared.splits if name != 'train')}")
     task_data, tokenizer = prepared.data, prepared.tokenizer
     L.seed_everything(seed, workers=True, verbose=False)  # model init depends on the seed only
     model_name = model
@@ -184,7 +190,7 @@ def run_training(
         build_model(tokenizer, task_data.num_classes, image_size=task_data.image_size, variant=variant,
                     **(model_options or {}))
     module = ProxyTrialModule(model, policy, learning_rate=learning_rate)
-    datamodule = ProxyDataModule(prepared, batch_size=batch_size, seed=seed)
+    datamodule = ProxyDataModule(prepared, batch_size=batch_size, seed=seed, val_split=val_split)
     timer = EpochTimer()
     all_callbacks: list[L.Callback] = [policy.lightning_callback(), timer, *callbacks]
     if progress:
@@ -203,7 +209,7 @@ def run_training(
         return {"epochs": trainer.current_epoch, "seconds": time.perf_counter() - started,
                 "data_fingerprint": task_data.fingerprint}
     device = module.device
-    test_loader, val_loader = datamodule.loader("test"), datamodule.loader("val")
+    test_loader, val_loader = datamodule.loader("test"), datamodule.loader(val_split)
     robust = evaluation.robust_accuracies(model, test_loader, device)
     heldout = evaluation.heldout_robust_accuracies(model, test_loader, device)  # corruptions no op produces
     robust_val = evaluation.robust_accuracies(model, val_loader, device)

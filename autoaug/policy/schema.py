@@ -123,12 +123,13 @@ class ConfirmedCandidate(StrictModel):
     diff_vs_none: Optional[float] = None
     diff_se: Optional[float] = None
     n: int = 0
+    p_adjusted: Optional[float] = None  # the one-sided paired test's p-value after the multiplicity correction
 
 
 class ConfirmationEvidence(StrictModel):
     """Why this policy was exported: the confirmation stage of the search (see `autoaug.search.confirmation`)."""
 
-    verdict: Literal["improves", "no-gain"]
+    verdict: Literal["improves", "no-gain", "inconclusive"]
     winner: str
     metric: str = "val_accuracy"
     split: str = "val"

@@ -1,17 +1,18 @@
 """Confirmation: is the search's best policy really better than no augmentation?
 
 A search picks its best trial from one seed each on the validation split — the maximum of many noisy
-numbers, biased upwards. Before anything is exported the top-k searched policies (default 3), ``none``
-and the best preset (when the baselines ran) are retrained with S fresh seeds (default 3, never used by
-the search) at the calibrated learning rate and length, and compared on validation accuracy — the test
-split stays untouched. Seeds pair the comparison: with the same seed every candidate starts from the
-same initialisation and sees the same data order, so the per-seed difference to ``none`` cancels most
-of the run-to-run noise.
+numbers, biased upwards. Before anything is exported the top-k searched policies, ``none`` and the best
+preset (when the baselines ran) are retrained with S fresh seeds (never used by the search) at the
+calibrated learning rate and length. When the search held out a confirm part of validation
+(`PreparedTask.with_confirm_split`), these runs validate on it — examples selection never saw — else on
+``val``; the test split stays untouched either way. Seeds pair the comparison: with the same seed
+every candidate starts from the same initialisation and sees the same data order, so the per-seed
+difference to ``none`` cancels most of the run-to-run noise.
 
-Per candidate: mean and standard error over the seeds, and the paired difference to ``none`` with its
-standard error. The winner is the candidate with the highest mean among those that beat ``none`` by
-more than 2 paired SE (``verdict`` ``"improves"``); when none does, the winner is ``none`` itself
-(``"no-gain"``) and that is what gets exported.
+The decision is `autoaug.search.verdict.decide`: a one-sided paired t-test per candidate (SD floored
+at √2/n), Holm over every candidate, a minimum effect, winner = highest mean among the gains;
+``"improves"``, ``"no-gain"`` (``none`` is exported) or ``"inconclusive"`` when runs the decision needs
+failed (``none`` is exported, no claim is made; a resume re-runs the failed runs).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from autoaug.search.record_schema import (METRIC, BASELINE_ATTR, CONFIRMATION_AT
                                           WINNER_TAG)
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
+from autoaug.search.verdict import IMPROVES, Rule, decide, sd_floor
+from autoaug.trainers.prepared import CONFIRM_SPLIT, VALIDATION_SPLIT
 
 CONFIRM_SEED_BASE = 10_000  # far from the seeds users and the search pick (0, 1, 2, ...)
 NONE = "none"
@@ -85,38 +88,52 @@ def _policy_key(policy: dict) -> str:
     return json.dumps(stripped, sort_keys=True)
 
 
-def judge(candidates: list[Candidate], values: dict[str, dict[int, float]], seeds: list[int]) -> dict[str, Any]:
-    """The confirmation's arithmetic (pure): per-candidate mean ± SE, paired difference to ``none`` ± SE,
-    the winner and the verdict."""
+def judge(candidates: list[Candidate], values: dict[str, dict[int, float]], seeds: list[int], n_eval: int,
+          rule: Rule = Rule(), split: str = VALIDATION_SPLIT) -> dict[str, Any]:
+    """The confirmation's record (pure): per-candidate mean ± SE, paired difference to ``none`` ± SE, its
+    one-sided p-value and adjusted p-value, then the winner and verdict of `verdict.decide`.
+    ``n_eval``: examples of the split the runs validated on (``split``)."""
+    names = [candidate.name for candidate in candidates]
+    ordered = {name: values.get(name, {}) for name in [NONE, *[name for name in names if name != NONE]]}
+    verdict = decide(ordered, NONE, seeds, n_eval, rule)
+    results = {result.name: result for result in verdict.candidates}
     baseline = values.get(NONE, {})
     rows = []
     for candidate in candidates:
         own = values.get(candidate.name, {})
         scores = [own[seed] for seed in seeds if seed in own]
         paired = [own[seed] - baseline[seed] for seed in seeds if seed in own and seed in baseline]
+        result = results.get(candidate.name)
         row = {
             "name": candidate.name, "kind": candidate.kind, "trial": candidate.trial,
             "search_value": candidate.search_value, "seeds": [seed for seed in seeds if seed in own],
             "values": [round(v, 6) for v in scores], "n": len(scores),
             "mean": _mean(scores), "se": _se(scores),
             "diff_vs_none": _mean(paired) if candidate.name != NONE else 0.0,
-            "diff_se": _se(paired) if candidate.name != NONE else 0.0,
+            "diff_se": (None if result is None or result.test.se is None else round(result.test.se, 6))
+            if candidate.name != NONE else 0.0,
+            "p_value": None if result is None else _round_p(result.test.p),
+            "p_adjusted": None if result is None else _round_p(result.p_adjusted),
+            "beats_none": bool(result is not None and result.gain and result.missing == 0),
         }
-        complete = len(scores) == len(seeds) and len(paired) == len(seeds)
-        row["beats_none"] = bool(candidate.name != NONE and complete and row["diff_vs_none"] is not None
-                                 and row["diff_vs_none"] > 0 and row["diff_vs_none"] > 2 * row["diff_se"])
-        if not complete:
+        if len(scores) < len(seeds):
             row["note"] = f"{len(scores)} of {len(seeds)} runs finished"
+        if result is not None and result.in_contention:
+            row["note"] += "; the finished runs do not rule it out, so the verdict waits for it"
         rows.append(row)
-    winners = [row for row in rows if row["beats_none"]]
-    winner = max(winners, key=lambda row: row["mean"]) if winners else next(row for row in rows if row["name"] == NONE)
+    winner = next(row for row in rows if row["name"] == (verdict.winner or NONE))
     policy = next(candidate.policy for candidate in candidates if candidate.name == winner["name"])
     return {
-        "metric": METRIC, "split": "val", "seeds": list(seeds), "candidates": rows,
+        "metric": METRIC, "split": split, "n_eval": n_eval, "seeds": list(seeds), "candidates": rows,
         "winner": winner["name"], "winner_trial": winner["trial"] if winner["kind"] != "none" else None,
-        "winner_policy": policy, "verdict": "improves" if winners else "no-gain",
-        "rule": "winner = highest mean among candidates whose paired difference to none exceeds 2 SE; else none",
+        "winner_policy": policy, "verdict": verdict.verdict, "verdict_reason": verdict.reason,
+        "rule": rule.text(), "alpha": rule.alpha, "min_effect": rule.min_effect, "correction": rule.procedure,
+        "sd_floor": round(sd_floor(n_eval), 6),
     }
+
+
+def _round_p(value: float) -> float:
+    return float(f"{value:.4g}")
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -127,18 +144,24 @@ def _se(values: list[float]) -> Optional[float]:
     return round(statistics.stdev(values) / math.sqrt(len(values)), 6) if len(values) > 1 else None
 
 
-def _label(candidate: Candidate, seed: int) -> str:
-    return f"confirm {candidate.name} seed={seed}"
+def _label(candidate: Candidate, seed: int, split: str = VALIDATION_SPLIT) -> str:
+    # the split is in the label: a finished run on val is never reused as a run on the confirm part
+    return f"confirm {candidate.name} seed={seed}" + ("" if split == VALIDATION_SPLIT else f" on {split}")
 
 
-def confirm(context: SearchContext, top_k: int, seed_count: int) -> dict[str, Any]:
-    """Run what is missing of the confirmation and judge it; the record is stored on the study."""
+def confirm(context: SearchContext, top_k: int, seed_count: int, rule: Rule = Rule()) -> dict[str, Any]:
+    """Run what is missing of the confirmation and judge it; the record is stored on the study.
+
+    The runs validate on the confirm part when the search carved one (`PreparedTask.with_confirm_split`),
+    else on ``val``."""
     study = context.study
+    split = CONFIRM_SPLIT if CONFIRM_SPLIT in context.prepared.splits else VALIDATION_SPLIT
     candidates = choose_candidates(study, top_k)
     seeds = confirmation_seeds(context.request.seed, seed_count)
     recorded = study.user_attrs.get(CONFIRMATION_ATTR)
     if recorded and [row["name"] for row in recorded["candidates"]] == [c.name for c in candidates] \
-            and recorded["seeds"] == seeds:
+            and recorded["seeds"] == seeds and recorded.get("split", VALIDATION_SPLIT) == split \
+            and recorded.get("rule") == rule.text() and recorded["verdict"] != "inconclusive":
         return recorded
     finished: dict[str, float] = dict(study.user_attrs.get(CONFIRMATION_RUNS_ATTR) or {})
 
@@ -147,13 +170,14 @@ def confirm(context: SearchContext, top_k: int, seed_count: int) -> dict[str, An
             finished[outcome.spec.label] = outcome.final
             study.set_user_attr(CONFIRMATION_RUNS_ATTR, finished)
 
-    specs = [RunSpec(role="confirmation", label=_label(candidate, seed), policy=candidate.policy, seed=seed)
-             for candidate in candidates for seed in seeds if _label(candidate, seed) not in finished]
+    specs = [RunSpec(role="confirmation", label=_label(candidate, seed, split), policy=candidate.policy, seed=seed,
+                     validate_on=split)
+             for candidate in candidates for seed in seeds if _label(candidate, seed, split) not in finished]
     outcomes = run_specs(context, "confirmation", specs, on_finished=keep)
-    values = {candidate.name: {seed: finished[_label(candidate, seed)] for seed in seeds
-                               if _label(candidate, seed) in finished}
+    values = {candidate.name: {seed: finished[_label(candidate, seed, split)] for seed in seeds
+                               if _label(candidate, seed, split) in finished}
               for candidate in candidates}
-    record = judge(candidates, values, seeds)
+    record = judge(candidates, values, seeds, len(context.prepared.splits[split]), rule, split)
     record["epochs"] = context.settings.max_epochs
     record["learning_rate"] = context.settings.learning_rate
     record["failed_runs"] = {label: outcome.error for label, outcome in outcomes.items() if outcome.state != "complete"}
@@ -174,12 +198,14 @@ def _log(context: SearchContext, record: dict) -> None:
     metrics = []
     for row in record["candidates"]:
         key = row["name"].replace(" ", "_")
-        for name in ("mean", "se", "diff_vs_none", "diff_se"):
+        for name in ("mean", "se", "diff_vs_none", "diff_se", "p_value", "p_adjusted"):
             if row[name] is not None:
                 metrics.append(Metric(f"{key}.{name}", float(row[name]), 0, 0))
     params = [Param("seeds", ",".join(map(str, record["seeds"]))), Param("winner", record["winner"]),
               Param("verdict", record["verdict"]), Param("epochs", str(record["epochs"])),
-              Param("learning_rate", str(record["learning_rate"]))]
+              Param("learning_rate", str(record["learning_rate"])), Param("split", record["split"]),
+              Param("min_effect", str(record["min_effect"])), Param("alpha", str(record["alpha"])),
+              Param("correction", record["correction"])]
     client.log_batch(run_id, metrics=metrics, params=params)
     client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "confirmation.json")
     client.set_terminated(run_id, "FINISHED")

@@ -45,7 +45,9 @@ def epochs_of(result: dict) -> list[dict]:
 class RunSpec:
     """An explicit run of the stages around the search (calibration, confirmation).
 
-    ``policy`` is a policy as data (or a preset name); ``None`` fields take the search's settings."""
+    ``policy`` is a policy as data (or a preset name); ``None`` fields take the search's settings;
+    ``validate_on`` is the split the run validates on: ``"val"`` (selection), or ``"confirm"`` (a
+    confirmation run on the held-out part, `PreparedTask.with_confirm_split`)."""
 
     role: str
     label: str
@@ -54,6 +56,7 @@ class RunSpec:
     learning_rate: Optional[float] = None
     epochs: Optional[int] = None
     question_only: bool = False
+    validate_on: str = "val"
 
     def as_config(self) -> dict:
         return {RUN_KEY: dict(self.__dict__)}
@@ -136,7 +139,7 @@ class TuneReporter(L.Callback):
         if self.settings.report_robust:
             from autoaug.trainers import evaluation
 
-            robust = evaluation.robust_accuracies(pl_module.model, trainer.datamodule.loader("val"), pl_module.device)
+            robust = evaluation.robust_accuracies(pl_module.model, trainer.datamodule.loader(trainer.datamodule.val_split), pl_module.device)
             metrics[ROBUST_METRIC] = sum(robust.values()) / len(robust)
         self.history.append(metrics)
         if not self.settings.reports_at(metrics["epoch"], trainer.max_epochs):
@@ -206,6 +209,7 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
             learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
             batch_size=settings.batch_size, accelerator=settings.accelerator,
             callbacks=[clock, TuneReporter(settings, clock, policy)], evaluate=False, resume_from=resume,
+            val_split=run.validate_on if run is not None else "val",
         )
     finally:
         if resume is not None:
