@@ -1,48 +1,97 @@
 """Calibration: before any policy is searched, learn how to train on *this* data with no augmentation.
 
 A search ranks policies by how they change a proxy training run, so the run must be in the regime
-where augmentation can matter: a learning rate that trains, a length at which ``none`` has stopped
-improving on validation (augmentation is a regulariser; it pays off once the unaugmented model starts
-to overfit), and evidence that the model uses the images at all. Calibration measures these on the
-user's data instead of trusting defaults tuned on the built-in task:
+where augmentation can matter. Augmentation is a regulariser: it pays off once the unaugmented model
+has learned what it can and starts to fit the training set better than it generalises. A model that is
+still underfitting (train accuracy low, close to validation, both still rising) gains nothing from a
+regulariser, so a search there ranks noise. Calibration measures the regime on the user's data instead
+of trusting defaults tuned on the built-in task:
 
-1. ``none`` at each learning rate of a small grid (default 3e-4, 1e-3, 3e-3), ``--max-epochs`` long,
-   validation accuracy every epoch; and the same runs on the task with every image replaced by one
-   grey image (a question-only model: the score reachable without looking).
-2. The learning rate: the one whose (3-epoch moving average of) validation accuracy peaks highest.
-3. The plateau: the first epoch whose smoothed validation accuracy is within one binomial standard
-   error of that peak — where ``none`` stops rising. Trials run ``ceil(1.5 × plateau)`` epochs (capped
-   at ``--max-epochs``) so that regularised policies, which learn more slowly at first, get time past
-   that point; early-stopping rungs start at the plateau, never before it.
-4. The image check: ``none`` must beat the question-only model by a clear margin (2 binomial standard
-   errors of the difference, at least 0.02); otherwise the search stops before spending its budget
-   (`ImageSignalMissing`, exit 1) unless ``--force``.
+1. ``none`` at each learning rate of a small grid (default 3e-4, 1e-3, 3e-3), ``--max-epochs`` long
+   (the calibration budget), train and validation accuracy every epoch; and the same runs on the task
+   with every image replaced by one grey image (a question-only model: the score reachable without
+   looking).
+2. Per learning rate, the *regime epoch*: the first epoch at which any of the regime signals
+   (`REGIME_SIGNALS`, on 3-epoch trailing moving averages) fires —
+   ``gap``: train accuracy is at least `GAP_OPEN` (0.10 absolute) above validation accuracy;
+   ``peak``: validation accuracy peaked and ended at least `VAL_DECLINE` (0.02) below its peak;
+   ``fit``: train accuracy reached `FIT_ACCURACY` (0.95): the model fits its training set.
+   Every threshold is an absolute accuracy, never a multiple of the validation set's sampling error:
+   the same curves give the same decision whatever the validation set's size.
+3. The learning rate: among the rates that reach the regime, the one whose smoothed validation
+   accuracy peaks highest (a rate that never leaves the underfitting phase is not chosen over one
+   that does, however close their peaks). Ties (equal peaks to 4 decimals) go to the rate that reaches
+   the regime first (shorter trials: more of them per budget), then to the smaller rate.
+4. The trial length: ``TRIAL_LENGTH_FACTOR × regime epoch`` (2×), at least `MIN_TRIAL_EPOCHS` (10),
+   capped at the budget. Why 2×: trials anneal their learning rate to 0 over their own length, so a
+   trial of 2g epochs has by its end had about as much learning (the integral of its cosine schedule)
+   as the calibration run had by epoch g, where ``none`` entered the regime; regularised policies,
+   which learn more slowly at first, get the second half to catch up. The ASHA grace period (the
+   record's ``plateau_epoch``, kept under that name for its readers) is the regime epoch.
+5. Refusals, before the search spends its budget (each one line; ``--force`` searches anyway):
+   - `NoneUnderfits` (exit 1): no learning rate reaches the regime within the budget; the line gives
+     train and validation accuracy at the budget and their gap per rate, and what to try. With
+     ``--force`` the rate with the highest peak is used and trials run the whole budget.
+   - `ImageCheckFailed` (exit 1): every question-only run failed, so the image check cannot be made;
+     the line gives each run's reason.
+   - `ImageSignalMissing` (exit 1, raised by the controller from ``uses_images``): ``none`` does not beat
+     the question-only model by 2 binomial standard errors of the difference (at least 0.02).
+   Underfitting is checked first: an underfitting model may fail the image check only because it has
+   not learned the images yet, and the remedy (train longer) differs.
 
-The result is stored on the study (a resumed search reuses it), returned in the search's JSON as
-``calibration`` and logged as the search's ``calibration`` MLflow child run.
+The result is stored on the study with the settings it was made with (learning rates and budget). A
+resumed search reuses it when those match; when ``--learning-rates`` changed it recalibrates if the
+study has no trial yet (e.g. after a refusal), and refuses (`CalibrationSettingsChanged`, exit 2)
+once trials ran at the old settings — trials trained at another learning rate or length must not be
+ranked together. It is returned in the search's JSON as ``calibration`` (with every run's train and
+validation curve under ``curves``) and logged as the search's ``calibration`` MLflow child run
+(``<run>.val_accuracy`` and ``<run>.train_accuracy`` per epoch).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from autoaug.errors import AutoaugError
-from autoaug.search.record_schema import CALIBRATION_ATTR, PARENT_TAG, ROLE_CALIBRATION, ROLE_TAG, STUDY_TAG
-from autoaug.search.stages import METRIC, RunOutcome, SearchContext, run_specs
+from autoaug.errors import AutoaugError, AutoaugInputError
+from autoaug.search.record_schema import (CALIBRATION_ATTR, METRIC, PARENT_TAG, ROLE_CALIBRATION, ROLE_TAG,
+                                          STUDY_TAG, TRAIN_ACCURACY)
+from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
 
 DEFAULT_LEARNING_RATES: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
 SMOOTHING_EPOCHS = 3
-TRIAL_LENGTH_FACTOR = 1.5
+GAP_OPEN = 0.10  # smoothed train − val accuracy at which `none` has started to overfit
+VAL_DECLINE = 0.02  # how far below its smoothed peak validation must end for the peak to count
+FIT_ACCURACY = 0.95  # smoothed train accuracy at which the training set is learned
+RISING_TAIL = 0.25  # "still rising": over the last quarter of the budget ...
+RISING_MIN = 0.01  # ... smoothed validation accuracy rose at least this much (reported, not decided on)
+TRIAL_LENGTH_FACTOR = 2.0
+MIN_TRIAL_EPOCHS = 10  # a floor on trials (never above the budget): regularisers need epochs to show
 MIN_IMAGE_MARGIN = 0.02
+PEAK_DECIMALS = 4  # peaks equal to this many decimals are ties
 
 
 class ImageSignalMissing(AutoaugError):
     """``none`` does not beat a question-only model: a search would rank noise (exit 1)."""
 
 
+class ImageCheckFailed(AutoaugError):
+    """Every question-only run failed: whether the model uses the images is unknown (exit 1)."""
+
+
+class NoneUnderfits(AutoaugError):
+    """``none`` never leaves the underfitting phase within the calibration budget at any learning rate:
+    no regulariser can help there, so a search would rank noise (exit 1)."""
+
+
+class CalibrationSettingsChanged(AutoaugInputError):
+    """A resume asks for other calibration settings than the study's trials were run with (exit 2)."""
+
+
+# ---------------------------------------------------------------------- curves and regime signals
 def smoothed(curve: list[float], window: int = SMOOTHING_EPOCHS) -> list[float]:
     """Trailing moving average (the first epochs average what they have)."""
     return [sum(curve[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(curve))]
@@ -52,111 +101,206 @@ def binomial_se(accuracy: float, n: int) -> float:
     return math.sqrt(max(accuracy * (1.0 - accuracy), 1e-12) / max(n, 1))
 
 
-def plateau_epoch(curve: list[float], n_val: int) -> int:
-    """The first epoch (1-based) whose smoothed accuracy is within one binomial SE of the smoothed peak."""
-    smooth = smoothed(curve)
-    peak = max(smooth)
-    tolerance = binomial_se(peak, n_val)
-    return next(epoch for epoch, value in enumerate(smooth, start=1) if value >= peak - tolerance)
+def _first_epoch(flags: list[bool]) -> Optional[int]:
+    return next((epoch for epoch, flag in enumerate(flags, start=1) if flag), None)
 
 
-def trial_length(plateau: int, cap: int) -> int:
-    return max(1, min(cap, math.ceil(TRIAL_LENGTH_FACTOR * plateau)))
+def gap_opens(train: list[float], val: list[float]) -> Optional[int]:
+    """First epoch (1-based) where smoothed train accuracy is ≥ `GAP_OPEN` above smoothed val accuracy."""
+    return _first_epoch([t - v >= GAP_OPEN for t, v in zip(train, val)])
 
 
+def val_peaks(train: list[float], val: list[float]) -> Optional[int]:
+    """The epoch of the smoothed validation peak, if the curve ends ≥ `VAL_DECLINE` below it (a climb
+    that is still going, or flattened by the annealed learning rate, is no peak)."""
+    if not val:
+        return None
+    peak = max(val)
+    return val.index(peak) + 1 if val[-1] <= peak - VAL_DECLINE else None
+
+
+def train_fits(train: list[float], val: list[float]) -> Optional[int]:
+    """First epoch where smoothed train accuracy reaches `FIT_ACCURACY`."""
+    return _first_epoch([t >= FIT_ACCURACY for t in train])
+
+
+# Each signal takes the smoothed train and val curves and returns the epoch it fires at, or None.
+# Order matters only for naming a tie (two signals at the same epoch): the first listed is reported.
+REGIME_SIGNALS: dict[str, Callable[[list[float], list[float]], Optional[int]]] = {
+    "gap": gap_opens, "peak": val_peaks, "fit": train_fits,
+}
+
+
+@dataclass(frozen=True)
+class Dynamics:
+    """What one ``none`` run's train and validation curves say about its regime (epochs 1-based)."""
+
+    train: tuple[float, ...]  # raw per-epoch curves
+    val: tuple[float, ...]
+
+    @property
+    def smooth_train(self) -> list[float]:
+        return smoothed(list(self.train))
+
+    @property
+    def smooth_val(self) -> list[float]:
+        return smoothed(list(self.val))
+
+    @property
+    def signals(self) -> dict[str, int]:
+        """Each regime signal that fired, with its epoch. Without a train curve only ``peak`` can fire."""
+        train = self.smooth_train if len(self.train) == len(self.val) else []
+        fired = {name: signal(train, self.smooth_val) for name, signal in REGIME_SIGNALS.items()}
+        return {name: epoch for name, epoch in fired.items() if epoch is not None}
+
+    @property
+    def regime_epoch(self) -> Optional[int]:
+        """The first epoch at which ``none`` is in the regime where augmentation can matter; None: never."""
+        return min(self.signals.values(), default=None)
+
+    @property
+    def regime(self) -> Optional[str]:
+        signals = self.signals
+        return min(signals, key=signals.get) if signals else None  # dict order breaks ties
+
+    @property
+    def val_peak(self) -> float:
+        return max(self.smooth_val)
+
+    @property
+    def val_rising_at_end(self) -> bool:
+        smooth = self.smooth_val
+        start = min(len(smooth) - 1, int(len(smooth) * (1 - RISING_TAIL)))
+        return smooth[-1] - smooth[start] >= RISING_MIN
+
+    def at_end(self) -> dict[str, Optional[float]]:
+        """Smoothed train and val accuracy at the budget, and their gap."""
+        val = self.smooth_val[-1]
+        train = self.smooth_train[-1] if self.train else None
+        return {"train_accuracy": train, "val_accuracy": val, "gap": None if train is None else train - val}
+
+    def row(self) -> dict[str, Any]:
+        end = self.at_end()
+        return {"val_peak": _round(self.val_peak), "val_peak_epoch": self.smooth_val.index(self.val_peak) + 1,
+                "regime": self.regime, "regime_epoch": self.regime_epoch,
+                **{f"{name}_epoch": self.signals.get(name) for name in REGIME_SIGNALS},
+                "train_accuracy_at_end": _round(end["train_accuracy"]), "val_accuracy_at_end": _round(end["val_accuracy"]),
+                "gap_at_end": _round(end["gap"]), "val_rising_at_end": self.val_rising_at_end}
+
+
+def trial_length(regime_epoch: Optional[int], cap: int) -> int:
+    """``TRIAL_LENGTH_FACTOR × regime_epoch``, at least `MIN_TRIAL_EPOCHS`, at most ``cap`` (the budget);
+    the whole budget when ``none`` never reached the regime (forced past the refusal)."""
+    if regime_epoch is None:
+        return cap
+    return max(1, min(cap, max(MIN_TRIAL_EPOCHS, math.ceil(TRIAL_LENGTH_FACTOR * regime_epoch))))
+
+
+def choose_learning_rate(dynamics: dict[float, Dynamics]) -> tuple[float, bool]:
+    """The rate to search at, and whether it reaches the regime (see the module's step 3)."""
+    reached = {rate: d for rate, d in dynamics.items() if d.regime_epoch is not None}
+    pool = reached or dynamics
+    rate = max(pool, key=lambda r: (round(pool[r].val_peak, PEAK_DECIMALS),
+                                    -(pool[r].regime_epoch or math.inf), -r))
+    return rate, bool(reached)
+
+
+# ---------------------------------------------------------------------- the decision (pure)
 def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], cap: int, n_val: int) -> dict[str, Any]:
-    """Turn the calibration runs into the search's choices and figures (pure: tested on its own)."""
-    rows = {}
-    for rate in learning_rates:
-        full, blind = outcomes.get(_label(rate, False)), outcomes.get(_label(rate, True))
-        rows[rate] = {
-            "none_peak": max(smoothed(full.curve())) if full and full.state == "complete" and full.curve() else None,
-            "question_only_peak": max(smoothed(blind.curve())) if blind and blind.state == "complete" and blind.curve() else None,
-            "none_curve": [round(v, 4) for v in full.curve()] if full else [],
-            "error": (full.error if full and full.state != "complete" else None),
-        }
-    trained = {rate: row for rate, row in rows.items() if row["none_peak"] is not None}
-    if not trained:
-        errors = "; ".join(f"lr {rate:g}: {row['error']}" for rate, row in rows.items())
+    """Turn the calibration runs into the search's choices and figures (pure: tested on its own).
+
+    Raises `AutoaugError` only when no ``none`` run trained at all; the refusals that ``--force`` can
+    override are decided from the record by `refusal`."""
+    full = {rate: outcomes.get(_label(rate, False)) for rate in learning_rates}
+    blind = {rate: outcomes.get(_label(rate, True)) for rate in learning_rates}
+    dynamics = {rate: Dynamics(tuple(run.curve(TRAIN_ACCURACY)), tuple(run.curve()))
+                for rate, run in full.items() if _trained(run)}
+    if not dynamics:
+        errors = "; ".join(f"lr {rate:g}: {_error(run)}" for rate, run in full.items())
         raise AutoaugError(f"calibration: no learning rate trained ({errors})")
-    # highest peak; a tie goes to the smaller rate (the gentler one)
-    rate = max(trained, key=lambda r: (round(trained[r]["none_peak"], 6), -r))
-    curve = outcomes[_label(rate, False)].curve()
-    plateau = plateau_epoch(curve, n_val)
-    none_score = trained[rate]["none_peak"]
-    blind_scores = [row["question_only_peak"] for row in rows.values() if row["question_only_peak"] is not None]
-    question_only = max(blind_scores) if blind_scores else None
-    margin_needed = None
-    if question_only is not None:
-        margin_needed = max(MIN_IMAGE_MARGIN, 2 * math.sqrt(binomial_se(none_score, n_val) ** 2
-                                                             + binomial_se(question_only, n_val) ** 2))
+    rate, reached = choose_learning_rate(dynamics)
+    chosen = dynamics[rate]
+    blind_peaks = {r: max(smoothed(run.curve())) for r, run in blind.items() if _trained(run)}
+    none_score = chosen.val_peak
+    question_only = max(blind_peaks.values()) if blind_peaks else None
+    margin_needed = None if question_only is None else max(
+        MIN_IMAGE_MARGIN, 2 * math.sqrt(binomial_se(none_score, n_val) ** 2 + binomial_se(question_only, n_val) ** 2))
+    regime_epoch = chosen.regime_epoch if reached else None
+    trials = trial_length(regime_epoch, cap)
+    by_rate = {}
+    for r in learning_rates:
+        row = dynamics[r].row() if r in dynamics else {"val_peak": None, "regime": None, "regime_epoch": None}
+        by_rate[f"{r:g}"] = {**row, "question_only_peak": _round(blind_peaks.get(r)),
+                             "error": None if r in dynamics else _error(full[r]),
+                             "question_only_error": None if r in blind_peaks else _error(blind[r])}
     return {
+        "settings": {"learning_rates": [float(r) for r in learning_rates], "max_epochs": cap},
         "learning_rate": rate,
-        "learning_rates": {f"{r:g}": (None if row["none_peak"] is None else round(row["none_peak"], 4))
-                           for r, row in rows.items()},
-        "question_only_by_learning_rate": {f"{r:g}": (None if row["question_only_peak"] is None else round(row["question_only_peak"], 4))
-                                           for r, row in rows.items()},
-        "none_val_curve": [round(v, 4) for v in curve],
+        "reaches_regime": reached,
+        "regime": chosen.regime if reached else None,
+        "regime_epoch": regime_epoch,
+        # the ASHA grace period (read under this name by the trials stage): the regime epoch, or the
+        # whole trial (no rung) when `none` never reached it
+        "plateau_epoch": regime_epoch if regime_epoch is not None else trials,
+        "trial_epochs": trials,
         "calibration_epochs": cap,
-        "plateau_epoch": plateau,
-        "trial_epochs": trial_length(plateau, cap),
+        "thresholds": {"gap_open": GAP_OPEN, "val_decline": VAL_DECLINE, "fit_accuracy": FIT_ACCURACY,
+                       "trial_length_factor": TRIAL_LENGTH_FACTOR, "min_trial_epochs": MIN_TRIAL_EPOCHS,
+                       "smoothing_epochs": SMOOTHING_EPOCHS},
+        "by_learning_rate": by_rate,
+        "learning_rates": {f"{r:g}": by_rate[f"{r:g}"]["val_peak"] for r in learning_rates},
+        "question_only_by_learning_rate": {f"{r:g}": by_rate[f"{r:g}"]["question_only_peak"] for r in learning_rates},
+        "none_val_curve": _curve(chosen.val),
+        "none_train_curve": _curve(chosen.train),
+        "curves": {_label(r, b).removeprefix("calibration "): {METRIC: _curve(run.curve()),
+                                                               TRAIN_ACCURACY: _curve(run.curve(TRAIN_ACCURACY))}
+                   for r in learning_rates for b, run in ((False, full[r]), (True, blind[r])) if run is not None},
         "none_val_accuracy": round(none_score, 4),
-        "question_only_val_accuracy": None if question_only is None else round(question_only, 4),
+        "none_at_end": {key: _round(value) for key, value in chosen.at_end().items()},
+        "question_only_val_accuracy": _round(question_only),
         "image_margin": None if question_only is None else round(none_score - question_only, 4),
-        "image_margin_needed": None if margin_needed is None else round(margin_needed, 4),
-        "uses_images": question_only is None or none_score - question_only >= margin_needed,
+        "image_margin_needed": _round(margin_needed),
+        # None: unknown (every question-only run failed); `refusal` stops the search on it
+        "uses_images": None if question_only is None else none_score - question_only >= margin_needed,
         "val_examples": n_val,
     }
 
 
-def _label(rate: float, question_only: bool) -> str:
-    return f"calibration {'question-only' if question_only else 'none'} lr={rate:g}"
+def refusal(record: dict) -> Optional[AutoaugError]:
+    """The error that stops the search on this calibration unless ``--force`` (None: go on).
+    Underfitting first (see the module's step 5); a record from before these checks never refuses."""
+    if record.get("reaches_regime") is False:
+        return NoneUnderfits(underfit_message(record))
+    if record.get("uses_images", True) is None:
+        return ImageCheckFailed(question_only_failed_message(record))
+    return None
 
 
-def calibrate(context: SearchContext, learning_rates: tuple[float, ...], cap: int) -> dict[str, Any]:
-    """Run (or, on resume, reuse) the calibration of this study; returns the ``calibration`` record."""
-    study = context.study
-    recorded = study.user_attrs.get(CALIBRATION_ATTR)
-    if recorded is not None:
-        return recorded
-    specs = [RunSpec(role="calibration", label=_label(rate, blind), policy="none", learning_rate=rate,
-                     epochs=cap, question_only=blind)
-             for rate in learning_rates for blind in (False, True)]
-    outcomes = run_specs(context, "calibration", specs)
-    record = decide(outcomes, learning_rates, cap, n_val=len(context.prepared.splits["val"]))
-    record["seconds"] = round(context.stage_seconds.get("calibration", 0.0), 1)
-    study.set_user_attr(CALIBRATION_ATTR, record)
-    _log(context, record, outcomes)
-    return record
+def underfit_message(record: dict) -> str:
+    cap = record["calibration_epochs"]
+    rates = [float(r) for r in record["settings"]["learning_rates"]]
+    states = []
+    for rate, row in record["by_learning_rate"].items():
+        if row.get("val_peak") is None:
+            states.append(f"lr {rate}: failed")
+            continue
+        rising = ", val still rising" if row["val_rising_at_end"] else ""
+        gap = "n/a" if row["gap_at_end"] is None else f"{row['gap_at_end']:+.3f}"
+        train = "n/a" if row["train_accuracy_at_end"] is None else f"{row['train_accuracy_at_end']:.3f}"
+        states.append(f"lr {rate}: train {train}, val {row['val_accuracy_at_end']:.3f}, gap {gap}{rising}")
+    return (f"calibration: with no augmentation the model still underfits after {cap} epochs at every learning "
+            f"rate ({'; '.join(states)}) — it never reaches a train-val gap of {GAP_OPEN:.2f} or train accuracy "
+            f"{FIT_ACCURACY:.2f}, and validation never peaks, so no augmentation can help yet and a search would rank "
+            f"noise. Try: a longer calibration (--max-epochs {2 * cap}, with a new --name), larger learning rates "
+            f"(--learning-rates {','.join(_rate_text(r) for r in _larger_rates(rates))}); --force searches anyway "
+            f"with {cap}-epoch trials.")
 
 
-def _log(context: SearchContext, record: dict, outcomes: dict[str, RunOutcome]) -> None:
-    """The calibration child run (each run's validation curve by epoch) and the parent's summary."""
-    import json
-
-    from mlflow.entities import Metric, Param
-
-    client = context.client
-    run = client.create_run(context.experiment_id, run_name="calibration",
-                            tags={PARENT_TAG: context.parent, ROLE_TAG: ROLE_CALIBRATION, STUDY_TAG: context.request.name})
-    run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    metrics = []
-    for label, outcome in outcomes.items():
-        key = label.replace("calibration ", "").replace(" ", ".").replace("=", "_")
-        for epoch, value in enumerate(outcome.curve(), start=1):
-            metrics.append(Metric(f"{key}.{METRIC}", value, now, epoch))
-    for start in range(0, len(metrics), 900):
-        client.log_batch(run_id, metrics=metrics[start:start + 900])
-    scalars = {key: value for key, value in record.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    client.log_batch(run_id, params=[Param(f"chosen.{key}", str(value)) for key, value in scalars.items()])
-    client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "calibration.json")
-    client.set_terminated(run_id, "FINISHED")
-    client.log_batch(context.parent, params=[Param(f"calibration.{key}", str(record[key]))
-                                              for key in ("learning_rate", "trial_epochs", "plateau_epoch")],
-                     metrics=[Metric(f"calibration.{key}", float(record[key]), now, 0)
-                              for key in ("none_val_accuracy", "question_only_val_accuracy", "image_margin")
-                              if record.get(key) is not None])
+def question_only_failed_message(record: dict) -> str:
+    reasons = "; ".join(f"lr {rate}: {row.get('question_only_error') or 'no result'}"
+                        for rate, row in record["by_learning_rate"].items())
+    return (f"calibration: every question-only run (images replaced by grey) failed ({reasons}), so whether the "
+            f"model uses the images is unknown. Fix the cause and rerun, or --force searches anyway.")
 
 
 def refusal_message(record: dict) -> str:
@@ -166,3 +310,129 @@ def refusal_message(record: dict) -> str:
             f"{record['image_margin_needed']:.3f}. A search would rank noise. Try: more training examples, a "
             f"longer calibration (--max-epochs), other learning rates (--learning-rates), checking that the "
             f"images decode and match their questions; --force searches anyway.")
+
+
+# ---------------------------------------------------------------------- resume
+def recorded_settings(record: dict) -> tuple[tuple[str, ...], Optional[int]]:
+    """The learning rates (as canonical text, sorted) and budget a record was made with; records from
+    before ``settings`` existed carry them in ``learning_rates``' keys and ``calibration_epochs``."""
+    settings = record.get("settings")
+    rates = settings["learning_rates"] if settings else [float(r) for r in record.get("learning_rates", {})]
+    cap = settings["max_epochs"] if settings else record.get("calibration_epochs")
+    return _rate_key(rates), cap
+
+
+def reuse_recorded(record: Optional[dict], learning_rates: tuple[float, ...], cap: int, n_trials: int,
+                   study_name: str) -> bool:
+    """Whether a resumed search reuses the stored calibration (True), or calibrates (again) (False).
+
+    A record made with other learning rates or another budget is replaced when the study has no trial
+    yet (nothing was trained at its settings, e.g. the search stopped at a calibration refusal); with
+    trials it raises `CalibrationSettingsChanged`: they ran at the recorded settings."""
+    if record is None:
+        return False
+    rates, recorded_cap = recorded_settings(record)
+    if rates == _rate_key(learning_rates) and recorded_cap == cap:
+        return True
+    if n_trials == 0:
+        return False
+    raise CalibrationSettingsChanged(
+        f"--learning-rates {','.join(_rate_key(learning_rates))} --max-epochs {cap}: study {study_name} was "
+        f"calibrated with --learning-rates {','.join(rates)} --max-epochs {recorded_cap} and {n_trials} trial(s) "
+        f"ran at its settings; resume it with those or choose another --name (its trials and calibration are kept)")
+
+
+# ---------------------------------------------------------------------- the stage
+def _label(rate: float, question_only: bool) -> str:
+    return f"calibration {'question-only' if question_only else 'none'} lr={rate:g}"
+
+
+def calibrate(context: SearchContext, learning_rates: tuple[float, ...], cap: int) -> dict[str, Any]:
+    """Run (or, on resume, reuse) the calibration of this study; returns the ``calibration`` record.
+    Raises `NoneUnderfits` / `ImageCheckFailed` (after storing the record) unless ``--force``."""
+    study = context.study
+    record = study.user_attrs.get(CALIBRATION_ATTR)
+    if not reuse_recorded(record, learning_rates, cap, len(study.get_trials(deepcopy=False)), context.request.name):
+        specs = [RunSpec(role="calibration", label=_label(rate, blind), policy="none", learning_rate=rate,
+                         epochs=cap, question_only=blind)
+                 for rate in learning_rates for blind in (False, True)]
+        outcomes = run_specs(context, "calibration", specs)
+        record = decide(outcomes, learning_rates, cap, n_val=len(context.prepared.splits["val"]))
+        record["seconds"] = round(context.stage_seconds.get("calibration", 0.0), 1)
+        study.set_user_attr(CALIBRATION_ATTR, record)
+        _log(context, record, outcomes)
+    error = refusal(record)
+    if error is not None and not context.request.force:
+        raise error
+    return record
+
+
+def _log(context: SearchContext, record: dict, outcomes: dict[str, RunOutcome]) -> None:
+    """The calibration child run (each run's validation and train curve by epoch) and the parent's summary.
+
+    The parent gets the choices as tags and the figures as metrics, both of which a recalibration (a
+    resume with other ``--learning-rates``) may overwrite; MLflow params could not be changed."""
+    import json
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = context.client
+    run = client.create_run(context.experiment_id, run_name="calibration",
+                            tags={PARENT_TAG: context.parent, ROLE_TAG: ROLE_CALIBRATION, STUDY_TAG: context.request.name})
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    metrics = []
+    for label, outcome in outcomes.items():
+        key = label.replace("calibration ", "").replace(" ", ".").replace("=", "_")
+        for metric in (METRIC, TRAIN_ACCURACY):
+            metrics.extend(Metric(f"{key}.{metric}", value, now, epoch)
+                           for epoch, value in enumerate(outcome.curve(metric), start=1))
+    for start in range(0, len(metrics), 900):
+        client.log_batch(run_id, metrics=metrics[start:start + 900])
+    scalars = {key: value for key, value in record.items()
+               if isinstance(value, (int, float, str)) and not isinstance(value, bool)}
+    client.log_batch(run_id, params=[Param(f"chosen.{key}", str(value)) for key, value in scalars.items()])
+    client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "calibration.json")
+    client.set_terminated(run_id, "FINISHED")
+    client.log_batch(context.parent,
+                     tags=[RunTag(f"calibration.{key}", str(record[key]))
+                           for key in ("learning_rate", "trial_epochs", "regime_epoch", "regime", "reaches_regime")],
+                     metrics=[Metric(f"calibration.{key}", float(record[key]), now, 0)
+                              for key in ("none_val_accuracy", "question_only_val_accuracy", "image_margin")
+                              if record.get(key) is not None])
+
+
+# ---------------------------------------------------------------------- small helpers
+def _trained(run: Optional[RunOutcome]) -> bool:
+    return run is not None and run.state == "complete" and bool(run.curve())
+
+
+def _error(run: Optional[RunOutcome]) -> str:
+    if run is None:
+        return "never ran"
+    return run.error or ("no validation result" if run.state == "complete" else f"the run {run.state}")
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 4)
+
+
+def _curve(values) -> list[float]:
+    return [round(float(v), 4) for v in values]
+
+
+def _rate_key(rates) -> tuple[str, ...]:
+    return tuple(sorted({f"{float(r):.6g}" for r in rates}, key=float))
+
+
+def _rate_text(rate: float) -> str:
+    mantissa, exponent = f"{rate:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _larger_rates(rates: list[float]) -> list[float]:
+    """The grid moved up: its upper rates plus the next half-decade (3e-4,1e-3,3e-3 → 1e-3,3e-3,1e-2)."""
+    top = max(rates)
+    upper = sorted(rates)[1:] if len(rates) > 1 else [top]
+    nearest = round(math.log10(top) * 2) / 2
+    return upper + [10 ** (nearest + 0.5)]
