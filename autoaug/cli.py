@@ -208,13 +208,16 @@ def search(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training (all trials share it: same init, same data order)."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data (built-in task generation, split of data without one)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Calibration length: the longest trial considered (without calibration: the trial length). Default: the training default."),
-    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Fix the learning rate instead of calibrating it."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Fix the learning rate: calibration then trains only at this rate (trial length, image check), and trials, confirmation and train --from-search use it."),
     learning_rates: str = typer.Option("3e-4,1e-3,3e-3", "--learning-rates", help="Learning rates the calibration tries (comma-separated)."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Calibrate learning rate, trial length and the image check on `none` first."),
     force: bool = typer.Option(False, "--force", help="Search even when calibration finds the model does not use the images."),
     confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="Retrain the best candidates, none and the best preset on fresh seeds before export."),
     confirm_top_k: int = typer.Option(3, "--confirm-top-k", help="Searched trials the confirmation retrains."),
     confirm_seeds: int = typer.Option(3, "--confirm-seeds", help="Fresh seeds per confirmed candidate (>= 2)."),
+    confirm_holdout: bool = typer.Option(True, "--confirm-holdout/--no-confirm-holdout", help="Confirm on a held-out part of the validation split that calibration, trials and their ranking never see (--no-confirm-holdout: on the same validation examples)."),
+    confirm_fraction: float = typer.Option(0.5, "--confirm-fraction", help="The held-out part's share of the validation examples, in (0, 1)."),
+    screen: bool = typer.Option(True, "--screen/--no-screen", help="Before the sampler, try every op of the space alone against none (one trial each) and search combinations of those not clearly harmful."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run every preset as a trial of the study."),
     reuse_workers: bool = typer.Option(True, "--reuse-workers/--no-reuse-workers", help="Keep each slot's worker process from trial to trial."),
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="Model: the built-in tiny VLM (default), llava-tiny, or a local Hugging Face LLaVA checkpoint folder."),
@@ -238,7 +241,8 @@ def search(
                             tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines,
                             data_seed=data_seed, learning_rate=learning_rate, learning_rates=rates,
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
-                            confirm_seeds=confirm_seeds, reuse_workers=reuse_workers, model=model,
+                            confirm_seeds=confirm_seeds, confirm_holdout=confirm_holdout,
+                            confirm_fraction=confirm_fraction, screen=screen, reuse_workers=reuse_workers, model=model,
                             max_failures=max_failures)
     result = run_search(request, console=stderr)
     if result.get("error"):  # every searched trial failed: no best policy, exit 1 with the first error
@@ -254,10 +258,7 @@ def search(
         stderr.print(f"  baseline {label}: val accuracy {value if value is None else round(value, 4)}")
     if result.get("calibration"):
         calibration = result["calibration"]
-        stderr.print(f"calibration: learning rate {calibration['learning_rate']:g}, trials of "
-                     f"{calibration['trial_epochs']} epochs (none stops rising at epoch {calibration['plateau_epoch']}); "
-                     f"val accuracy none {calibration['none_val_accuracy']:.3f} vs question-only "
-                     f"{calibration['question_only_val_accuracy']:.3f}")
+        stderr.print(_calibration_line(calibration), highlight=False)
     if result.get("confirmation"):
         _print_confirmation(result["confirmation"])
     stderr.print(f"best policy: {result['best_policy_path']}")
@@ -268,6 +269,22 @@ def search(
                  f"--out {name}-report.html", soft_wrap=True, highlight=False)
     if as_json:
         emit_json(result)
+
+
+def _calibration_line(calibration: dict) -> str:
+    """One line: the calibrated rate and length, why that length, and the image check's two numbers."""
+    def score(value) -> str:
+        return "failed" if value is None else f"{value:.3f}"
+
+    if calibration.get("regime_epoch") is not None:
+        why = f"none's {calibration['regime']} signal at epoch {calibration['regime_epoch']}"
+    elif calibration.get("reaches_regime") is False:
+        why = "none never reached the overfitting regime within the budget (--force)"
+    else:  # a record from before the regime rule
+        why = f"none stops rising at epoch {calibration.get('plateau_epoch')}"
+    return (f"calibration: learning rate {calibration['learning_rate']:g}, trials of {calibration['trial_epochs']} "
+            f"epochs ({why}); val accuracy none {score(calibration.get('none_val_accuracy'))} vs question-only "
+            f"{score(calibration.get('question_only_val_accuracy'))}")
 
 
 def _print_confirmation(record: dict) -> None:

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from autoaug.errors import AutoaugInputError
 from autoaug.search.baselines import run_baselines
-from autoaug.search.calibration import ImageSignalMissing, calibrate, refusal_message
+from autoaug.search.calibration import ImageSignalMissing, calibrate, refusal_message, reuse_recorded
 from autoaug.search.cluster import check_address, runtime_env, slot_count, start_ray
 from autoaug.search.confirmation import confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.export import export_search
 from autoaug.search.mlflow_runs import close_orphan_runs, parent_run
-from autoaug.search.record_schema import SEARCH_SECONDS, experiment_name
+from autoaug.search.record_schema import CALIBRATION_ATTR, CONFIRM_SPLIT_ATTR, SEARCH_SECONDS, experiment_name
 from autoaug.search.request import SearchRequest
 from autoaug.search.samplers import sampler_kind
 from autoaug.search.searched import run_searched_trials
@@ -65,6 +65,10 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
         # re-read (a relative path, or a file edited mid-search, cannot change what later trials train on).
         # Before any store is opened: bad data or a bad --model must leave the workdir untouched.
         prepared = prepare_task(request.task, request.data, request.data_seed, request.task_options, model=request.model)
+        if request.confirm and request.confirm_holdout and request.objectives == 1:
+            # the verdict is made on examples that chose nothing: calibration, trials and their ranking
+            # validate on the rest (same data seed, same carve: a resumed search confirms on the same part)
+            prepared = prepared.with_confirm_split(request.confirm_fraction, seed=request.data_seed)
         storage = optuna_storage(locations.optuna_url)
     except BaseException:
         if not workdir_existed:  # a refused search leaves no empty --workdir behind
@@ -74,6 +78,31 @@ def run_search(request: SearchRequest, console=None) -> dict[str, Any]:
     # the study, so it can never mistake the first one's running trials for a dead driver's.
     with study_lock(locations.optuna_url, request.name):
         return _run_locked(request, space, locations, storage, prepared, console)
+
+
+def _calibration_rates(request: SearchRequest) -> tuple[float, ...]:
+    """The rates calibration tries. ``--learning-rate`` fixes the rate: calibration runs only it (trial
+    length, image check), so the trials, the record and `train --from-search` all use the rate the
+    trials ran at."""
+    return (request.learning_rate,) if request.learning_rate else tuple(request.learning_rates)
+
+
+def _check_confirm_split(study, prepared) -> Optional[dict]:
+    """The held-out confirm part (fraction, seed, sizes), recorded on the study when it is first carved;
+    a resume that would carve another part (a changed --confirm-fraction or holdout setting) is
+    refused: the finished runs on one part cannot be judged with runs on another."""
+    record = prepared.confirm_record
+    current = None if record is None else {key: record[key] for key in ("fraction", "seed", "val", "confirm")}
+    recorded = study.user_attrs.get(CONFIRM_SPLIT_ATTR, "unset")
+    if recorded == "unset":
+        study.set_user_attr(CONFIRM_SPLIT_ATTR, current)
+    elif recorded != current:
+        def describe(split):
+            return "no held-out part" if split is None else f"a held-out part of {split['fraction']:g} ({split['confirm']} examples)"
+        raise AutoaugInputError(f"--name {study.study_name}: this search confirms on {describe(recorded)}, the command asks "
+                                f"for {describe(current)}; run it as it started (--confirm-fraction / --confirm-holdout) "
+                                "or under a new --name")
+    return current
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -97,6 +126,10 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     """`run_search` once this driver holds the study."""
     study = open_search_study(storage, request, space, request.objectives)
     check_data_fingerprint(study, request, prepared.fingerprint)
+    confirm_split = _check_confirm_split(study, prepared)
+    if request.calibrate:  # a resume with other calibration settings is refused before Ray and MLflow start
+        reuse_recorded(study.user_attrs.get(CALIBRATION_ATTR), _calibration_rates(request), request.max_epochs,
+                       len(study.get_trials(deepcopy=False)), request.name)
     cleaned = fail_stale_trials(study)
     experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, experiment_name(request.name))
     start_ray(request.address, runtime_env(request))
@@ -118,7 +151,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     status = "FAILED"
     try:
         if request.calibrate:
-            calibration = calibrate(context, tuple(request.learning_rates), request.max_epochs)
+            calibration = calibrate(context, _calibration_rates(request), request.max_epochs)
             if not calibration["uses_images"] and not request.force:
                 raise ImageSignalMissing(refusal_message(calibration))
             context = context.with_settings(learning_rate=request.learning_rate or calibration["learning_rate"],
@@ -147,6 +180,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     result["cost"] = context.accounting.summary(context.stage_seconds, slot_count(request), request.cpus_per_trial)
     result["calibration"] = calibration
     result["confirmation"] = public_confirmation(confirmation)
+    result["confirm_split"] = confirm_split
     result["learning_rate"] = context.settings.learning_rate
     result["trial_epochs"] = context.settings.max_epochs
     client.log_metric(parent, SEARCH_SECONDS, result["seconds"])

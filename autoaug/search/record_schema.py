@@ -34,6 +34,7 @@ CALIBRATION_ATTR = "calibration"
 CONFIRMATION_ATTR = "confirmation"
 CONFIRMATION_RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps them
 DATA_FINGERPRINT_ATTR = "data_fingerprint"
+CONFIRM_SPLIT_ATTR = "confirm_split"  # the held-out confirm part {fraction, seed, val, confirm} (None: no part)
 DATA_SOURCE_ATTR = "data_source"
 # what the search was (set when the study is created; a resume must match the first four)
 SPACE_HASH_ATTR = "space_hash"

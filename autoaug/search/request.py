@@ -50,6 +50,9 @@ class SearchRequest:
     confirm: bool = True
     confirm_top_k: int = 3
     confirm_seeds: int = 3
+    confirm_holdout: bool = True  # confirm on a part of validation that calibration, trials and ranking never saw
+    confirm_fraction: float = 0.5  # that part's share of the validation examples
+    screen: bool = True  # every op of the space alone before the sampler (autoaug.search.screen)
     reuse_workers: bool = True
     model: Optional[str] = None  # --model: None is the built-in tiny VLM (autoaug.trainers.hf_vlm)
     max_failures: int = 0  # --max-failures: retries of a trial that failed (worker lost, error) before it counts failed
@@ -77,6 +80,9 @@ class SearchRequest:
             raise ParameterError("confirm_top_k", f"expected >= 1 candidate, got {self.confirm_top_k}")
         if self.confirm and self.confirm_seeds < 2:
             raise ParameterError("confirm_seeds", f"expected >= 2 seeds (a standard error needs two), got {self.confirm_seeds}")
+        if self.confirm and self.confirm_holdout and not (isinstance(self.confirm_fraction, (int, float))
+                                                         and 0.0 < self.confirm_fraction < 1.0):
+            raise ParameterError("confirm_fraction", f"expected a fraction in (0, 1), got {self.confirm_fraction}")
         if not isinstance(self.max_failures, int) or self.max_failures < 0:
             raise ParameterError("max_failures", f"expected a non-negative integer, got {self.max_failures}")
         if self.data_seed < 0:
