@@ -13,8 +13,9 @@ import warnings
 import optuna
 import pytest
 
-from autoaug.search.samplers import (SAMPLERS, ConditionalNSGAII, SamplerKind, SearchedIntersection, cmaes_coverage,
-                                     gene_of, make_sampler, register_sampler, sampler_kind)
+from autoaug.search.samplers import (SAMPLERS, ConditionalNSGAII, SamplerKind, SearchedOnly, SearchedStudyView,
+                                     cmaes_coverage, gene_of, make_sampler, register_sampler, sampler_kind,
+                                     tpe_startup_trials)
 from autoaug.search.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,9 +143,10 @@ def test_cmaes_models_the_numeric_parameters_every_trial_has_even_with_baselines
         study.tell(trial, score(space.policy_data(trial.params)))
     relative = study.sampler.infer_relative_search_space(study, study.trials[-1])
     assert sorted(relative) == modelled
-    # Optuna's own intersection counts the baseline: it models nothing
+    # on the study itself Optuna's intersection counts the baseline and models nothing: what
+    # `SearchedStudyView` spares CMA-ES (an unwrapped CMA-ES would be random search here)
     assert optuna.search_space.IntersectionSearchSpace().calculate(study) == {}
-    assert sorted(SearchedIntersection().calculate(study)) != []
+    assert set(modelled) <= set(optuna.search_space.IntersectionSearchSpace().calculate(SearchedStudyView(study)))
 
 
 def test_cmaes_refuses_a_space_it_cannot_model():
@@ -237,8 +239,99 @@ def test_private_optuna_routes_still_exist():
     assert _dominates(better, worse, study.directions) and not _dominates(worse, better, study.directions)
 
     space = load_space("vlm_default")
-    cmaes = make_sampler("cmaes", space, 0, 8)
-    assert isinstance(cmaes._search_space, SearchedIntersection)
-    nsga2 = make_sampler("nsga2", space, 0, 8)
+    nsga2 = make_sampler("nsga2", space, 0, 8).inner
     assert isinstance(nsga2, ConditionalNSGAII) and nsga2._child_generation_strategy._rng is nsga2._rng
     assert hasattr(nsga2._rng, "rng")  # GeneCrossover draws from the sampler's seeded RandomState
+
+
+# ---------------------------------------------------------------------- baselines never reach a sampler
+def toy_suggest(trial) -> None:
+    """A conditional space whose proposals depend on nothing but the sampler (the policy spaces order
+    their ops by trial number, which baselines shift)."""
+    trial.suggest_float("x", 0.0, 1.0)
+    if trial.suggest_categorical("k", ["a", "b"]) == "a":
+        trial.suggest_float("a.p", 0.0, 1.0)
+
+
+def toy_value(params: dict) -> float:
+    return -(params["x"] - 0.3) ** 2 + (0.2 if params["k"] == "a" else 0.0) - abs(params.get("a.p", 0.5) - 0.7)
+
+
+def toy_proposals(sampler, baselines: int, objectives: int, count: int = 14) -> list[dict]:
+    """What ``sampler`` proposes over ``count`` trials of the toy space, after ``baselines`` baseline
+    trials that score higher than any searched trial can (so they would win every "good" set)."""
+    study = optuna.create_study(directions=["maximize"] * objectives, sampler=sampler)
+    for index in range(baselines):
+        study.add_trial(optuna.trial.create_trial(values=[10.0] * objectives,
+                                                  user_attrs={"autoaug_baseline": f"preset{index}"}))
+    proposed = []
+    for _ in range(count):
+        trial = study.ask()
+        toy_suggest(trial)
+        proposed.append(dict(trial.params))
+        study.tell(trial, [toy_value(trial.params)] * objectives)
+    return proposed
+
+
+# cmaes and grid are left out: Optuna seeds CMA-ES per trial by the trial's number and numbers a grid
+# point by it, and six baselines shift every number (their own checks: the CMA-ES intersection test
+# above, and the grid coverage test).
+@pytest.mark.parametrize("name", ["tpe", "random", "nsga2"])
+def test_baselines_change_no_proposal_of_the_sampler(name):
+    """Six baselines (the default presets) in the study, scoring above every searched trial, change
+    nothing a sampler proposes for the same seed.
+
+    Catches: TPE counting baselines toward ``n_startup_trials`` and putting them in its "good" set
+    (Optuna's TPE on the raw study, the old wiring: the proposals differ from the 5th trial on); and
+    a view that *drops* baselines from the trial list (NSGA-II indexes that list by trial number:
+    IndexError)."""
+    kind = sampler_kind(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        without = toy_proposals(make_sampler(name, None, 0, 16), 0, kind.objectives)
+        with_baselines = toy_proposals(make_sampler(name, None, 0, 16), 6, kind.objectives)
+    assert with_baselines == without
+
+
+def test_unwrapped_tpe_is_moved_by_baselines():
+    """The check above can fail: Optuna's TPE given the raw study proposes otherwise with baselines."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = sampler_kind("tpe").build(None, 0, 16)
+        assert toy_proposals(raw, 6, 1) != toy_proposals(sampler_kind("tpe").build(None, 0, 16), 0, 1)
+
+
+def test_every_sampler_is_wrapped_and_sees_baselines_as_failed_trials():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=10.0, user_attrs={"autoaug_baseline": "none"}))
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={"x": 0.2},
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    view = SearchedStudyView(study)
+    complete = optuna.trial.TrialState.COMPLETE
+    # every route a sampler reads trials by; numbers keep their places (Optuna indexes by them)
+    for trials in (view._get_trials(deepcopy=False, use_cache=True), view.get_trials(), view.trials):
+        assert [(t.number, t.state) for t in trials] == [(0, optuna.trial.TrialState.FAIL), (1, complete)]
+    assert [t.number for t in view._get_trials(states=(complete,))] == [1]
+    assert study.trials[0].state == complete and study.trials[0].value == 10.0  # the study itself is untouched
+    assert view.directions == study.directions and view._study_id == study._study_id
+    for name in SAMPLERS:
+        space = load_space("randaugment" if name == "grid" else "vlm_default")
+        assert isinstance(make_sampler(name, space, 0, 12), SearchedOnly)
+
+
+# ---------------------------------------------------------------------- TPE's budget-sized startup
+def test_tpe_startup_is_a_quarter_of_the_budget_between_4_and_10():
+    assert [tpe_startup_trials(n) for n in (1, 12, 16, 24, 40, 200)] == [4, 4, 4, 6, 10, 10]
+    tpe = make_sampler("tpe", None, 0, 24).inner
+    assert tpe._n_startup_trials == 6 and tpe._constant_liar  # constant liar: parallel proposals spread out
+
+
+def test_tpe_models_after_its_startup_trials():
+    """With a budget of 12, TPE's first 4 proposals are its random sampler's draws and the 5th is
+    modelled. Catches Optuna's default of 10 startup trials (the 5th would still be random)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tpe = toy_proposals(make_sampler("tpe", None, 7, 12), 0, 1, count=5)
+        random_draws = toy_proposals(optuna.samplers.RandomSampler(seed=7), 0, 1, count=5)
+    assert tpe[:4] == random_draws[:4]
+    assert tpe[4] != random_draws[4]

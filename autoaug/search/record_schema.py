@@ -18,7 +18,7 @@ SEARCH_SECONDS = "search_seconds"  # on the parent run, once per driver session
 EPOCH_METRICS = (METRIC, VAL_LOSS, TRAIN_LOSS, TRAIN_ACCURACY, ROBUST_METRIC, EPOCH_SECONDS)  # per-epoch MLflow metrics
 
 # ---------------------------------------------------------------------- Optuna trial user attributes
-STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed: Ray tells Optuna COMPLETE for both
+STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed; early-stopped trials are also PRUNED in Optuna
 POLICY_ATTR = "autoaug_policy"  # the policy the trial ran, as a dict (what export writes)
 BASELINE_ATTR = "autoaug_baseline"  # the preset name, on baseline trials only
 ERROR_ATTR = "autoaug_error"  # the one-line reason a trial failed

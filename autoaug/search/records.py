@@ -1,8 +1,10 @@
 """Records of a search, written from the Tune driver (never from workers, so SQLite has one writer).
 
 - `RecordingOptunaSearch`: Ray's Optuna searcher that also stores, on each Optuna trial, the policy
-  it ran and how it ended (``complete``, ``pruned`` = stopped early by ASHA, ``failed``): Ray tells
-  Optuna "COMPLETE" for early-stopped trials, and our result distinguishes them.
+  it ran and how it ended (``complete``, ``pruned`` = stopped early by ASHA, ``failed``). A trial
+  stopped early reaches Optuna as PRUNED, its last value an intermediate value at the epoch it was
+  stopped (Ray would tell Optuna COMPLETE with that value: the sampler would learn that a policy cut
+  at a rung is as good as its rung value, and that trial could be exported as best).
 - `MlflowRecorder`: one child run per trial nested under the search's parent run (the
   ``mlflow.parentRunId`` tag; Ray's own MLflow logger has no parent option), with the policy's
   flattened params, every epoch's metrics, the policy YAML and the trial's state.
@@ -16,6 +18,7 @@ import math
 import time
 from typing import Any, Callable, Optional
 
+from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
@@ -53,6 +56,7 @@ class RecordingOptunaSearch(OptunaSearch):
         # which the driver's MlflowRecorder holds (`MlflowRecorder.error_of`).
         self.error_of: Callable[[str], Optional[str]] = lambda trial_id: None
         self._retries: dict[str, list[str]] = {}
+        self._reported: dict[str, set[int]] = {}  # epochs each trial reported to Optuna (one value per step)
 
     def record_retry(self, trial_id: str, reason: str) -> None:
         """A failed attempt that Tune retries (``--max-failures``): its reason, kept on the Optuna trial."""
@@ -82,18 +86,41 @@ class RecordingOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(POLICY_ATTR, policy.to_dict())
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """An intermediate report (an ASHA rung): Optuna's intermediate value at the trial's *epoch*
+        (Ray's own searcher files it under Tune's report count, which is not an epoch here)."""
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return super().on_trial_result(trial_id, result)  # Ray's rules: no intermediate values then
+        self._ot_trials[trial_id].report(result[self.metric], _epoch(result))
+        self._reported.setdefault(trial_id, set()).add(_epoch(result))
+
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and trial_id not in self._completed_trials:
-            if error:
-                state = "failed"
-                ot_trial.set_user_attr(ERROR_ATTR, self.error_of(trial_id) or "trial failed (Ray Tune gave no reason)")
-            elif not result:
-                state = "pruned"
-            else:
-                state = "complete" if result.get("epoch", result.get("training_iteration", 0)) >= self._max_epochs else "pruned"
-            ot_trial.set_user_attr(STATE_ATTR, state)
-        super().on_trial_complete(trial_id, result=result, error=error)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result=result, error=error)  # Ray warns about a repeat
+        if error:
+            state = "failed"
+            ot_trial.set_user_attr(ERROR_ATTR, self.error_of(trial_id) or "trial failed (Ray Tune gave no reason)")
+        elif not result:
+            state = "pruned"
+        else:
+            state = "complete" if _epoch(result) >= self._max_epochs else "pruned"
+        ot_trial.set_user_attr(STATE_ATTR, state)
+        if state != "pruned" or not result:  # Ray's own tell: COMPLETE with values, FAIL, or PRUNED without result
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        # Stopped early: PRUNED, with the value it was stopped at as an intermediate value (one-objective
+        # studies only; Optuna keeps no intermediate values for two). TPE then ranks it below every
+        # complete trial, by that value; it is never a best trial or an export.
+        value = None if isinstance(self.metric, list) else result.get(self.metric)
+        if isinstance(value, (int, float)) and _epoch(result) not in self._reported.get(trial_id, ()):
+            ot_trial.report(value, _epoch(result))
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+def _epoch(result: dict) -> int:
+    """The epoch a Tune result is for (a result without one: Tune's report count)."""
+    return int(result.get("epoch", result.get("training_iteration", 0)))
 
 
 def is_entry_count_metric(key: str) -> bool:

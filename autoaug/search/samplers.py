@@ -18,8 +18,14 @@ What each models (the README's "What each sampler models" is this list):
 - ``grid``: Optuna's grid sampler over a randaugment space's N × M grid; grid points whose trial
   failed are queued again, and the search stops when every point has a finished trial.
 
-Baseline trials (presets added to the study without parameters) are never parents and never shrink
-the space a sampler models: the spaces below are computed over searched trials only.
+Every sampler sees searched trials only (`SearchedOnly`): baseline trials (presets added to the
+study without parameters) count toward no sampler's startup phase, never fill TPE's "good" set,
+never shrink the space a sampler models and are never parents. Each sampler is handed a view of the
+study (`SearchedStudyView`) in whose trial lists a baseline is a failed trial, which every Optuna
+sampler ignores, so this holds for any sampler registered here, whatever it reads.
+
+TPE starts modelling after `tpe_startup_trials` random trials (a quarter of the budget, 4 to 10),
+and proposes with a constant liar (running trials count as bad, so parallel proposals spread out).
 
 Adding a sampler: write its Optuna sampler (here or in a new module) and register a `SamplerKind`
 with `register_sampler` at the end of this file; nothing else names samplers (`SAMPLERS` feeds the
@@ -28,6 +34,7 @@ request's validation and the CLI's help). docs/ARCHITECTURE.md walks through it.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import warnings
@@ -49,32 +56,82 @@ def gene_of(name: str) -> str:
     return name
 
 
-def searched_complete(study) -> list:
-    # `Study._get_trials(use_cache=True)`: samplers call this on every suggestion, and the public
-    # `get_trials` re-reads the storage each time (the cached read is what Optuna's own samplers use);
-    # tests/test_samplers.py::test_private_optuna_routes_still_exist fails if it goes away.
-    return [trial for trial in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
-            if BASELINE_ATTR not in trial.user_attrs]
+def _as_failed(trial):
+    """A baseline as a sampler sees it: the same trial (number, attributes) in state FAIL, without values."""
+    stand_in = copy.copy(trial)
+    stand_in.state = TrialState.FAIL
+    stand_in.values = None
+    return stand_in
 
 
-class SearchedIntersection:
-    """Optuna's intersection search space, over searched trials only: a baseline (a trial without
-    parameters) would otherwise empty the intersection and turn CMA-ES into random search."""
+class SearchedStudyView:
+    """The study as a sampler sees it: the real study in every respect (storage, directions, system
+    attributes, ``stop``) except that each baseline trial appears as a *failed* trial.
 
-    def calculate(self, study, use_cache: bool = False) -> dict:
-        space: Optional[dict] = None
-        for trial in searched_complete(study):
-            if space is None:
-                space = dict(trial.distributions)
-            else:
-                space = {name: dist for name, dist in space.items() if trial.distributions.get(name) == dist}
-        return dict(sorted((space or {}).items()))
+    Failed, not left out: Optuna indexes the unfiltered trial list by trial number (the genetic
+    samplers' generation cache), so every number keeps its place; and every Optuna sampler and search
+    space ignores failed trials — no startup count, no "good" or "bad" set, no parent, no shrinking
+    of the intersection space. Optuna's samplers read trials through ``Study._get_trials`` (TPE,
+    CMA-ES, NSGA-II, the intersection and group search spaces), ``get_trials`` and ``trials``: all
+    three go through the stand-in here. tests/test_samplers.py::test_baselines_change_no_proposal_of_the_sampler
+    fails if a sampler reads trials by another route."""
+
+    def __init__(self, study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
+        # read unfiltered, then filter: a baseline is COMPLETE in the storage and FAIL here
+        trials = [_as_failed(trial) if BASELINE_ATTR in trial.user_attrs else trial
+                  for trial in self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)]
+        return trials if states is None else [trial for trial in trials if trial.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+
+class SearchedOnly(optuna.samplers.BaseSampler):
+    """Wraps the Optuna sampler ``inner`` so that it sees the study through `SearchedStudyView`:
+    whatever ``inner`` reads, baselines count as failed trials. ``make_sampler`` wraps every sampler."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+
+    def __str__(self) -> str:
+        return f"SearchedOnly({self.inner})"
+
+    def infer_relative_search_space(self, study, trial) -> dict:
+        return self.inner.infer_relative_search_space(SearchedStudyView(study), trial)
+
+    def sample_relative(self, study, trial, search_space: dict) -> dict[str, Any]:
+        return self.inner.sample_relative(SearchedStudyView(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name: str, param_distribution) -> Any:
+        return self.inner.sample_independent(SearchedStudyView(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(SearchedStudyView(study), trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(SearchedStudyView(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
 
 
 def searched_union(study) -> dict:
-    """Every parameter any complete searched trial has, with its distribution."""
+    """Every parameter any complete trial of ``study`` has (a sampler's view: searched trials only),
+    with its distribution."""
     space: dict = {}
-    for trial in searched_complete(study):
+    # `Study._get_trials(use_cache=True)`: samplers call this on every suggestion, and the public
+    # `get_trials` re-reads the storage each time (the cached read is what Optuna's own samplers use).
+    for trial in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True):
         space.update(trial.distributions)
     return dict(sorted(space.items()))
 
@@ -100,7 +157,7 @@ class GeneCrossover:
         from optuna.study._multi_objective import _dominates
 
         rng = self._rng.rng
-        population = [trial for trial in parent_population if BASELINE_ATTR not in trial.user_attrs]
+        population = list(parent_population)  # searched trials only: the sampler sees `SearchedStudyView`
         if not population:
             return {}
         first = self._tournament(study, population, rng, _dominates)
@@ -240,6 +297,9 @@ class SamplerKind:
     build: Callable[[Any, int, int], optuna.samplers.BaseSampler]  # (space, seed, trials) -> sampler
     objectives: int = 1
     summary: str = ""  # one line for ``autoaug search --help``
+    # (trials) -> how many trials the sampler can have running and still propose from results: the
+    # search runs no more at once (`searched.max_concurrent`); None: any number (it learns nothing)
+    concurrency: Optional[Callable[[int], int]] = None
 
     def check(self, space, console=None) -> None:
         """Refuse a space this sampler cannot search (before anything is written), or say what it models."""
@@ -271,25 +331,36 @@ def sampler_kind(name: str) -> SamplerKind:
         raise ParameterError("sampler", f"{name!r} is not one of {', '.join(SAMPLERS)}") from None
 
 
-def make_sampler(name: str, space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``--sampler name`` uses for ``space`` (see the module docstring)."""
-    return sampler_kind(name).build(space, seed, trials)
+def make_sampler(name: str, space, seed: int, trials: int) -> "SearchedOnly":
+    """The Optuna sampler ``--sampler name`` uses for ``space`` (see the module docstring), wrapped
+    so that it sees searched trials only (`SearchedOnly`); the registered sampler is its ``inner``."""
+    return SearchedOnly(sampler_kind(name).build(space, seed, trials))
+
+
+def tpe_startup_trials(trials: int) -> int:
+    """Random trials before TPE models, for a budget of ``trials`` searched trials: a quarter of the
+    budget, at least 4 and at most Optuna's default of 10.
+
+    Why: Optuna's 10 would leave a 12-trial search (the README's main command) two modelled trials;
+    at least 4 so that TPE's first split (``ceil(0.1 n)`` good trials) sets one good trial against
+    three or more others; beyond 10, random trials buy no more than Optuna's own default spends."""
+    return min(10, max(4, trials // 4))
 
 
 def _tpe(space, seed: int, trials: int) -> optuna.samplers.TPESampler:
     with warnings.catch_warnings():  # ``group`` is marked experimental; it is what a conditional space needs
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        # constant_liar (Optuna 5.1's default, named here because parallel trials depend on it): a
+        # proposal treats running trials as bad ones, so trials proposed before any result differ
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=tpe_startup_trials(trials))
 
 
 def _cmaes(space, seed: int, trials: int) -> optuna.samplers.CmaEsSampler:
-    sampler = optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=_tpe(space, seed, trials),
-                                           warn_independent_sampling=False)
-    # CmaEsSampler takes no search-space argument: its private ``_search_space`` (an
-    # IntersectionSearchSpace) is replaced so baselines, which have no parameters, do not empty it;
-    # tests/test_samplers.py::test_private_optuna_routes_still_exist fails if the attribute goes away.
-    sampler._search_space = SearchedIntersection()
-    return sampler
+    # its intersection search space is computed over searched trials (`SearchedStudyView`): a
+    # baseline, which has no parameters, would otherwise empty it and turn CMA-ES into random search
+    return optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=_tpe(space, seed, trials),
+                                        warn_independent_sampling=False)
 
 
 def _nsga2(space, seed: int, trials: int) -> "ConditionalNSGAII":
@@ -329,13 +400,18 @@ class GridKind(SamplerKind):
         return grid_coverage(study, space)
 
 
-register_sampler(SamplerKind("tpe", _tpe, summary="multivariate TPE, an op's p, magnitude and schedule modelled together"))
+# TPE and CMA-ES (whose op choices are TPE's): as many at once as TPE's random startup trials — those
+# are proposed without results anyway; afterwards a proposal sees all but the few still running
+# (constant liar keeps it away from them). NSGA-II: one generation, whose members are all proposed
+# from the previous generation.
+register_sampler(SamplerKind("tpe", _tpe, concurrency=tpe_startup_trials,
+                             summary="multivariate TPE, an op's p, magnitude and schedule modelled together"))
 register_sampler(SamplerKind("random", lambda space, seed, trials: optuna.samplers.RandomSampler(seed=seed),
                              summary="independent uniform draws"))
-register_sampler(CmaEsKind("cmaes", _cmaes, summary=(
+register_sampler(CmaEsKind("cmaes", _cmaes, concurrency=tpe_startup_trials, summary=(
     "CMA-ES on the numeric parameters every trial has (max_ops, clean_fraction, augmented_loss_weight), with op "
     "choice, p, magnitude and schedule drawn by TPE, and refused for spaces without such parameters")))
-register_sampler(SamplerKind("nsga2", _nsga2, objectives=2,
+register_sampler(SamplerKind("nsga2", _nsga2, objectives=2, concurrency=nsga2_population,
                              summary="clean vs robust val, exports its Pareto front"))
 register_sampler(GridKind("grid", lambda space, seed, trials: CoverageGridSampler(space.grid(), seed=seed),
                           summary="a randaugment space's N x M grid"))

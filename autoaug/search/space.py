@@ -20,7 +20,7 @@ How a policy space reaches Optuna (one name per thing, whatever the op's positio
 
 The policy holds exactly the used ops, in stage order (pixel → token → embedding); an op is never in
 it twice, so nothing is de-duplicated. The cap ``max_ops`` is enforced by the order in which the ops
-are *considered*: a permutation drawn from the trial number (so no op is favoured by its place in
+are *considered*: a permutation drawn from the search seed and the trial number (so no op is favoured by its place in
 the file), with ``use`` asked op by op until ``max_ops`` ops are in; ops after that are not asked
 and Optuna records nothing for them. The floor ``entries.min`` is enforced the same way: when the ops
 not yet considered are just enough to reach it, they join without a ``use`` question (their p,
@@ -229,7 +229,7 @@ class PolicySpace(_OpRangesSpace):
         cap = self.entries.max
         if self.entries.min < self.entries.max:
             cap = trial.suggest_int(MAX_OPS, self.entries.min, self.entries.max)
-        order = consideration_order(list(self.ops), trial.number)
+        order = consideration_order(list(self.ops), search_seed(trial), trial.number)
         used = 0
         for position, op in enumerate(order):
             if used == cap:
@@ -400,12 +400,23 @@ def op_param(op: str, field: str) -> str:
     return f"op.{op}.{field}"
 
 
-def consideration_order(op_names: list[str], trial_number: int) -> list[str]:
-    """The order in which a trial considers the ops: a permutation fixed by the trial number, so the
-    cap on the number of ops favours no op by its place in the file, and a trial replays exactly."""
+def consideration_order(op_names: list[str], seed: int, trial_number: int) -> list[str]:
+    """The order in which a trial considers the ops: a permutation fixed by the search's ``seed`` and
+    the trial number, so the cap on the number of ops favours no op by its place in the file, another
+    ``--seed`` puts other ops first (which ops a short search tries early is part of what the seed
+    varies), and a trial replays exactly."""
     order = list(op_names)
-    random.Random(f"autoaug-op-order:{trial_number}").shuffle(order)
+    random.Random(f"autoaug-op-order:{seed}:{trial_number}").shuffle(order)
     return order
+
+
+def search_seed(trial) -> int:
+    """The ``--seed`` of the search ``trial`` belongs to, which its study records (`SEED_ATTR`); 0 for
+    a study made outside ``autoaug search`` (unit tests, `samplers.cmaes_coverage`). ``trial`` is an
+    Optuna trial or Ray's captor of one (it passes ``study`` through)."""
+    from autoaug.search.record_schema import SEED_ATTR
+
+    return int(trial.study.user_attrs.get(SEED_ATTR, 0))
 
 
 def used_ops(space: "PolicySpace", params: dict[str, Any]) -> list[str]:
