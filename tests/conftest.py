@@ -114,7 +114,8 @@ def search_request(workdir: Path | str, name: str, **options):
     from autoaug.search.controller import SearchRequest
 
     settings = dict(space="vlm_default", name=name, task="shapes-vqa", trials=2, max_epochs=2, scheduler="none",
-                    workdir=str(workdir), seed=0, calibrate=False, confirm=False, baselines=False)
+                    workdir=str(workdir), seed=0, calibrate=False, confirm=False, baselines=False,
+                    screen=False)
     settings.update(options)
     if settings["task"] == "shapes-vqa":
         settings.setdefault("task_options", dict(PROXY_SIZES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -100,3 +101,41 @@ def test_the_restricted_space_asks_only_about_survivors(space):
 def test_spaces_the_screen_cannot_split_say_why():
     assert screenable(load_space("vlm_default")) is None
     assert "randaugment" in screenable(load_space("randaugment"))
+
+
+# ---------------------------------------------------------------------- the stage, in a real search
+@pytest.mark.slow
+def test_a_search_screens_every_op_alone_then_searches_only_the_survivors(tmp_path):
+    """Baselines, then one full-length trial per op (enqueued, alone, as `screen_points` says), judged
+    against none; the sampler's --trials come on top and use only the survivors; a resume runs nothing
+    of the screen again."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import search_request
+    from optuna.trial import TrialState
+
+    from autoaug.search.controller import run_search
+    from autoaug.search.screen import SCREEN_ATTR, SCREEN_RECORD_ATTR
+    from autoaug.search.record_schema import BASELINE_ATTR
+    from autoaug.storage import optuna_storage, resolve
+
+    request = search_request(tmp_path / "runs", "screened", trials=3, max_epochs=2, baselines=True, screen=True,
+                             task_options={"train_size": 48, "val_size": 64, "test_size": 32})
+    result = run_search(request)
+    study = optuna.load_study(study_name="screened", storage=optuna_storage(resolve(request.workdir).optuna_url))
+    trials = study.get_trials(deepcopy=False)
+    screened = [trial for trial in trials if SCREEN_ATTR in trial.user_attrs]
+    searched = [trial for trial in trials if SCREEN_ATTR not in trial.user_attrs and BASELINE_ATTR not in trial.user_attrs]
+    space = load_space("vlm_default")
+    assert sorted(trial.user_attrs[SCREEN_ATTR] for trial in screened) == sorted(space.model.ops)
+    for trial in screened:
+        assert trial.state == TrialState.COMPLETE
+        assert used_ops(space.model, trial.params) == [trial.user_attrs[SCREEN_ATTR]]
+    record = study.user_attrs[SCREEN_RECORD_ATTR]
+    assert result["screen"] == record and 3 <= len(record["survivors"]) <= 10
+    assert len(searched) == 3 and all(trial.state == TrialState.COMPLETE for trial in searched)
+    for trial in searched:  # the screen's dropped ops are never asked about again
+        assert set(used_ops(space.model, trial.params)) <= set(record["survivors"])
+    again = run_search(request)
+    assert len(study.get_trials(deepcopy=False)) == len(trials) and again["screen"] == record

@@ -21,6 +21,7 @@ of memory, or its worker died) is recorded failed with its reason in Optuna and 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,6 +36,7 @@ from autoaug.search.mlflow_runs import close_orphan_runs, parent_run
 from autoaug.search.record_schema import CALIBRATION_ATTR, CONFIRM_SPLIT_ATTR, SEARCH_SECONDS, experiment_name
 from autoaug.search.request import SearchRequest
 from autoaug.search.samplers import sampler_kind
+from autoaug.search.screen import run_screen
 from autoaug.search.searched import run_searched_trials
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
 from autoaug.search.stages import SearchContext
@@ -147,7 +149,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     )
     context = SearchContext(request, study, storage, space, settings, prepared, locations, client, experiment_id,
                             parent, console)
-    calibration = confirmation = None
+    calibration = confirmation = screen = None
     status = "FAILED"
     try:
         if request.calibrate:
@@ -158,6 +160,10 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
                                             max_epochs=calibration["trial_epochs"])
         if request.baselines:
             run_baselines(context)
+        if request.screen and request.scheduler != "pbt":
+            screen, narrowed = run_screen(context)
+            # the sampler searches combinations of the ops the screen kept (same parameter names, same study)
+            context = replace(context, space=narrowed).with_settings(search_space=narrowed)
         if request.scheduler == "pbt":
             from autoaug.search.pbt import run_pbt
 
@@ -181,6 +187,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     result["calibration"] = calibration
     result["confirmation"] = public_confirmation(confirmation)
     result["confirm_split"] = confirm_split
+    result["screen"] = screen
     result["learning_rate"] = context.settings.learning_rate
     result["trial_epochs"] = context.settings.max_epochs
     client.log_metric(parent, SEARCH_SECONDS, result["seconds"])

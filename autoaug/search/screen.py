@@ -126,3 +126,66 @@ def restricted(space: SearchSpace, survivors: list[str]) -> SearchSpace:
     entries = model.entries.model_copy(update={"max": min(model.entries.max, len(ops)),
                                                "min": min(model.entries.min, len(ops))})
     return SearchSpace(model.model_copy(update={"ops": ops, "entries": entries}), space.source)
+
+
+# ---------------------------------------------------------------------- the stage
+SCREEN_RECORD_ATTR = "screen"  # on the study: the screen's verdict (`ScreenResult.as_record`)
+
+
+def screen_values(study) -> dict[str, Optional[float]]:
+    """Each screened op's value (its latest finished screen trial; None while only failed ones exist)."""
+    from optuna.trial import TrialState
+
+    values: dict[str, Optional[float]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        op = trial.user_attrs.get(SCREEN_ATTR)
+        if op is None:
+            continue
+        if trial.state == TrialState.COMPLETE and trial.values:
+            values[op] = float(trial.values[0])
+        else:
+            values.setdefault(op, None)
+    return values
+
+
+def run_screen(context) -> tuple[Optional[dict], SearchSpace]:
+    """Run the screen (or, on resume, what is missing of it) and judge it; returns the screen's record
+    (stored on the study) and the space the search goes on with, or (None, space) when this search
+    cannot be screened (the reason is printed)."""
+    from optuna.trial import TrialState
+
+    from autoaug.search.record_schema import BASELINE_ATTR
+    from autoaug.search.searched import run_trials
+
+    study, space, console = context.study, context.space, context.console
+    reason = screenable(space)
+    none_value = next((trial.values[0] for trial in study.get_trials(deepcopy=False)
+                       if trial.user_attrs.get(BASELINE_ATTR) == "none" and trial.state == TrialState.COMPLETE), None)
+    if reason is None and none_value is None:
+        reason = "the none baseline did not finish (run with --baselines): there is nothing to pair the ops with"
+    if reason is not None:
+        if console is not None:
+            console.print(f"screen: skipped — {reason}", highlight=False)
+        return None, space
+    points = screen_points(space)
+
+    def missing() -> list[str]:
+        trials = study.get_trials(deepcopy=False)
+        done_or_queued = {trial.user_attrs[SCREEN_ATTR] for trial in trials if SCREEN_ATTR in trial.user_attrs
+                          and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)}
+        return [op for op in points if op not in done_or_queued]
+
+    for op in missing():  # enqueued: Optuna hands them out before the sampler proposes anything
+        study.enqueue_trial(points[op], user_attrs={SCREEN_ATTR: op})
+    waiting = lambda: sum(1 for trial in study.get_trials(deepcopy=False)  # noqa: E731
+                          if SCREEN_ATTR in trial.user_attrs and trial.state == TrialState.WAITING)
+    # full length, like the baselines it is paired with: a rung would judge the ops before they catch up
+    run_trials(context, "screen", waiting, full_length=True)
+    result = judge_screen(screen_values(study), none_value, len(context.prepared.splits["val"]))
+    record = result.as_record()
+    study.set_user_attr(SCREEN_RECORD_ATTR, record)
+    if console is not None:
+        console.print(f"screen: {len(result.survivors)} of {len(points)} ops go on ({', '.join(result.survivors)}); "
+                      f"dropped as clearly below none (by more than {result.tolerance:.3f}) or not among the best "
+                      f"half: {', '.join(result.dropped) or 'none'}", highlight=False)
+    return record, restricted(space, result.survivors)

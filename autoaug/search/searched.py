@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -102,24 +103,45 @@ def searcher_for(context: SearchContext, slots: int) -> tuple[ConcurrencyLimiter
 
 
 def run_searched_trials(context: SearchContext) -> None:
+    """The sampler's trials until its budget (``--trials``) is finished; trials of the screen
+    (`autoaug.search.screen`) live in the same study but are on top of the budget."""
     request, study, space = context.request, context.study, context.space
+    kind = sampler_kind(request.sampler)
+    screened = _screen_finished(study)
+    run_trials(context, "search", lambda: kind.budget(space, request.trials) - (kind.finished(study, space) - screened))
+
+
+def _screen_finished(study) -> int:
+    from autoaug.search.screen import SCREEN_ATTR  # the screen builds on this module
+
+    return sum(1 for trial in study.get_trials(deepcopy=False)
+               if SCREEN_ATTR in trial.user_attrs and trial.state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def run_trials(context: SearchContext, stage: str, remaining_of, full_length: bool = False) -> None:
+    """Run searched trials of the study through Ray Tune until ``remaining_of()`` is 0: the sampler
+    proposes them, or Optuna hands out trials enqueued with fixed parameters first (the screen).
+    ``full_length``: no scheduler decides mid-trial (every trial runs the calibrated length)."""
+    request, study = context.request, context.study
     kind = sampler_kind(request.sampler)
     epochs = context.settings.max_epochs
     calibration = study.user_attrs.get(CALIBRATION_ATTR)
-    total = kind.budget(space, request.trials)
-    if request.scheduler == "none" or kind.objectives > 1:  # no scheduler decides mid-trial
+    if full_length or request.scheduler == "none" or kind.objectives > 1:  # no scheduler decides mid-trial
         context = context.with_settings(report_epochs=())
-    elif request.scheduler == "asha":
-        context = context.with_settings(report_epochs=rungs(epochs, calibration))
+        trial_scheduler = FIFOScheduler()
+    else:
+        if request.scheduler == "asha":
+            context = context.with_settings(report_epochs=rungs(epochs, calibration))
+        trial_scheduler = scheduler(request, epochs, calibration, kind.objectives)
     policy_of = context.settings.policy_for  # the same rule the worker and the baselines use
     for _ in range(MAX_ROUNDS):
-        remaining = total - kind.finished(study, space)
+        remaining = remaining_of()
         if remaining <= 0:
             return
         before = finished_count(study)
         limited, searcher = searcher_for(context, slot_count(request))
         label_of = lambda trial: f"trial {searcher.optuna_number(trial.trial_id)}"  # noqa: E731
-        progress = SearchProgress(context.console, remaining, METRIC, f"search {request.name}",
+        progress = SearchProgress(context.console, remaining, METRIC, f"{stage} {request.name}",
                                   label_of=label_of) if context.console else None
         recorder = MlflowRecorder(
             context.client, context.experiment_id, context.parent, request.name,
@@ -128,8 +150,7 @@ def run_searched_trials(context: SearchContext) -> None:
         )
         searcher.error_of = recorder.error_of  # the error text reaches Optuna too, not only MLflow
         recorder.on_retry = searcher.record_retry
-        context.fit("search", callbacks=[recorder] + ([progress] if progress else []),
-                    tune_config=tune.TuneConfig(search_alg=limited, num_samples=remaining,
-                                                scheduler=scheduler(request, epochs, calibration, kind.objectives)))
+        context.fit(stage, callbacks=[recorder] + ([progress] if progress else []),
+                    tune_config=tune.TuneConfig(search_alg=limited, num_samples=remaining, scheduler=trial_scheduler))
         if finished_count(study) == before:  # nothing finished: failing trials would fail again
             return
