@@ -1,6 +1,10 @@
 """A surrogate of the whole search → confirmation pipeline: error rates of confirmation rules in seconds.
 
-    .venv/bin/python benchmarks/search_surrogate.py --simulations 2000 --seed 0
+    .venv/bin/python benchmarks/search_surrogate.py --simulations 2000 --seed 0      (~75 s, every rule)
+    .venv/bin/python benchmarks/search_surrogate.py --simulations 10000 --seed 1 --only "fixseq k1 -preset 17s"
+
+The confirmation's default (`autoaug.search.confirmation.default_rule`, top-1, 17 seeds, no preset) is
+the row "ex fixseq k1 -preset 17s": the most power for a planted +0.02 within the run budget.
 
 Training a policy is replaced by a draw from a noise model fitted to what was measured on the built-in
 task (README, "The built-in task's regime", shapes-vqa at its defaults, 1000 val / 1000 test examples).
@@ -22,16 +26,31 @@ One simulated run of policy P with seed s, validated on example set E of n examp
   confirmation on the same examples share it (the winner's curse carries into the confirmation);
   a confirmation on a held-out part draws it afresh.
 
+Example-level evidence (rule step 2b of `autoaug.search.verdict`): a confirmation run also reports which
+examples it got right. Read per example, the paired difference ``D[s, i]`` is a two-way layout: seed part
+(the training noise, ``u`` minus ``EVAL_SHARE``), example part (the fit ``f``, per example
+``σ²_fit = FIT_RATIO² · RUN_SD² · 1000``, so its mean over n examples has the SD above) and a seed×example
+residual (the evaluation-sample noise, per example ``σ²_res = EVAL_SHARE · RUN_SD² · 1000``). The rule only
+reads two mean squares of that layout (`verdict.ExampleSpread`); under normality they are independent of
+the per-seed means and distributed as scaled chi-squares, ``MS_example ~ (S·2σ²_fit + 2σ²_res) χ²(n−1)/(n−1)``
+and ``MS_residual ~ 2σ²_res χ²((S−1)(n−1))/((S−1)(n−1))`` (the 2: candidate and none each bring their own),
+so they are drawn directly instead of S × n bits per run (`draw_spread`), and the per-seed accuracies are
+drawn as before. ``evidence`` "examples" uses them as the verdict does; "examples-twice" uses the SE the
+brief first proposed, ``var_s(d)/S + var_i(e)/n`` (residual counted twice), to show what that costs.
+
 A simulated search scores single-seed trials on the selection examples (all 1000 validation
 examples, or the 500 of the selection part when a confirm part is held out), takes the top-k searched
 policies by score, ``none`` and the best preset, and hands them to a confirmation rule, which retrains
 them on fresh seeds. Worlds: ``null`` (every op and preset has true effect 0: the hardest case for
-false "improves"), ``measured`` (the figures below) and ``planted`` (confirmation only: k candidates,
-one with a true +0.02, the others 0 — the verdict's own power at this noise).
+false "improves"), ``measured`` (the figures below), ``planted`` (confirmation only: k candidates,
+one with a true +0.02 ranked first, the others 0 — the verdict's own power at this noise) and
+``planted in search`` (one of the 12 trials has a true +0.02, the rest, the presets and none 0; the
+search's single-seed ranking decides whether and where it enters the confirmation — the pipeline's power).
 
-Reported per rule variant: P(false "improves") in the null world, and in the measured world P(the
-export's true gain ≥ 0.02), P(export's true gain > 0), P(a harmful export), the mean confirmation runs
-(training runs, ``none`` included); the planted power. Prints a table, then one JSON line.
+Reported per rule variant: P(false "improves") in the null world at fit ratio 0, 0.25 and 0.5; the
+planted powers and, in the measured world, P(the export's true gain ≥ 0.02) and P(a harmful export)
+at ``--fit-ratio``; the mean confirmation runs (training runs, ``none`` included). Prints a table, then
+one JSON line.
 """
 
 from __future__ import annotations
@@ -49,7 +68,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoaug.search.verdict import IMPROVES, Rule, decide, race_step  # noqa: E402
+from autoaug.search.verdict import IMPROVES, ExampleSpread, Rule, decide, race_step  # noqa: E402
 
 # ---------------------------------------------------------------- measured figures (README, shapes-vqa)
 N_MEASURED = 1000  # examples the figures were measured on (val and test are 1000 each)
@@ -101,22 +120,46 @@ class Variant:
     block: int = 2
     preset: bool = True
     procedure: str = "holm"
+    evidence: str = "seeds"  # seeds / examples / examples-twice (see the module docstring)
+    ranked_presets: bool = False  # presets compete with searched trials for the top-k (confirmation.PRESETS_RANKED)
 
 
 FS = "fixed-sequence"
-VARIANTS = [
+RUN_BUDGET = 35  # confirmation runs the 15-minute search can afford (about 15 s of one core each, 2 cores)
+REFERENCE_VARIANTS = [  # seed-only rules, as before example-level evidence
     Variant("old: 2SE, 3 seeds, top3, same val", "old", 3, 3, False),
-    Variant("holm 6 seeds top3, same val", "new", 6, 3, False),
-    Variant("holm 8 seeds top3, same val", "new", 8, 3, False),
-    Variant("holm 8 seeds top3 held-out", "new", 8, 3, True),
-    Variant("holm 8 seeds top2 held-out", "new", 8, 2, True),
-    Variant("holm 8 seeds top1 held-out no preset", "new", 8, 1, True, preset=False),
-    Variant("fixseq 6 seeds top2 held-out", "new", 6, 2, True, procedure=FS),
-    Variant("fixseq 8 seeds top2 held-out", "new", 8, 2, True, procedure=FS),
-    Variant("fixseq 8 seeds top3 held-out", "new", 8, 3, True, procedure=FS),
-    Variant("race 4-10 top2 held-out holm", "new", 4, 2, True, race_max=10),
-    Variant("race 4-10 top3 held-out fixseq", "new", 4, 3, True, race_max=10, procedure=FS),
+    Variant("seeds-only holm 8s top3 +preset, held-out", "new", 8, 3, True),
+    Variant("seeds-only fixseq 8s top2 +preset, held-out", "new", 8, 2, True, procedure=FS),
+    Variant("seeds-only fixseq 10s top1 -preset, held-out", "new", 10, 1, True, preset=False, procedure=FS),
 ]
+
+
+def example_variants() -> list[Variant]:
+    """The example-level rule on the held-out confirm part: procedure x top-k x preset x seeds, plus
+    top-1/2 with more seeds (what the run budget allows when the preset goes) and the double-counting SE."""
+    grid = []
+    for procedure, short in (("holm", "holm"), (FS, "fixseq")):
+        for top_k in (1, 2, 3):
+            for preset in (True, False):
+                if top_k == 1 and not preset and procedure == "holm":
+                    continue  # one hypothesis: Holm and fixed-sequence are the same test
+                for seeds in (6, 8, 10):
+                    grid.append(Variant(f"ex {short} k{top_k} {'+' if preset else '-'}preset {seeds}s", "new", seeds,
+                                        top_k, True, preset=preset, procedure=procedure, evidence="examples"))
+    grid += [Variant(f"ex fixseq k1 -preset {seeds}s", "new", seeds, 1, True, preset=False, procedure=FS,
+                     evidence="examples") for seeds in (12, 16, 17)]
+    grid += [Variant(f"ex fixseq k1 ranked-preset {seeds}s", "new", seeds, 1, True, preset=False, procedure=FS,
+                     evidence="examples", ranked_presets=True) for seeds in (16,)]
+    grid += [Variant("ex fixseq k2 -preset 11s", "new", 11, 2, True, preset=False, procedure=FS, evidence="examples")]
+    grid += [Variant("ex holm k2 -preset 10s, same val", "new", 10, 2, False, preset=False, evidence="examples")]
+    grid += [Variant("ex-twice fixseq k2 -preset 10s", "new", 10, 2, True, preset=False, procedure=FS,
+                     evidence="examples-twice"),
+             Variant("ex-twice fixseq k1 -preset 16s", "new", 16, 1, True, preset=False, procedure=FS,
+                     evidence="examples-twice")]
+    return grid
+
+
+VARIANTS = REFERENCE_VARIANTS + example_variants()
 
 
 # ---------------------------------------------------------------- the simulated search
@@ -150,10 +193,14 @@ class SearchOutcome:
     searched: list[Policy]  # by search score, best first
     best_preset: Policy
     fit_select: dict[str, float]  # each policy's (and none's) fit to the selection examples
+    with_presets: list[Policy]  # searched trials and presets together, by search score, best first
 
 
-def simulate_search(rng: np.random.Generator, world: World, n_select: int, fit_ratio: float) -> SearchOutcome:
-    policies = [random_policy(rng, world.effects, index) for index in range(SEARCH_TRIALS)]
+def simulate_search(rng: np.random.Generator, world: World, n_select: int, fit_ratio: float,
+                    policies: Optional[list[Policy]] = None) -> SearchOutcome:
+    """Single-seed scores of ``none``, the presets and the trials (``policies``, else 12 random ones of
+    the world) on ``n_select`` selection examples; the trials ranked by score."""
+    policies = policies if policies is not None else [random_policy(rng, world.effects, index) for index in range(SEARCH_TRIALS)]
     presets = [Policy(f"preset {name}", effect) for name, effect in world.presets.items()]
     everything = [Policy("none", 0.0), *presets, *policies]
     fit = {policy.name: float(rng.normal(0.0, fit_sd(n_select, fit_ratio))) for policy in everything}
@@ -161,7 +208,7 @@ def simulate_search(rng: np.random.Generator, world: World, n_select: int, fit_r
     score = {policy.name: policy.effect + fit[policy.name] + float(rng.normal(0.0, noise)) for policy in everything}
     ranked = sorted(policies, key=lambda policy: -score[policy.name])
     best_preset = max(presets, key=lambda policy: score[policy.name])
-    return SearchOutcome(ranked, best_preset, fit)
+    return SearchOutcome(ranked, best_preset, fit, sorted([*policies, *presets], key=lambda policy: -score[policy.name]))
 
 
 # ---------------------------------------------------------------- the confirmation
@@ -191,16 +238,34 @@ def old_rule(values: dict[str, dict[int, float]], seeds: int) -> Optional[str]:
     return max(winners)[1] if winners else None
 
 
+def draw_spread(rng: np.random.Generator, seeds: int, n_eval: int, fit_ratio: float, twice: bool) -> ExampleSpread:
+    """The two mean squares a candidate's per-example evidence against none would give (module docstring);
+    ``twice``: MS_residual reported as 0, so the verdict's SE becomes var_s(d)/S + var_i(e)/n."""
+    residual = 2 * EVAL_SHARE * RUN_SD ** 2 * N_MEASURED
+    fit = 2 * (fit_ratio * RUN_SD) ** 2 * N_MEASURED
+    ms_example = (seeds * fit + residual) * rng.chisquare(n_eval - 1) / (n_eval - 1)
+    df_residual = (seeds - 1) * (n_eval - 1)
+    ms_residual = 0.0 if twice else residual * rng.chisquare(df_residual) / df_residual
+    return ExampleSpread(seeds, n_eval, float(ms_example), float(ms_residual))
+
+
 def run_confirmation(rng: np.random.Generator, variant: Variant, candidates: list[Policy], fit: dict[str, float],
-                     n_eval: int, rule: Rule) -> tuple[Optional[str], int]:
-    """The winner's name (None: none/no-gain) and the number of training runs spent."""
+                     n_eval: int, rule: Rule, fit_ratio: float = 0.0) -> tuple[Optional[str], int]:
+    """The winner's name (None: none/no-gain) and the number of training runs spent. ``fit_ratio``:
+    the world's fit term, which the example-level evidence (``variant.evidence``) reflects."""
     rule = replace(rule, procedure=variant.procedure)
     most = variant.race_max or variant.seeds
     all_values = confirm_values(rng, candidates, fit, n_eval, most)  # drawn up front; a race reveals them round by round
     if variant.kind == "old":
         return old_rule(all_values, variant.seeds), variant.seeds * len(candidates)
+    spreads = None
+    if variant.evidence != "seeds":
+        if variant.race_max is not None:
+            raise ValueError(f"{variant.name}: example-level evidence is simulated without racing only")
+        spreads = {policy.name: draw_spread(rng, variant.seeds, n_eval, fit_ratio, variant.evidence == "examples-twice")
+                   for policy in candidates if policy.name != "none"}
     if variant.race_max is None:
-        verdict = decide(all_values, "none", list(range(variant.seeds)), n_eval, rule)
+        verdict = decide(all_values, "none", list(range(variant.seeds)), n_eval, rule, spreads=spreads)
         return (verdict.winner if verdict.verdict == IMPROVES else None), variant.seeds * len(candidates)
     seeds = list(range(variant.seeds))
     dropped: list[str] = []
@@ -221,7 +286,10 @@ def run_confirmation(rng: np.random.Generator, variant: Variant, candidates: lis
 
 
 def candidates_of(outcome: SearchOutcome, variant: Variant) -> list[Policy]:
-    return [Policy("none", 0.0), *outcome.searched[:variant.top_k], *([outcome.best_preset] if variant.preset else [])]
+    """none, then the top-k (searched only, or searched and presets ranked together), then the best
+    preset as an extra candidate when ``variant.preset``."""
+    ranked = outcome.with_presets if variant.ranked_presets else outcome.searched
+    return [Policy("none", 0.0), *ranked[:variant.top_k], *([outcome.best_preset] if variant.preset else [])]
 
 
 def simulate(world: World, variants: list[Variant], simulations: int, seed: int, rule: Rule,
@@ -239,7 +307,7 @@ def simulate(world: World, variants: list[Variant], simulations: int, seed: int,
             fit = fresh_fit if variant.held_out else outcome.fit_select
             n_eval = n_half if variant.held_out else n_val
             candidates = candidates_of(outcome, variant)
-            winner, runs = run_confirmation(rng, variant, candidates, fit, n_eval, rule)
+            winner, runs = run_confirmation(rng, variant, candidates, fit, n_eval, rule, fit_ratio)
             tally = tallies[variant.name]
             tally["runs"] += runs
             if winner is not None:
@@ -264,10 +332,34 @@ def planted_power(variants: list[Variant], simulations: int, seed: int, rule: Ru
                           *([Policy("preset p", 0.0)] if variant.preset else [])]
             n_eval = N_MEASURED // 2 if variant.held_out else N_MEASURED
             fit = {policy.name: float(rng.normal(0.0, fit_sd(n_eval, fit_ratio))) for policy in candidates}
-            winner, _ = run_confirmation(rng, variant, candidates, fit, n_eval, rule)
+            winner, _ = run_confirmation(rng, variant, candidates, fit, n_eval, rule, fit_ratio)
             wins += winner == "trial 0"
         power[variant.name] = wins / simulations
     return power
+
+
+def planted_search_power(variants: list[Variant], simulations: int, seed: int, rule: Rule,
+                         fit_ratio: float) -> dict[str, float]:
+    """The pipeline's power: 12 trials of which one (a random one) has a true +0.02, the others, the
+    presets and none 0; the search ranks them by single-seed scores on the selection examples (its
+    fit to them included), the confirmation judges its top-k on fresh seeds; P(the +0.02 trial wins)."""
+    rng = np.random.default_rng(seed + 2)
+    world = World("null", zero=True)
+    wins = {variant.name: 0 for variant in variants}
+    n_val, n_half = N_MEASURED, N_MEASURED // 2
+    for _ in range(simulations):
+        planted = int(rng.integers(SEARCH_TRIALS))
+        policies = [Policy(f"trial {index}", GAIN if index == planted else 0.0) for index in range(SEARCH_TRIALS)]
+        outcomes = {False: simulate_search(rng, world, n_val, fit_ratio, policies),
+                    True: simulate_search(rng, world, n_half, fit_ratio, policies)}
+        fresh_fit = {name: float(rng.normal(0.0, fit_sd(n_half, fit_ratio))) for name in outcomes[True].fit_select}
+        for variant in variants:
+            outcome = outcomes[variant.held_out]
+            fit = fresh_fit if variant.held_out else outcome.fit_select
+            n_eval = n_half if variant.held_out else n_val
+            winner, _ = run_confirmation(rng, variant, candidates_of(outcome, variant), fit, n_eval, rule, fit_ratio)
+            wins[variant.name] += winner == f"trial {planted}"
+    return {name: count / simulations for name, count in wins.items()}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -278,37 +370,46 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--alpha", type=float, default=Rule().alpha)
     parser.add_argument("--fit-ratio", type=float, default=FIT_RATIO,
                         help="SD of a policy's fit to one example set / per-run noise SD (0: seeds are the only noise)")
+    parser.add_argument("--only", default=None, help="simulate only the rules whose name contains this text")
     args = parser.parse_args(argv)
     if args.simulations < 1:
         parser.error(f"--simulations: expected >= 1, got {args.simulations}")
     if args.fit_ratio < 0:
         parser.error(f"--fit-ratio: expected >= 0, got {args.fit_ratio}")
     rule = Rule(alpha=args.alpha, min_effect=args.min_effect)
+    variants = [variant for variant in VARIANTS if args.only is None or args.only in variant.name]
     started = time.perf_counter()
     fit = args.fit_ratio
-    null_clean = simulate(World("null", zero=True), VARIANTS, args.simulations, args.seed, rule, 0.0)
-    null = simulate(World("null", zero=True), VARIANTS, args.simulations, args.seed + 3, rule, fit)
-    measured = simulate(World("measured", zero=False), VARIANTS, args.simulations, args.seed + 7, rule, fit)
-    planted = planted_power(VARIANTS, args.simulations, args.seed, rule, fit)
+    sims = args.simulations
+    null_by_fit = {ratio: simulate(World("null", zero=True), variants, sims, args.seed + 3 + int(100 * ratio), rule, ratio)
+                   for ratio in (0.0, 0.25, 0.5)}
+    measured = simulate(World("measured", zero=False), variants, sims, args.seed + 7, rule, fit)
+    planted = planted_power(variants, sims, args.seed, rule, fit)
+    planted_search = planted_search_power(variants, sims, args.seed, rule, fit)
     seconds = time.perf_counter() - started
-    print(f"surrogate: {args.simulations} simulated searches per world, seed {args.seed}; n_val {N_MEASURED} (held-out: "
+    print(f"surrogate: {sims} simulated searches per world, seed {args.seed}; n_val {N_MEASURED} (held-out: "
           f"500 select + 500 confirm); {SEARCH_TRIALS} random trials; paired SD {PAIRED_SD} at n=1000; "
-          f"min effect {rule.min_effect}, alpha {rule.alpha}; fit ratio {fit} (null@fit0: no fit term)")
-    columns = (("false_improves_fit0", "null@fit0"), ("false_improves", f"null@fit{fit:g}"),
-               ("export_gain_ge_0.02", "meas: >=+.02"), ("export_positive", "meas: >0"),
-               ("export_harmful", "meas: <0"), ("runs", "runs"), ("planted_power", "planted +.02"))
-    print(f"{'rule':38}" + "".join(f"{title:>14}" for _, title in columns))
+          f"min effect {rule.min_effect}, alpha {rule.alpha}; power and measured world at fit ratio {fit}; "
+          f"runs > {RUN_BUDGET} marked *")
+    columns = (("false_fit0", "null fit0"), ("false_fit0.25", "null fit.25"), ("false_fit0.5", "null fit.5"),
+               ("planted_power", "planted@1"), ("planted_search_power", "planted@srch"),
+               ("export_gain_ge_0.02", "meas >=+.02"), ("export_harmful", "meas <0"), ("runs", "runs"))
+    print(f"{'rule':46}" + "".join(f"{title:>13}" for _, title in columns))
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         name = variant.name
-        row = {"rule": name, "false_improves_fit0": null_clean[name]["improves"], "false_improves": null[name]["improves"],
-               "export_gain_ge_0.02": measured[name]["gain"], "export_positive": measured[name]["positive"],
-               "export_harmful": measured[name]["harmful"], "runs": measured[name]["runs"],
-               "planted_power": planted[name]}
+        row = {"rule": name, "procedure": variant.procedure, "top_k": variant.top_k, "preset": variant.preset,
+               "seeds": variant.seeds, "evidence": variant.evidence, "held_out": variant.held_out,
+               **{f"false_fit{ratio:g}": null_by_fit[ratio][name]["improves"] for ratio in null_by_fit},
+               "planted_power": planted[name], "planted_search_power": planted_search[name],
+               "export_gain_ge_0.02": measured[name]["gain"], "export_harmful": measured[name]["harmful"],
+               "runs": measured[name]["runs"]}
         rows.append(row)
-        print(f"{name:38}" + "".join(f"{row[key]:>14.3f}" if key != "runs" else f"{row[key]:>14.1f}" for key, _ in columns))
+        mark = "*" if row["runs"] > RUN_BUDGET else " "
+        print(f"{name:46}" + "".join(f"{row[key]:>13.3f}" if key != "runs" else f"{row[key]:>12.1f}{mark}"
+                                     for key, _ in columns))
     print(f"({seconds:.1f} s)")
-    print(json.dumps({"simulations": args.simulations, "seed": args.seed, "seconds": round(seconds, 1),
+    print(json.dumps({"simulations": sims, "seed": args.seed, "seconds": round(seconds, 1),
                       "fit_ratio": fit, "min_effect": rule.min_effect, "alpha": rule.alpha, "rows": rows}))
     return 0
 

@@ -95,6 +95,51 @@ def test_judge_failed_runs_give_inconclusive_and_export_none():
     assert record["verdict"] == "no-gain" and record["winner"] == "none"
 
 
+def test_judge_uses_example_level_evidence_where_every_paired_run_has_it_and_records_both_parts():
+    """A candidate whose runs (and none's) all reported per-example correctness is tested with the
+    combined SE; one with a run lacking it falls back to the seed-only SE. Catches: evidence used for
+    some runs only, the parts not recorded, a row whose diff_se is not the SE its test used."""
+    from autoaug.search.verdict import example_spread, paired_test
+
+    rng = np.random.default_rng(3)
+    seeds, n = [10, 11, 12, 13], 200
+    bits = {"none": rng.random((4, n)) < 0.6}
+    bits["trial 1"] = bits["none"] | (rng.random(n) < 0.08)  # right on a few more examples, the same on every seed
+    bits["trial 2"] = rng.random((4, n)) < 0.62
+    values = {name: {seed: float(matrix[index].mean()) for index, seed in enumerate(seeds)} for name, matrix in bits.items()}
+    examples = {name: {seed: matrix[index] for index, seed in enumerate(seeds)} for name, matrix in bits.items()}
+    del examples["trial 2"][12]  # an old run without evidence
+    record = judge(_candidates("trial 1", "trial 2", "none"), values, seeds, n_eval=n, examples=examples)
+    rows = {row["name"]: row for row in record["candidates"]}
+    diffs = [values["trial 1"][seed] - values["none"][seed] for seed in seeds]
+    expected = paired_test(diffs, n, example_spread(bits["trial 1"], bits["none"]))
+    assert rows["trial 1"]["se_kind"] == "seeds+examples" and rows["trial 2"]["se_kind"] == "seeds"
+    assert rows["trial 1"]["diff_se_examples"] == pytest.approx(expected.se_example, abs=1e-6)
+    assert expected.se_example > 0.5 * expected.se_seed  # the example part matters in this case
+    assert rows["trial 1"]["diff_se_seeds"] == pytest.approx(expected.se_seed, abs=1e-6)
+    assert rows["trial 1"]["diff_se"] == pytest.approx(math.hypot(rows["trial 1"]["diff_se_seeds"],
+                                                                  rows["trial 1"]["diff_se_examples"]), abs=2e-6)
+    assert rows["trial 1"]["df"] == pytest.approx(expected.df, abs=0.01)
+    assert rows["trial 2"]["diff_se_examples"] is None and rows["trial 2"]["df"] == 3
+    assert rows["none"]["se_kind"] is None
+    assert "MS_example" in record["rule"]
+
+
+def test_presets_join_the_confirmation_as_an_extra_candidate_ranked_with_the_trials_or_not_at_all():
+    # study values: trial 2 0.70, trial 3 0.65 (trial 1 repeats its policy), preset conservative 0.64
+    study = _study_with_trials()
+
+    def names(top_k, presets):
+        return [candidate.name for candidate in choose_candidates(study, top_k, presets)]
+    assert names(2, "extra") == ["trial 2", "trial 3", "none", "preset conservative"]
+    # ranked: a preset takes a place only by its search value (catches appending it regardless)
+    assert names(2, "ranked") == ["trial 2", "trial 3", "none"]
+    assert names(3, "ranked") == ["trial 2", "trial 3", "preset conservative", "none"]
+    assert names(3, "off") == ["trial 2", "trial 3", "none"]
+    with pytest.raises(ValueError, match="presets"):
+        choose_candidates(study, 1, "yes")
+
+
 def test_confirmation_seeds_are_fresh():
     assert confirmation_seeds(0, 3) == [10_000, 10_001, 10_002]
     assert not set(confirmation_seeds(0, 5)) & set(range(100))  # no seed a search or a user picks by habit
@@ -294,6 +339,8 @@ def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_pat
     assert set(rows) == {"none", f"trial {result['best_trial']}"} or len(rows) == 2
     searched = next(row for row in confirmation["candidates"] if row["name"] != "none")
     assert searched["n"] == 2 and searched["diff_vs_none"] < 0 and not searched["beats_none"]
+    # the confirmation runs reported which examples they got right (through Ray), and the test used it
+    assert searched["se_kind"] == "seeds+examples" and searched["diff_se_examples"] is not None
     assert "verdict: no-gain" in err and "the exported policy is `none`" in " ".join(err.split())
     exported = Policy.load(result["best_policy_path"])
     assert exported.config.entries == [] and exported.config.provenance.confirmation.verdict == "no-gain"

@@ -24,7 +24,9 @@ apart because a search can *train* on one of them:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Iterator, Literal, Optional, Sequence
+
+import numpy as np
 
 import torch
 from torch.utils.data import DataLoader
@@ -119,28 +121,63 @@ HELD_OUT = tuple(name for name, corruption in CORRUPTIONS.items() if corruption.
 
 
 @torch.no_grad()
-def accuracy(model: TinyVLM, loader: DataLoader, corruption: Optional[str] = None,
-             device: torch.device | str = "cpu") -> float:
-    """Accuracy over a loader of pixel-stage batches, clean or under one named corruption."""
+def _correct_batches(model: TinyVLM, loader: DataLoader, corruption: Optional[str] = None,
+                     device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+    """Per batch of ``loader`` (in its order), a bool tensor: which examples the model gets right,
+    clean or under one named corruption. The model is in eval mode while this runs."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(CORRUPTION_SEED)
-    correct = total = 0
+    chosen = CORRUPTIONS[corruption] if corruption is not None else None
     try:
         for batch in loader:
             batch = batch.to(device)
-            chosen = CORRUPTIONS[corruption] if corruption is not None else None
             if chosen is not None and chosen.stage == "pixel":
                 batch = chosen.apply(batch, generator)
             tokens = model.to_token_stage(batch)
             if chosen is not None and chosen.stage == "token":
                 tokens = chosen.apply(tokens, generator)
             logits = model.predict(tokens).logits
-            correct += int((logits.argmax(-1) == tokens.labels.argmax(-1)).sum())
-            total += tokens.batch_size
+            yield (logits.argmax(-1) == tokens.labels.argmax(-1)).cpu()
     finally:
         model.train(was_training)
+
+
+def accuracy(model: TinyVLM, loader: DataLoader, corruption: Optional[str] = None,
+             device: torch.device | str = "cpu") -> float:
+    """Accuracy over a loader of pixel-stage batches, clean or under one named corruption."""
+    correct = total = 0
+    for right in _correct_batches(model, loader, corruption, device):
+        correct += int(right.sum())
+        total += int(right.numel())
     return correct / max(total, 1)
+
+
+def per_example_correct(model: TinyVLM, loader: DataLoader, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Clean correctness of every example of an in-order ``loader`` (bool ``[N]``, example order):
+    the per-example evidence a confirmation run reports (`encode_correct`). Its mean is the accuracy."""
+    parts = list(_correct_batches(model, loader, None, device))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+
+
+def encode_correct(correct: Sequence[bool] | torch.Tensor | np.ndarray) -> str:
+    """Per-example correctness as ``"<n>:<hex>"``: the bits in example order, packed 8 to a byte
+    (first example = the most significant bit of the first byte, padded with zeros to a whole byte).
+    About n/4 characters: 1250 for 5000 examples, small enough for a Tune result and a study attribute.
+    The count makes the string self-checking (`decode_correct` refuses a hex part of the wrong length)."""
+    bits = np.asarray(correct.cpu() if isinstance(correct, torch.Tensor) else correct, dtype=bool).reshape(-1)
+    return f"{bits.size}:{np.packbits(bits).tobytes().hex()}"
+
+
+def decode_correct(text: str) -> np.ndarray:
+    """The bool array ``[n]`` `encode_correct` wrote; ValueError naming the problem on a malformed string."""
+    count, separator, digits = str(text).partition(":")
+    if not separator or not count.isdigit():
+        raise ValueError(f"per-example correctness: expected '<count>:<hex>', got {str(text)[:40]!r}")
+    n = int(count)
+    if len(digits) != 2 * ((n + 7) // 8):
+        raise ValueError(f"per-example correctness: {n} examples need {2 * ((n + 7) // 8)} hex digits, got {len(digits)}")
+    return np.unpackbits(np.frombuffer(bytes.fromhex(digits), dtype=np.uint8))[:n].astype(bool)
 
 
 def robust_accuracies(model: TinyVLM, loader: DataLoader, device: torch.device | str = "cpu") -> dict[str, float]:

@@ -29,7 +29,7 @@ from autoaug.errors import AutoaugInputError
 from autoaug.search.baselines import run_baselines
 from autoaug.search.calibration import ImageSignalMissing, calibrate, refusal_message, reuse_recorded
 from autoaug.search.cluster import check_address, runtime_env, slot_count, start_ray
-from autoaug.search.confirmation import confirm
+from autoaug.search.confirmation import PRESETS_RANKED, confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.export import export_search
 from autoaug.search.mlflow_runs import close_orphan_runs, parent_run
@@ -173,7 +173,8 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
         failure = all_failed_message(study)
         # a two-objective search exports its Pareto front; a search without a finished trial has nothing to confirm
         if request.confirm and request.objectives == 1 and failure is None:
-            confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds)
+            # presets compete with the trials for the top-k places on their selection score (no extra runs)
+            confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds, presets=PRESETS_RANKED)
         status = "FINISHED" if failure is None else "FAILED"
     finally:
         client.set_terminated(parent, status)

@@ -33,6 +33,9 @@ ORPHAN_REASON = "the search driver stopped while this run was open"  # on RUNNIN
 CALIBRATION_ATTR = "calibration"
 CONFIRMATION_ATTR = "confirmation"
 CONFIRMATION_RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps them
+# {run label: per-example correctness "<n>:<hex>" (autoaug.trainers.evaluation.encode_correct)}: the example-level
+# evidence of the finished confirmation runs, kept on resume like their accuracies (~n/4 characters a run)
+CONFIRMATION_EXAMPLES_ATTR = "confirmation_examples"
 DATA_FINGERPRINT_ATTR = "data_fingerprint"
 CONFIRM_SPLIT_ATTR = "confirm_split"  # the held-out confirm part {fraction, seed, val, confirm} (None: no part)
 DATA_SOURCE_ATTR = "data_source"

@@ -48,8 +48,8 @@ class SearchRequest:
     learning_rates: tuple = DEFAULT_LEARNING_RATES
     force: bool = False
     confirm: bool = True
-    confirm_top_k: int = 2
-    confirm_seeds: int = 8
+    confirm_top_k: int = 1
+    confirm_seeds: int = 17
     confirm_holdout: bool = True  # confirm on a part of validation that calibration, trials and ranking never saw
     confirm_fraction: float = 0.5  # that part's share of the validation examples
     screen: bool = True  # every op of the space alone before the sampler (autoaug.search.screen)

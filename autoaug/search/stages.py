@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from ray.tune import Callback
 
 from autoaug.search.record_schema import METRIC
-from autoaug.search.trainable import RunSpec, TrialSettings, epochs_of, proxy_trial
+from autoaug.search.trainable import EXAMPLES_KEY, RunSpec, TrialSettings, epochs_of, proxy_trial
 
 
 @dataclass
@@ -143,12 +143,15 @@ def fit_quietly(tuner):
 
 @dataclass
 class RunOutcome:
-    """One explicit run as the driver saw it: every reported result, and how it ended."""
+    """One explicit run as the driver saw it: every reported result, and how it ended. ``examples``:
+    the final report's per-example correctness (`RunSpec.report_examples`; encoded by
+    `autoaug.trainers.evaluation.encode_correct`), None when the run did not report it."""
 
     spec: RunSpec
     results: list[dict] = field(default_factory=list)
     state: str = "running"
     error: Optional[str] = None
+    examples: Optional[str] = None
 
     def curve(self, metric: str = METRIC) -> list[float]:
         return [float(result[metric]) for result in self.results if metric in result]
@@ -157,6 +160,11 @@ class RunOutcome:
     def final(self) -> Optional[float]:
         curve = self.curve()
         return curve[-1] if curve and self.state == "complete" else None
+
+    @property
+    def final_examples(self) -> Optional[str]:
+        """``examples`` of a completed run (None otherwise, like `final`)."""
+        return self.examples if self.state == "complete" else None
 
 
 class CollectRuns(Callback):
@@ -172,7 +180,10 @@ class CollectRuns(Callback):
         return self.outcomes.setdefault(spec.label, RunOutcome(spec))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._outcome(trial).results.extend(epochs_of(result))
+        outcome = self._outcome(trial)
+        outcome.results.extend(epochs_of(result))
+        if result.get(EXAMPLES_KEY) is not None:
+            outcome.examples = result[EXAMPLES_KEY]
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         outcome = self._outcome(trial)

@@ -34,6 +34,9 @@ from autoaug.search.space import SearchSpace
 BASELINE_KEY = "baseline"  # a trial config holding this key runs a preset instead of searched params
 RUN_KEY = "_run"  # a trial config holding this key is an explicit run (calibration, confirmation)
 HISTORY_KEY = "history"  # a report's per-epoch metrics since the previous report (oldest first)
+# the final report of a run whose RunSpec asks for it: which validation examples the finished model gets
+# right, `autoaug.trainers.evaluation.encode_correct` ("<n>:<hex>"); at the top of the report, not in its history
+EXAMPLES_KEY = "examples_correct"
 
 
 def epochs_of(result: dict) -> list[dict]:
@@ -47,7 +50,10 @@ class RunSpec:
 
     ``policy`` is a policy as data (or a preset name); ``None`` fields take the search's settings;
     ``validate_on`` is the split the run validates on: ``"val"`` (selection), or ``"confirm"`` (a
-    confirmation run on the held-out part, `PreparedTask.with_confirm_split`)."""
+    confirmation run on the held-out part, `PreparedTask.with_confirm_split`); ``report_examples``: the
+    final report also carries which examples of that split the finished model gets right
+    (``EXAMPLES_KEY``; the confirmation's example-level evidence, `autoaug.search.verdict`). Off by
+    default: searched trials and calibration runs report exactly what they did before."""
 
     role: str
     label: str
@@ -57,6 +63,7 @@ class RunSpec:
     epochs: Optional[int] = None
     question_only: bool = False
     validate_on: str = "val"
+    report_examples: bool = False
 
     def as_config(self) -> dict:
         return {RUN_KEY: dict(self.__dict__)}
@@ -110,11 +117,15 @@ class TuneReporter(L.Callback):
     It reports at the end of the training epoch, which Lightning reaches after that epoch's validation:
     the epoch's own training metrics are reduced by then (at the end of validation they are still the
     previous epoch's). With a ``policy``, each entry's applied fraction of the epoch is reported too.
+    With ``report_examples``, the last epoch's report carries ``EXAMPLES_KEY``: the finished model's
+    correctness on every example of the split it validated on, in order (the same model and examples
+    as that epoch's ``val_accuracy``, which is their mean).
     """
 
     def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None,
-                 policy: Optional[Policy] = None) -> None:
+                 policy: Optional[Policy] = None, report_examples: bool = False) -> None:
         self.settings = settings
+        self.report_examples = report_examples
         self.clock = clock
         self.history: list[dict[str, float]] = []
         self.counts = policy.count_entries() if policy is not None else None
@@ -148,12 +159,23 @@ class TuneReporter(L.Callback):
         # trip per report): epochs in between travel in ``history`` with the next report instead.
         report = {**metrics, HISTORY_KEY: self.history}
         self.history = []
+        if self.report_examples and metrics["epoch"] >= trainer.max_epochs:
+            report[EXAMPLES_KEY] = _examples_correct(trainer, pl_module)
         if not self.settings.checkpoint_every_epoch:
             tune.report(report)
             return
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / "trial.ckpt")
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _examples_correct(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+    """The encoded per-example correctness of the module's model on the split it validates on (in order)."""
+    from autoaug.trainers import evaluation
+
+    datamodule = trainer.datamodule
+    correct = evaluation.per_example_correct(pl_module.model, datamodule.loader(datamodule.val_split), pl_module.device)
+    return evaluation.encode_correct(correct)
 
 
 class TrialClock(L.Callback):
@@ -208,7 +230,8 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
             max_epochs=run.epochs if run is not None and run.epochs else settings.max_epochs,
             learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
             batch_size=settings.batch_size, accelerator=settings.accelerator,
-            callbacks=[clock, TuneReporter(settings, clock, policy)], evaluate=False, resume_from=resume,
+            callbacks=[clock, TuneReporter(settings, clock, policy, report_examples=run is not None and run.report_examples)],
+            evaluate=False, resume_from=resume,
             val_split=run.validate_on if run is not None else "val",
         )
     finally:

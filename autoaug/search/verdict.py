@@ -15,6 +15,25 @@ The rule (`Rule.text` says it in one line, recorded with every verdict):
    precision; without the floor, identical differences (+0.001 on every seed) give SD 0 and an infinite
    t. The floor is a lower bound only: at the built-in task's noise (paired SD 0.015–0.02, n 500–1000,
    floor 0.0014–0.0028) it never binds on real differences.
+2b. **Example-level evidence** (when every paired run of the candidate and of ``none`` reported which of
+   the n examples it got right, `ExampleSpread`): seeds cannot average away how a policy happens to do
+   on these particular n examples (its *fit* to the example set, the same on every seed), so the SE
+   also counts the examples as a sample. With ``D[s, i] = correct_candidate[s, i] − correct_none[s, i]``
+   read as a two-way layout (seed effect + example effect + seed×example residual), the variance of
+   the mean difference is ``σ²_seed/S + σ²_example/n + σ²_residual/(S·n)``, estimated without bias by
+
+       SE² = sd_used² / S  +  max(MS_example − MS_residual, 0) / (S · n)
+
+   — the seed-only SE² (which already holds the residual once: ``var_s(d) = σ²_seed + σ²_residual/n``)
+   plus the example part: ``MS_example = S · var_i(mean_s D[:, i])`` and ``MS_residual`` the two-way
+   residual mean square. Not ``var_i(mean_s D[:, i]) / n`` alone: that counts the residual twice, and
+   the residual (which examples two runs happen to disagree on) is most of a paired difference's
+   per-seed variance here, so counting it twice would inflate SE² by up to half again. The example
+   part is never negative, so this test is never less strict than the seed-only one. Degrees of
+   freedom: Welch–Satterthwaite over the three mean squares (S − 1 for the seed part; n − 1 and
+   (S − 1)(n − 1) for the example part), about S − 1 when seed noise dominates, up to ~n when the example fit
+   dominates); S − 1 when the example part is 0. Without such evidence (old records, a run that did
+   not report it) the test is the seed-only one.
 3. **Holm step-down over every candidate compared** (family-wise α, default 0.05): sort the m p-values,
    the i-th smallest is compared with ``α / (m − i + 1)`` and the procedure stops at the first that
    fails. Candidates dropped by a race stay in the family (m never shrinks with the data).
@@ -55,6 +74,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+import numpy as np
 from scipy.special import stdtr  # Student t CDF; scipy.stats' t.sf is ~50x slower per call (the surrogate calls it millions of times)
 
 IMPROVES, NO_GAIN, INCONCLUSIVE = "improves", "no-gain", "inconclusive"
@@ -84,7 +104,8 @@ class Rule:
 
     def text(self) -> str:
         return (f"one-sided paired t-test of each candidate against none on seeds both finished (SD floored at "
-                f"sqrt(2)/n_eval); {self.procedure} correction over every candidate compared, family-wise alpha {self.alpha:g}; "
+                f"sqrt(2)/n_eval; with per-example correctness of every paired run, SE^2 adds the example part "
+                f"(MS_example - MS_residual)/(S n), Welch-Satterthwaite df); {self.procedure} correction over every candidate compared, family-wise alpha {self.alpha:g}; "
                 f"a gain also needs a mean paired difference >= {self.min_effect:g}; winner = highest mean among "
                 f"the gains, else none; inconclusive when a none run failed or a candidate with a failed run is "
                 f"not already significantly worse (alpha {self.drop_alpha:g}) than none or the leader")
@@ -98,9 +119,50 @@ def sd_floor(n_eval: int) -> float:
     return math.sqrt(2.0) / n_eval
 
 
+SE_SEEDS, SE_SEEDS_AND_EXAMPLES = "seeds", "seeds+examples"  # PairedTest.se_kind
+
+
+@dataclass(frozen=True)
+class ExampleSpread:
+    """The example-level spread of a paired difference over S seeds × n examples (rule step 2b):
+    ``ms_example = S · var_i(mean_s D[:, i])`` and ``ms_residual`` = Σ(D − row mean − column mean +
+    grand mean)² / ((S − 1)(n − 1)), for ``D = correct_candidate − correct_reference`` (S, n ≥ 2)."""
+
+    seeds: int
+    examples: int
+    ms_example: float
+    ms_residual: float
+
+    def __post_init__(self) -> None:
+        if self.seeds < 2 or self.examples < 2:
+            raise ValueError(f"ExampleSpread: expected >= 2 seeds and >= 2 examples, got {self.seeds} x {self.examples}")
+
+
+def example_spread(candidate: Sequence[Sequence[bool]], reference: Sequence[Sequence[bool]]) -> ExampleSpread:
+    """`ExampleSpread` of per-example correctness: ``candidate[j]`` and ``reference[j]`` are the two runs
+    of the j-th paired seed, each a 0/1 (or bool) sequence over the same n examples in the same order."""
+    c = np.asarray(candidate, dtype=float)
+    r = np.asarray(reference, dtype=float)
+    if c.ndim != 2 or c.shape != r.shape:
+        raise ValueError(f"example_spread: expected two equal [seeds, examples] arrays, got {c.shape} and {r.shape}")
+    d = c - r
+    seeds, examples = d.shape
+    row = d.mean(axis=1, keepdims=True)
+    column = d.mean(axis=0, keepdims=True)
+    grand = d.mean()
+    ms_example = seeds * float(((column - grand) ** 2).sum()) / (examples - 1)
+    residual = d - row - column + grand
+    ms_residual = float((residual ** 2).sum()) / ((seeds - 1) * (examples - 1))
+    return ExampleSpread(seeds, examples, ms_example, ms_residual)
+
+
 @dataclass(frozen=True)
 class PairedTest:
-    """One-sided paired t-test of ``diffs`` (H0: mean ≤ 0; ``worse_p``: H0 mean ≥ 0)."""
+    """One-sided paired t-test of ``diffs`` (H0: mean ≤ 0; ``worse_p``: H0 mean ≥ 0).
+
+    ``se_kind``: ``"seeds"`` (seed-only SE, S − 1 df) or ``"seeds+examples"`` (rule step 2b);
+    ``se_seed`` and ``se_example`` are the two parts (SE² = se_seed² + se_example²; se_example is
+    None for a seed-only test), ``df`` the t distribution's degrees of freedom."""
 
     pairs: int
     mean: Optional[float]
@@ -110,10 +172,15 @@ class PairedTest:
     t: Optional[float]
     p: float  # P(T >= t): small when the candidate is better
     worse_p: float  # P(T <= t): small when the candidate is worse
+    se_kind: str = SE_SEEDS
+    se_seed: Optional[float] = None
+    se_example: Optional[float] = None
+    df: Optional[float] = None
 
 
-def paired_test(diffs: Sequence[float], n_eval: int) -> PairedTest:
-    """The one-sided paired t-test of step 1–2 of the rule (p = 1 both ways below two pairs)."""
+def paired_test(diffs: Sequence[float], n_eval: int, spread: Optional[ExampleSpread] = None) -> PairedTest:
+    """The one-sided paired t-test of steps 1–2b of the rule (p = 1 both ways below two pairs).
+    ``spread``: the example-level evidence of exactly these pairs (same seed count), else seed-only."""
     k = len(diffs)
     if k == 0:
         return PairedTest(0, None, None, None, None, None, 1.0, 1.0)
@@ -122,9 +189,20 @@ def paired_test(diffs: Sequence[float], n_eval: int) -> PairedTest:
         return PairedTest(1, mean, None, None, None, None, 1.0, 1.0)
     sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (k - 1))
     sd_used = max(sd, sd_floor(n_eval))
-    se = sd_used / math.sqrt(k)
+    seed_part = sd_used ** 2 / k
+    if spread is None or spread.seeds != k:
+        se, df, kind, example_part = math.sqrt(seed_part), float(k - 1), SE_SEEDS, None
+    else:
+        kind = SE_SEEDS_AND_EXAMPLES
+        cells = spread.seeds * spread.examples
+        example_part = max(spread.ms_example - spread.ms_residual, 0.0) / cells
+        se = math.sqrt(seed_part + example_part)
+        df = float(k - 1) if example_part == 0.0 else (seed_part + example_part) ** 2 / (
+            seed_part ** 2 / (k - 1) + (spread.ms_example / cells) ** 2 / (spread.examples - 1)
+            + (spread.ms_residual / cells) ** 2 / ((k - 1) * (spread.examples - 1)))
     t = mean / se
-    return PairedTest(k, mean, sd, sd_used, se, t, float(stdtr(k - 1, -t)), float(stdtr(k - 1, t)))
+    return PairedTest(k, mean, sd, sd_used, se, t, float(stdtr(df, -t)), float(stdtr(df, t)), kind,
+                      math.sqrt(seed_part), None if example_part is None else math.sqrt(example_part), df)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -158,6 +236,25 @@ def _pairs(values: Mapping[int, float], reference: Mapping[int, float], seeds: S
     return [values[seed] - reference[seed] for seed in seeds if seed in values and seed in reference]
 
 
+def spreads_of(values: Mapping[str, Mapping[int, float]], examples: Mapping[str, Mapping[int, Sequence[bool]]],
+               reference: str, seeds: Sequence[int], n_eval: int) -> dict[str, ExampleSpread]:
+    """Each candidate's `ExampleSpread` against ``reference`` on the seeds both finished, for the
+    candidates whose every such pair has per-example correctness of ``n_eval`` examples on both sides
+    (``examples``: name → seed → correctness); the others are left out (their test is seed-only)."""
+    reference_values, reference_examples = values.get(reference, {}), examples.get(reference, {})
+    spreads = {}
+    for name, own in values.items():
+        if name == reference:
+            continue
+        paired = [seed for seed in seeds if seed in own and seed in reference_values]
+        mine = examples.get(name, {})
+        complete = all(seed in mine and seed in reference_examples and len(mine[seed]) == n_eval
+                       and len(reference_examples[seed]) == n_eval for seed in paired)
+        if len(paired) >= 2 and n_eval >= 2 and complete:
+            spreads[name] = example_spread([mine[seed] for seed in paired], [reference_examples[seed] for seed in paired])
+    return spreads
+
+
 @dataclass(frozen=True)
 class CandidateResult:
     name: str
@@ -180,20 +277,24 @@ class Verdict:
 
 
 def decide(values: Mapping[str, Mapping[int, float]], reference: str, seeds: Sequence[int], n_eval: int,
-           rule: Rule = Rule(), dropped: Sequence[str] = ()) -> Verdict:
+           rule: Rule = Rule(), dropped: Sequence[str] = (),
+           spreads: Optional[Mapping[str, ExampleSpread]] = None) -> Verdict:
     """The verdict of the rule in the module docstring.
 
     ``values``: candidate name → seed → accuracy, the reference included (mapping order is the listing
     order for ties; a missing seed is a failed run); ``seeds``: the planned seeds; ``dropped``: candidates
-    a race stopped early (their unrun seeds are not failures)."""
+    a race stopped early (their unrun seeds are not failures); ``spreads``: the example-level evidence of
+    the candidates that have it (`spreads_of`), a candidate without one is tested on seeds only."""
     reference_values = values.get(reference, {})
     names = [name for name in values if name != reference]
-    tests = {name: paired_test(_pairs(values[name], reference_values, seeds), n_eval) for name in names}
+    spreads = spreads or {}
+    tests = {name: paired_test(_pairs(values[name], reference_values, seeds), n_eval, spreads.get(name)) for name in names}
     adjusted = dict(zip(names, PROCEDURES[rule.procedure]([tests[name].p for name in names])))
     rejected = {name: adjusted[name] <= rule.alpha for name in names}
     gains = [name for name in names if rejected[name] and tests[name].mean >= rule.min_effect]
     leader = max(gains, key=lambda name: (tests[name].mean, -names.index(name))) if gains else None
-    excluded = set(race_drops(values, reference, seeds, n_eval, rule, candidates=names))
+    incomplete = any(seed not in values[name] for name in names for seed in seeds)
+    excluded = set(race_drops(values, reference, seeds, n_eval, rule, candidates=names)) if incomplete else set()
     results = []
     for name in names:
         missing = sum(1 for seed in seeds if seed not in values[name])
@@ -216,7 +317,9 @@ def race_drops(values: Mapping[str, Mapping[int, float]], reference: str, seeds:
                rule: Rule = Rule(), candidates: Optional[Sequence[str]] = None) -> list[str]:
     """Candidates significantly worse (one-sided paired t at ``rule.drop_alpha``) than the reference or
     than the leader — the candidate with the highest mean paired difference to the reference — on the
-    seeds they share. The leader itself is never dropped by its own comparison."""
+    seeds they share. The leader itself is never dropped by its own comparison. Seed-only tests: these
+    decide which candidates to stop running and whether a failed run blocks the verdict, never whether a
+    gain is claimed (the one final test does), so the example-level part is left out here."""
     reference_values = values.get(reference, {})
     names = list(candidates) if candidates is not None else [name for name in values if name != reference]
     means = {name: paired_test(_pairs(values[name], reference_values, seeds), n_eval).mean for name in names}
