@@ -87,14 +87,19 @@ def show_policy(
     title = f"policy {config.name or policy.source}: {config.selection}"
     if config.selection == "random_n":
         title += f" (n={config.n} per sample)"
-    table = Table(title=title, caption=_policy_caption(config))
-    for column in ("#", "op", "stage", "modality", "p", "magnitude", "balance", "schedule", "0 → 1"):
-        table.add_column(column, overflow="fold")
-    for index, entry in enumerate(config.entries):
-        balance = getattr(config.balance, entry.modality)
-        table.add_row(str(index), entry.op, entry.stage, entry.modality, f"{entry.p:g}" + (" ×sched" if entry.schedule_p else ""),
-                      f"{entry.magnitude:g}", f"×{balance:g}", entry.schedule.describe(), entry.schedule.sparkline())
-    console.print(table)
+    if config.entries:
+        table = Table(title=title, caption=_policy_caption(config))
+        for column in ("#", "op", "stage", "modality", "p", "magnitude", "balance", "schedule", "0 → 1"):
+            table.add_column(column, overflow="fold")
+        for index, entry in enumerate(config.entries):
+            balance = getattr(config.balance, entry.modality)
+            table.add_row(str(index), entry.op, entry.stage, entry.modality, f"{entry.p:g}" + (" ×sched" if entry.schedule_p else ""),
+                          f"{entry.magnitude:g}", f"×{balance:g}", entry.schedule.describe(), entry.schedule.sparkline())
+        console.print(table)
+    else:
+        console.print(f"policy {config.name or policy.source}: no augmentation (no ops: every batch trains as it is)")
+    if config.provenance is not None:
+        _print_provenance(console, config.provenance)
     if as_json:
         emit_json({"policy": policy.to_dict()})
 
@@ -105,10 +110,31 @@ def _policy_caption(config) -> str:
         parts.append("magnitude drawn uniformly in [0, magnitude]")
     if config.consistency is not None:
         parts.append(f"consistency KL weight {config.consistency.weight:g} (T={config.consistency.temperature:g})")
-    if config.provenance is not None:
-        fields = config.provenance.model_dump(exclude_none=True, exclude_defaults=True)
-        parts.append("provenance: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
     return "; ".join(parts)
+
+
+def _print_provenance(console, provenance) -> None:
+    """Where the policy came from, as the search's own summary shows it: the search and its training
+    settings in one line, then the confirmation table and the verdict line."""
+    origin = [f"study {provenance.study}" if provenance.study else None,
+              f"trial {provenance.trial}" if provenance.trial is not None else None,
+              f"space {provenance.search_space}" if provenance.search_space else None,
+              f"task {provenance.task}" if provenance.task else None,
+              f"autoaug {provenance.package_version}" if provenance.package_version else None]
+    training = provenance.training
+    if training is not None and (training.learning_rate or training.epochs):
+        origin.append(f"trained at learning rate {training.learning_rate:g} for {training.epochs} epochs")
+    line = ", ".join(part for part in origin if part)
+    if line:
+        console.print(f"from {line}", highlight=False)
+    evidence = provenance.confirmation
+    if evidence is None:
+        return
+    record = evidence.model_dump()
+    record["candidates"] = [{**row, "beats_none": row["name"] == evidence.winner and evidence.verdict == "improves"}
+                            for row in record["candidates"]]
+    console.print(confirmation_table(record))
+    console.print(_verdict_line(evidence.verdict, evidence.winner), highlight=False)
 
 
 @app.command("train")
@@ -288,23 +314,37 @@ def _calibration_line(calibration: dict) -> str:
 
 
 def _print_confirmation(record: dict) -> None:
-    table = Table(title=f"confirmation on {len(record['seeds'])} fresh seeds (validation accuracy; "
+    """The confirmation as the search's terminal summary shows it: one row per candidate, the verdict line."""
+    stderr.print(confirmation_table(record))
+    stderr.print(_verdict_line(record["verdict"], record["winner"], record.get("verdict_reason")), highlight=False)
+
+
+def confirmation_table(record: dict) -> Table:
+    """Per candidate: mean ± SE, the difference to none paired by seed ± SE, the corrected p-value."""
+    split = record.get("split", "val")
+    where = "the held-out confirm part" if split == "confirm" else "validation"
+    table = Table(title=f"confirmation on {len(record['seeds'])} fresh seeds ({where}, accuracy; "
                         f"difference to none paired by seed)")
-    for column in ("candidate", "mean ± SE", "vs none ± SE", "beats none by > 2 SE"):
+    for column in ("candidate", "mean ± SE", "vs none ± SE", "p (corrected)", "gain"):
         table.add_column(column)
     for row in record["candidates"]:
-        mean = "—" if row["mean"] is None else f"{row['mean']:.4f} ± {row['se'] or 0:.4f}"
-        diff = "" if row["name"] == "none" or row["diff_vs_none"] is None else \
-            f"{row['diff_vs_none']:+.4f} ± {row['diff_se'] or 0:.4f}"
-        table.add_row(row["name"], mean, diff, "yes" if row["beats_none"] else "")
-    stderr.print(table)
-    stderr.print(_verdict_line(record["verdict"], record["winner"]))
+        mean = "—" if row.get("mean") is None else f"{row['mean']:.4f} ± {row.get('se') or 0:.4f}"
+        diff = "" if row["name"] == "none" or row.get("diff_vs_none") is None else \
+            f"{row['diff_vs_none']:+.4f} ± {row.get('diff_se') or 0:.4f}"
+        adjusted = row.get("p_adjusted")
+        table.add_row(row["name"], mean, diff, "" if adjusted is None else f"{adjusted:.3g}",
+                      "yes" if row.get("beats_none") else "")
+    return table
 
 
-def _verdict_line(verdict: str, winner: str) -> str:
+def _verdict_line(verdict: str, winner: str, reason: Optional[str] = None) -> str:
     if verdict == "improves":
-        return f"verdict: improves — {winner} beats no augmentation by more than 2 paired SE; it is the export"
-    return ("verdict: no-gain — no candidate beat no augmentation by more than 2 paired SE; "
+        return (f"verdict: improves — {winner} beats no augmentation on examples and seeds selection never used "
+                "(one-sided paired test, corrected for every candidate); it is the export")
+    if verdict == "inconclusive":
+        return (f"verdict: inconclusive — {reason or 'runs the decision needs failed'}; the exported policy is `none`; "
+                "run the same command again to retry the failed runs")
+    return (f"verdict: no-gain — {reason or 'no candidate beat no augmentation'}; "
             "the exported policy is `none` (no augmentation)")
 
 

@@ -116,3 +116,29 @@ def test_task_or_data_is_refused_with_the_flags(command, given, tmp_path, capsys
     """`require_task_or_data` names the library's parameters (``task``, ``data``); a CLI user reads the flags."""
     code, _, err = run_cli([*command, *given, "--workdir", str(tmp_path)], capsys)
     assert (code, err.strip()) == (2, "error: give exactly one of --task NAME or --data PATH")
+
+
+def test_show_prints_an_exported_policy_s_evidence_as_tables_not_a_dict_dump(tmp_path, capsys):
+    """`autoaug show policy.yaml`, the last step of the README's main command: an empty policy says "no
+    augmentation", and its provenance is the search's summary (training settings, confirmation table,
+    verdict line), not a wrapped Python-dict dump under an empty table."""
+    import yaml
+
+    from conftest import run_cli
+
+    policy = {"schema_version": 1, "name": "first-confirmed-none", "entries": [], "provenance": {
+        "study": "first", "metric": "val_accuracy", "value": 0.61, "task": "task:shapes-vqa",
+        "training": {"learning_rate": 0.001, "epochs": 24},
+        "confirmation": {"verdict": "no-gain", "winner": "none", "split": "confirm", "seeds": [10000, 10001],
+                         "candidates": [{"name": "trial 8", "mean": 0.5957, "se": 0.004, "diff_vs_none": -0.0143,
+                                         "diff_se": 0.005, "n": 2},
+                                        {"name": "none", "mean": 0.61, "se": 0.003, "n": 2}]}}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    code, out, err = run_cli(["show", str(path)], capsys)
+    assert code == 0, err
+    assert "no augmentation" in out
+    assert "learning rate 0.001 for 24 epochs" in out
+    assert "confirmation on 2 fresh seeds" in out and "held-out confirm part" in out
+    assert "-0.0143 ± 0.0050" in out and "verdict: no-gain" in out
+    assert "{'" not in out and "candidates=" not in out
