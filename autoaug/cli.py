@@ -352,12 +352,12 @@ def _verdict_line(verdict: str, winner: str, reason: Optional[str] = None) -> st
 def export(
     name: str = typer.Option(..., "--name", metavar="STUDY", help="The study to export from."),
     out: Path = typer.Option(..., "--out", metavar="FILE", help="Policy file to write (.yaml or .json)."),
-    trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (default: the best searched trial)."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Export this trial instead (a trial stopped early is refused: its value ranks with nothing). Default: the confirmation's winner — `none` unless a candidate improved on it; a search run with --no-confirm: its best full-length trial."),
     workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Where the embedded Optuna store lives."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
-    as_json: bool = typer.Option(False, "--json", help="End stdout with {path, trial} as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="End stdout with {path, trial, study} as JSON, plus verdict and winner when the confirmed winner is exported."),
 ) -> None:
-    """Write a trial's policy (best by default), with provenance, as a file Policy.load reads."""
+    """Write the search's confirmed winner (or --trial N), with its provenance, as a file Policy.load reads."""
     from autoaug.search.export import export_from_storage
 
     path, number = export_from_storage(name, out, workdir=workdir, storage=storage, trial=trial)

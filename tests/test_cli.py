@@ -142,3 +142,14 @@ def test_show_prints_an_exported_policy_s_evidence_as_tables_not_a_dict_dump(tmp
     assert "confirmation on 2 fresh seeds" in out and "held-out confirm part" in out
     assert "-0.0143 ± 0.0050" in out and "verdict: no-gain" in out
     assert "{'" not in out and "candidates=" not in out
+
+
+def test_export_help_says_what_export_does():
+    """`autoaug export --help` once said "best by default" while the code exported the confirmed winner."""
+    from autoaug.cli import app
+
+    command = typer.main.get_command(app).commands["export"]
+    help_text = " ".join([command.help or ""] + [param.help or "" for param in command.params])
+    assert "confirmed winner" in help_text and "confirmation's winner" in help_text
+    assert "best by default" not in help_text and "default: the best searched trial" not in help_text.lower()
+    assert "verdict and winner" in help_text
