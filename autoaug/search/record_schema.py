@@ -21,6 +21,7 @@ EPOCH_METRICS = (METRIC, VAL_LOSS, TRAIN_LOSS, TRAIN_ACCURACY, ROBUST_METRIC, EP
 STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed; early-stopped trials are also PRUNED in Optuna
 POLICY_ATTR = "autoaug_policy"  # the policy the trial ran, as a dict (what export writes)
 BASELINE_ATTR = "autoaug_baseline"  # the preset name, on baseline trials only
+SCREEN_ATTR = "autoaug_screen"  # the op a screen trial puts alone in its policy (autoaug.search.screen)
 ERROR_ATTR = "autoaug_error"  # the one-line reason a trial failed
 RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried
 PBT_TRIAL_ATTR = "pbt_trial_id"  # the Tune trial a PBT member's Optuna trial records
@@ -32,6 +33,7 @@ ORPHAN_REASON = "the search driver stopped while this run was open"  # on RUNNIN
 # ---------------------------------------------------------------------- Optuna study user attributes
 CALIBRATION_ATTR = "calibration"
 CONFIRMATION_ATTR = "confirmation"
+SCREEN_RECORD_ATTR = "screen"  # the screen's verdict on each op (`ScreenResult.as_record`)
 CONFIRMATION_RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps them
 # {run label: per-example correctness "<n>:<hex>" (autoaug.trainers.evaluation.encode_correct)}: the example-level
 # evidence of the finished confirmation runs, kept on resume like their accuracies (~n/4 characters a run)

@@ -26,9 +26,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from autoaug.search.record_schema import SCREEN_ATTR, SCREEN_RECORD_ATTR
 from autoaug.search.space import MAX_OPS, PolicySpace, SearchSpace, op_param, use_name
 
-SCREEN_ATTR = "autoaug_screen"  # on a screen trial: the op it screens
 DROP_SE = 1.0  # an op more than this many binomial SE of a difference below none is dropped
 MIN_SURVIVORS = 3
 CONSTANT = "constant"
@@ -129,7 +129,6 @@ def restricted(space: SearchSpace, survivors: list[str]) -> SearchSpace:
 
 
 # ---------------------------------------------------------------------- the stage
-SCREEN_RECORD_ATTR = "screen"  # on the study: the screen's verdict (`ScreenResult.as_record`)
 
 
 def screen_values(study) -> dict[str, Optional[float]]:

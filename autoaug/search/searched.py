@@ -32,7 +32,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from autoaug.search.cluster import slot_count
-from autoaug.search.record_schema import CALIBRATION_ATTR, METRIC, ROBUST_METRIC
+from autoaug.search.record_schema import CALIBRATION_ATTR, METRIC, ROBUST_METRIC, SCREEN_ATTR
 from autoaug.search.records import MlflowRecorder, RecordingOptunaSearch, SearchProgress
 from autoaug.search.samplers import make_sampler, sampler_kind
 from autoaug.search.stages import SearchContext
@@ -112,8 +112,6 @@ def run_searched_trials(context: SearchContext) -> None:
 
 
 def _screen_finished(study) -> int:
-    from autoaug.search.screen import SCREEN_ATTR  # the screen builds on this module
-
     return sum(1 for trial in study.get_trials(deepcopy=False)
                if SCREEN_ATTR in trial.user_attrs and trial.state in (TrialState.COMPLETE, TrialState.PRUNED))
 

@@ -206,13 +206,50 @@ def run_specs(context: SearchContext, stage: str, specs: list[RunSpec],
 
     if not specs:
         return {}
-    collect = CollectRuns(on_finished)
+    progress = _progress(context, stage, len(specs))
+
+    def finished(outcome: RunOutcome) -> None:
+        if on_finished:
+            on_finished(outcome)
+
+    collect = CollectRuns(finished)
     context = context.with_settings(report_epochs=())  # nothing decides mid-run: one report at the end
     context.fit(stage, param_space={"_run": tune.grid_search([spec.as_config()["_run"] for spec in specs])},
-                tune_config=tune.TuneConfig(), callbacks=[collect])
+                tune_config=tune.TuneConfig(), callbacks=[collect] + ([progress] if progress else []))
     for spec in specs:  # a run Tune never started is a failure with a reason, not a silent gap
         collect.outcomes.setdefault(spec.label, RunOutcome(spec, state="failed", error="never ran"))
     return collect.outcomes
+
+
+class _RunProgress(Callback):
+    """The stage's runs on the search's progress line (calibration and confirmation are minutes long)."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+
+    def setup(self, **info) -> None:
+        self.progress.setup(**info)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.progress.on_trial_start(iteration, trials, trial, **info)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.progress.record(trial, "complete")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.progress.record(trial, "failed")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.progress.close()
+
+
+def _progress(context: SearchContext, stage: str, total: int) -> Optional[_RunProgress]:
+    if context.console is None:
+        return None
+    from autoaug.search.records import SearchProgress  # records builds on this module's neighbours
+
+    return _RunProgress(SearchProgress(context.console, total, METRIC, f"{stage} {context.request.name}",
+                                       label_of=lambda trial: RunSpec.of(trial.config).label))
 
 
 def _error_line(trial) -> str:
