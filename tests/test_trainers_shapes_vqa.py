@@ -1,4 +1,5 @@
-"""shapes-vqa's task options: question types, shape sizes, clutter specks and filler words.
+"""shapes-vqa's task options: question types, shape sizes, clutter specks, filler words and the
+planted ``fade`` of the held-out splits.
 
 (Determinism, answers and rendering of the default task are covered in test_trainers_data.py.)
 """
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from autoaug.errors import AutoaugInputError
-from autoaug.trainers.shapes_vqa import CLUTTER_GREY, FILLERS, QUESTION_TYPES, make_shapes_vqa, render
+from autoaug.trainers.shapes_vqa import CLUTTER_GREY, FILLERS, QUESTION_TYPES, faded, make_shapes_vqa, render
+from autoaug.trainers.tasks import load_task
 
 SMALL = dict(seed=0, train_size=200, val_size=20, test_size=20)
 
@@ -63,7 +65,7 @@ def test_clutter_is_grey_and_drawn_under_the_shapes():
 
 
 def test_options_off_give_the_same_bytes():
-    assert make_shapes_vqa(**SMALL).fingerprint == make_shapes_vqa(**SMALL, clutter=0, filler=0.0).fingerprint
+    assert make_shapes_vqa(**SMALL).fingerprint == make_shapes_vqa(**SMALL, clutter=0, filler=0.0, fade=0.0).fingerprint
     assert make_shapes_vqa(**SMALL).fingerprint != make_shapes_vqa(**SMALL, clutter=2).fingerprint
 
 
@@ -76,8 +78,60 @@ def test_options_off_give_the_same_bytes():
     ({"filler": 1.5}, r"filler must be a probability in \[0, 1\]"),
     ({"max_shapes": 5}, r"max_shapes must be an int in \[1, 4\]"),
     ({"image_size": 8}, "image_size must be an int >= 12"),
+    ({"fade": 0.95}, r"fade must be a number in \[0, 0.9\]"),
+    ({"fade": -0.1}, r"fade must be a number in \[0, 0.9\]"),
+    ({"fade": True}, r"fade must be a number in \[0, 0.9\]"),
     ({"clutterr": 1}, "unknown option\\(s\\) clutterr \\(options: seed, train_size"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(AutoaugInputError, match=f"shapes-vqa: {message}"):
         make_shapes_vqa(**SMALL, **options)
+
+
+FADE = 0.6
+
+
+def _grey_spread(image: torch.Tensor) -> float:
+    """Standard deviation of the image's grey levels (what contrast scales)."""
+    grey = (image.float() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)
+    return float(grey.std())
+
+
+def _chroma(image: torch.Tensor) -> float:
+    """Mean distance of each pixel's colour from its own grey (what saturation scales)."""
+    x = image.float()
+    return float((x - x.mean(0, keepdim=True)).abs().mean())
+
+
+def test_fade_washes_out_val_and_test_and_leaves_train_as_it_was():
+    # Catches: a fade applied to train too (the nuisance must be one training never sees), to no split,
+    # to only one of val / test, or one that changes questions or answers.
+    plain = make_shapes_vqa(**SMALL)
+    washed = load_task("shapes-vqa", seed=0, train_size=200, val_size=20, test_size=20, fade=FADE)
+    assert all(torch.equal(a.image, b.image) for a, b in zip(plain.train, washed.train))
+    for split in ("val", "test"):
+        pairs = list(zip(plain.split(split), washed.split(split)))
+        assert [(a.text, a.label, a.scene) for a, _ in pairs] == [(b.text, b.label, b.scene) for _, b in pairs]
+        for clean, faint in pairs:
+            assert torch.equal(faint.image, faded(clean.image.unsqueeze(0), 1 - FADE)[0])
+            # contrast scales the grey spread by 1 - fade and saturation keeps it (it blends towards
+            # each pixel's own grey); 8-bit rounding moves it by well under a grey level
+            assert _grey_spread(faint.image) == pytest.approx((1 - FADE) * _grey_spread(clean.image), abs=0.5)
+            # chroma is scaled twice (contrast, then saturation), both by 1 - fade
+            assert _chroma(faint.image) == pytest.approx((1 - FADE) ** 2 * _chroma(clean.image), abs=0.5)
+
+
+def test_faded_keeps_a_grey_image_grey_and_factor_one_is_the_identity():
+    # Catches: a fade that shifts brightness (blending towards black or a fixed grey instead of the
+    # image's own mean grey), or one that moves pixels at factor 1.
+    images = make_shapes_vqa(**SMALL).val[0].image.unsqueeze(0)
+    assert torch.equal(faded(images, 1.0), images)
+    grey = torch.full((1, 3, 4, 4), 90, dtype=torch.uint8)
+    assert torch.equal(faded(grey, 0.3), grey)
+
+
+def test_fade_is_deterministic_from_the_data_seed():
+    # Catches: a fade drawn from a global or unseeded generator (it is a fixed factor: same bytes twice).
+    first, again = (make_shapes_vqa(**SMALL, fade=FADE) for _ in range(2))
+    assert first.fingerprint == again.fingerprint != make_shapes_vqa(**SMALL).fingerprint
+    assert first.split_record["fade"] == FADE

@@ -19,6 +19,18 @@ always visible) and two shapes in different cell columns are unambiguously left/
 Optional nuisance (off by default): grey clutter specks under the shapes and redundant question
 prefixes, drawn from a stream of their own so that they leave scenes, questions and answers unchanged.
 
+Planted gain (``fade``, off by default): every validation and test image is washed out — its contrast
+and its colour saturation each scaled by ``1 - fade`` (torchvision's definitions: blend with the
+image's mean grey, then with its greyscale) — while training images stay as drawn. The model never
+sees a faded image in training, and one op of the default space simulates it (``pixel_color_jitter``,
+whose contrast and saturation factors reach ``1 - 0.4``), so a search that works should find that op:
+the smoke test of its power (issue 21, item 4). Fading keeps every answer (colours stay apart: hue is
+unchanged). Measured (seed 0, 30 epochs, one seed only): at ``fade`` 0.6 ``none`` scores val 0.466 /
+test 0.447 (0.625 / 0.635 unfaded) and ``pixel_color_jitter`` magnitude 1 at p 1 scores 0.556 / 0.520.
+Positional nuisances do not work on this model: translating val/test scenes by up to 8 px cost
+``none`` 0.01-0.02, and it ignores even scrambled patch order (``patches_scrambled`` robust accuracy
+0.633 vs 0.635 clean), so ``pixel_translate`` has no gap to close there.
+
 Mirroring an image left to right changes the answer of a relation question; the task declares
 ``("left", "right")`` as its mirror words (`TaskData.mirror_words`), so the
 ``multimodal_horizontal_flip`` op swaps them in question and answer and stays label-consistent.
@@ -75,6 +87,8 @@ FILLERS: tuple[str, ...] = (
 )
 CLUTTER_GREY = (0.45, 0.85)      # grey level of a clutter speck (achromatic: never a palette colour)
 CLUTTER_HALF_EXTENT = (0.6, 1.3)  # pixels: specks of 1-3 px
+FADED_SPLITS = ("val", "test")  # the splits ``fade`` washes out: held-out only, training never sees it
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision and kornia greyscale
 
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 CHUNK = 64  # examples per random stream (see generate_examples)
@@ -147,7 +161,8 @@ class SceneOptions:
     ``size_range`` is a shape's half-extent as a fraction of its cell; ``question_types`` restricts what
     is asked (it must keep ``count`` or ``presence``, which every scene can answer); ``clutter`` puts up
     to that many grey specks under the shapes of each image and ``filler`` is the probability of a
-    redundant question prefix such as "look at the picture.".
+    redundant question prefix such as "look at the picture."; ``fade`` in [0, 0.9] scales the contrast
+    and saturation of every val / test image by ``1 - fade`` (the planted gain: module docstring).
     """
 
     image_size: int = 32
@@ -160,6 +175,7 @@ class SceneOptions:
     question_types: tuple[str, ...] = QUESTION_TYPES
     clutter: int = 0
     filler: float = 0.0
+    fade: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 12:
@@ -174,6 +190,10 @@ class SceneOptions:
             raise AutoaugInputError(f"shapes-vqa: clutter must be an int in [0, 16], got {clutter!r}")
         if isinstance(filler, bool) or not isinstance(filler, (int, float)) or not 0.0 <= filler <= 1.0:
             raise AutoaugInputError(f"shapes-vqa: filler must be a probability in [0, 1], got {filler!r}")
+        fade = self.fade
+        if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not 0.0 <= fade <= 0.9:
+            raise AutoaugInputError(f"shapes-vqa: fade must be a number in [0, 0.9] (1 - fade scales val/test "
+                                    f"contrast and saturation), got {fade!r}")
         # frozen: the normalised forms are set through object.__setattr__
         object.__setattr__(self, "size_range", _check_size_range(self.size_range))
         object.__setattr__(self, "question_types", _check_question_types(self.question_types))
@@ -276,6 +296,8 @@ def generate_examples(
     if pixel_noise > 0:
         noise = torch.from_numpy(np.concatenate(noises)[:count]) * (pixel_noise * 255.0)
         images = (images.float() + noise).round().clamp(0, 255).to(torch.uint8)
+    if options.fade and split in FADED_SPLITS:
+        images = faded(images, 1.0 - options.fade)
     examples = []
     for index, (scene, text, spec) in enumerate(zip(scenes, texts, specs)):
         examples.append(Example(
@@ -287,6 +309,19 @@ def generate_examples(
             source=f"{TASK_NAME} {split} #{index}",
         ))
     return examples
+
+
+def faded(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """uint8 images ``[N, 3, H, W]`` with contrast, then saturation, scaled by ``factor`` in (0, 1]:
+    each image is blended with its mean grey, then each pixel with its own grey (torchvision's
+    ``adjust_contrast`` / ``adjust_saturation``; kornia's ColorJitter uses the same definitions)."""
+    weights = torch.tensor(GREY_WEIGHTS).view(1, 3, 1, 1)
+    x = images.float() / 255.0
+    mean_grey = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (mean_grey + factor * (x - mean_grey)).clamp(0.0, 1.0)
+    grey = (x * weights).sum(1, keepdim=True)
+    x = (grey + factor * (x - grey)).clamp(0.0, 1.0)
+    return (x * 255.0).round().to(torch.uint8)
 
 
 def _with_clutter(rng: np.random.Generator, scene: Scene, clutter: int) -> Scene:

@@ -9,17 +9,58 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+from optuna.trial import TrialState
+
 from autoaug import __version__
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
-from autoaug.search.record_schema import (BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, POLICY_ATTR, ROBUST_METRIC,
-                                          SPACE_HASH_ATTR, SPACE_NAME_ATTR)
+from autoaug.search.record_schema import (BASELINE_ATTR, CALIBRATION_ATTR, CONFIRMATION_ATTR, MAX_EPOCHS_ATTR, METRIC,
+                                          POLICY_ATTR, ROBUST_METRIC, SPACE_HASH_ATTR, SPACE_NAME_ATTR, STATE_ATTR)
 from autoaug.search.study import ROBUST_TOLERANCE, best_trial, pareto_front
 from autoaug.storage import DEFAULT_WORKDIR
 
+# The epoch a trial's last report came from (the epoch ASHA stopped it at); written by the search's
+# recorder when it ends a trial. Older studies lack it: their stopped trials are named without the epoch.
+STOPPED_EPOCH_ATTR = "autoaug_epochs"
+
+
+def stopped_early(trial) -> bool:
+    """Whether the search stopped ``trial`` before its full length (ASHA): Ray reports such a trial to
+    Optuna as COMPLETE with the value of its last rung, so only the recorded state tells. A trial
+    without a recorded state (an older or hand-made study) counts as complete, as `best_trial` counts it."""
+    return trial.user_attrs.get(STATE_ATTR, "complete") == "pruned"
+
+
+def stopped_early_message(study, trial) -> str:
+    """One line: trial N stopped early at epoch E (of T), its value is not comparable; what to export instead."""
+    epoch = trial.user_attrs.get(STOPPED_EPOCH_ATTR)
+    # the trials' full length: calibration's when it ran (it sets the trial length), else --max-epochs
+    length = (study.user_attrs.get(CALIBRATION_ATTR) or {}).get("trial_epochs") or study.user_attrs.get(MAX_EPOCHS_ATTR)
+    at = f" at epoch {epoch}" + (f" of {length}" if length else "") if epoch is not None else ""
+    value = f" ({METRIC} {trial.values[0]:.4f} there)" if trial.values else ""
+    if CONFIRMATION_ATTR in study.user_attrs:
+        record = study.user_attrs[CONFIRMATION_ATTR]
+        instead = f"the confirmed winner is {record['winner']} (verdict {record['verdict']}): omit --trial to export it"
+    else:
+        complete = [other.number for other in study.get_trials(deepcopy=False)
+                    if other.state == TrialState.COMPLETE and not stopped_early(other)
+                    and POLICY_ATTR in other.user_attrs]
+        instead = (f"complete trials: {_numbers(complete)}" if complete else "the study has no complete trial yet")
+    return (f"--trial {trial.number}: trial {trial.number} was stopped early{at}{value}, its value is not "
+            f"comparable with complete trials; {instead}")
+
+
+def _numbers(numbers: list[int], shown: int = 12) -> str:
+    listed = ", ".join(map(str, numbers[:shown]))
+    return listed + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
+
 
 def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
-    """Write trial ``trial_number``'s policy, with provenance, to ``out`` (YAML, or JSON by suffix)."""
+    """Write trial ``trial_number``'s policy, with provenance, to ``out`` (YAML, or JSON by suffix).
+
+    A trial stopped early is written without a value (``provenance.value`` null: the value of the
+    epoch it stopped at ranks with nothing) and its description says so; `export_from_storage`
+    refuses such a trial unless asked."""
     trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == trial_number)
     data = dict(trial.user_attrs.get(POLICY_ATTR) or {})
     if not data:
@@ -28,11 +69,18 @@ def export_policy(study, trial_number: int, out: Union[str, Path]) -> Path:
     data["name"] = f"{study.study_name}-trial{trial_number}"
     if BASELINE_ATTR in trial.user_attrs:
         data["name"] += f"-{trial.user_attrs[BASELINE_ATTR]}"
+    stopped = stopped_early(trial)
+    if stopped:
+        data["name"] += "-stopped-early"
+        epoch = trial.user_attrs.get(STOPPED_EPOCH_ATTR)
+        data["description"] = (f"trial {trial_number} of {study.study_name} was stopped early"
+                               + (f" at epoch {epoch}" if epoch is not None else "")
+                               + f"; its {METRIC} there is not comparable with complete trials, so none is recorded")
     data["provenance"] = {
         "study": study.study_name,
         "trial": trial_number,
         "metric": METRIC,
-        "value": trial.values[0] if trial.values else None,
+        "value": trial.values[0] if trial.values and not stopped else None,
         "seeds": {"search": int(attrs.get("seed", 0)), "trial": int(attrs.get("seed", 0))},
         "search_space": attrs.get(SPACE_NAME_ATTR),
         "search_space_hash": attrs.get(SPACE_HASH_ATTR),
@@ -147,15 +195,25 @@ def _write(policy: Policy, out: Union[str, Path]) -> Path:
 
 
 def export_from_storage(name: str, out: Union[str, Path], workdir: Union[str, Path] = DEFAULT_WORKDIR,
-                        storage: Optional[str] = None, trial: Optional[int] = None) -> tuple[Path, Optional[int]]:
+                        storage: Optional[str] = None, trial: Optional[int] = None,
+                        allow_stopped_early: bool = False) -> tuple[Path, Optional[int]]:
     """`autoaug export`: open the study, pick the policy (``trial``, else the confirmed winner, else the
     best full-length trial), write the file; returns the path and the trial number (``None`` when the
     confirmed winner is ``none``; the evidence is in the file's provenance)."""
     study = open_study(name, workdir, storage)
     if trial is None:
         return export_best(study, out)
-    chosen = best_trial(study, trial)
-    return export_policy(study, chosen.number, out), chosen.number
+    return export_trial(study, trial, out, allow_stopped_early), trial
+
+
+def export_trial(study, trial_number: int, out: Union[str, Path], allow_stopped_early: bool = False) -> Path:
+    """``--trial N``: write that trial's policy. A trial the search stopped early is refused (its value
+    is the epoch it was stopped at, which ranks with nothing), unless ``allow_stopped_early``; then the
+    file records no value and says why (`export_policy`)."""
+    chosen = best_trial(study, trial_number)
+    if stopped_early(chosen) and not allow_stopped_early:
+        raise AutoaugInputError(stopped_early_message(study, chosen))
+    return export_policy(study, chosen.number, out)
 
 
 def open_study(name: str, workdir: Union[str, Path] = DEFAULT_WORKDIR, storage: Optional[str] = None):
