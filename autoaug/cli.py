@@ -137,6 +137,26 @@ def _print_provenance(console, provenance) -> None:
     console.print(_verdict_line(evidence.verdict, evidence.winner), highlight=False)
 
 
+TASK_OPTION_HELP = ("An option of the built-in task (repeatable), e.g. --task-option fade=0.5 or --task-option "
+                    "train_size=300; values are read as JSON where they parse (numbers, booleans, lists).")
+
+
+def parse_task_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs of ``--task-option``; the task itself validates names and values."""
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AutoaugInputError(f"--task-option: expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value.strip()
+    return options
+
+
 @app.command("train")
 def train(
     task: Optional[str] = typer.Option(None, "--task", help="Built-in task (shapes-vqa) or module:function of your own."),
@@ -145,6 +165,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of the model init, the data order and the policy."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data: the built-in task's examples, or the split of data without one."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Training epochs (default: the calibrated length with --from-search, else the training default)."),
+    task_options: list[str] = typer.Option([], "--task-option", metavar="KEY=VALUE", help=TASK_OPTION_HELP),
     variant: str = typer.Option("encoder", "--variant", help="Tiny VLM variant: encoder or causal."),
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="Model: the built-in tiny VLM (default), llava-tiny, or a local Hugging Face LLaVA checkpoint folder."),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
@@ -174,7 +195,8 @@ def train(
                           max_epochs=_first_given(max_epochs, calibrated.get("epochs"), DEFAULT_MAX_EPOCHS),
                           variant=variant, batch_size=batch_size,
                           learning_rate=_first_given(learning_rate, calibrated.get("learning_rate"), DEFAULT_LEARNING_RATE),
-                          accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal, model=model)
+                          accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal, model=model,
+                          task_options=parse_task_options(task_options) or None)
     summary = Table(title=f"{result['task']} with policy {result['policy']} (seed {seed})")
     for column in ("val", "test", "robust", "train-val gap", "epochs", "seconds"):
         summary.add_column(column)
@@ -233,6 +255,7 @@ def search(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (e.g. http://mlflow:5000)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training (all trials share it: same init, same data order)."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data (built-in task generation, split of data without one)."),
+    task_options: list[str] = typer.Option([], "--task-option", metavar="KEY=VALUE", help=TASK_OPTION_HELP),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Calibration length: the longest trial considered (without calibration: the trial length). Default: the training default."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Fix the learning rate: calibration then trains only at this rate (trial length, image check), and trials, confirmation and train --from-search use it."),
     learning_rates: str = typer.Option("3e-4,1e-3,3e-3", "--learning-rates", help="Learning rates the calibration tries (comma-separated)."),
@@ -265,7 +288,8 @@ def search(
                             sampler=sampler, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
                             gpus_per_trial=gpus_per_trial, address=address, workdir=str(workdir), storage=storage,
                             tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines,
-                            data_seed=data_seed, learning_rate=learning_rate, learning_rates=rates,
+                            data_seed=data_seed, task_options=parse_task_options(task_options) or None,
+                            learning_rate=learning_rate, learning_rates=rates,
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
                             confirm_seeds=confirm_seeds, confirm_holdout=confirm_holdout,
                             confirm_fraction=confirm_fraction, screen=screen, reuse_workers=reuse_workers, model=model,
@@ -274,7 +298,7 @@ def search(
     if result.get("error"):  # every searched trial failed: no best policy, exit 1 with the first error
         raise AutoaugError(result["error"])
     table = Table(title=f"search {name}")
-    for column in ("best val accuracy", "best trial", "complete", "stopped early", "failed", "seconds"):
+    for column in ("best single-seed val (selection)", "its trial", "complete", "stopped early", "failed", "seconds"):
         table.add_column(column)
     best = "—" if result["best_value"] is None else f"{result['best_value']:.4f}"
     table.add_row(best, str(result["best_trial"]), str(result["n_complete"]), str(result["n_pruned"]),
@@ -285,8 +309,14 @@ def search(
     if result.get("calibration"):
         calibration = result["calibration"]
         stderr.print(_calibration_line(calibration), highlight=False)
+    if result.get("screen"):
+        screen = result["screen"]
+        stderr.print(f"screen: {len(screen['survivors'])} of {len(screen['ops'])} ops went on to the search "
+                     f"({', '.join(screen['survivors'])})", highlight=False)
     if result.get("confirmation"):
         _print_confirmation(result["confirmation"])
+    if result.get("result"):
+        stderr.print(_result_line(result["result"]), highlight=False)
     stderr.print(f"best policy: {result['best_policy_path']}")
     stderr.print(f"records: MLflow {result['tracking_uri']} (experiment {result['mlflow_experiment_id']}), "
                  f"Optuna {result['optuna_storage']}")
@@ -295,6 +325,14 @@ def search(
                  f"--out {name}-report.html", soft_wrap=True, highlight=False)
     if as_json:
         emit_json(result)
+
+
+def _result_line(result: dict) -> str:
+    """The search's answer in one line: the exported policy and how its score was measured."""
+    value = "—" if result.get("value") is None else f"{result['value']:.4f}"
+    spread = f" ± {result['se']:.4f}" if result.get("se") is not None else ""
+    verdict = f"verdict {result['verdict']}, " if result.get("verdict") else ""
+    return f"result: {result['policy']} — {verdict}val accuracy {value}{spread}, {result['measured_on']}"
 
 
 def _calibration_line(calibration: dict) -> str:
@@ -355,12 +393,14 @@ def export(
     trial: Optional[int] = typer.Option(None, "--trial", help="Export this trial instead (a trial stopped early is refused: its value ranks with nothing). Default: the confirmation's winner — `none` unless a candidate improved on it; a search run with --no-confirm: its best full-length trial."),
     workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Where the embedded Optuna store lives."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (overrides --workdir)."),
+    allow_stopped_early: bool = typer.Option(False, "--allow-stopped-early", help="With --trial: export a trial early stopping cut (its file records no value: the rung's value ranks with nothing)."),
     as_json: bool = typer.Option(False, "--json", help="End stdout with {path, trial, study} as JSON, plus verdict and winner when the confirmed winner is exported."),
 ) -> None:
     """Write the search's confirmed winner (or --trial N), with its provenance, as a file Policy.load reads."""
     from autoaug.search.export import export_from_storage
 
-    path, number = export_from_storage(name, out, workdir=workdir, storage=storage, trial=trial)
+    path, number = export_from_storage(name, out, workdir=workdir, storage=storage, trial=trial,
+                                       allow_stopped_early=allow_stopped_early)
     evidence = None
     if trial is None:
         from autoaug.policy import Policy

@@ -62,10 +62,10 @@ def test_train_maps_max_epochs_to_its_flag(monkeypatch, tmp_path, capsys):
 def test_a_parameter_that_is_no_flag_of_the_running_command_keeps_the_plain_message(monkeypatch, tmp_path, capsys):
     from autoaug.search import controller, export
 
-    # task_options is a SearchRequest field with no flag; --trials is a flag of `search`, not of `export`
-    monkeypatch.setattr(controller, "run_search", _raising("task_options", "expected a dict"))
+    # a library parameter with no flag (model_options); --trials is a flag of `search`, not of `export`
+    monkeypatch.setattr(controller, "run_search", _raising("model_options", "expected a dict"))
     code, _, err = run_cli([*SEARCH, "--workdir", str(tmp_path)], capsys)
-    assert (code, err.strip()) == (2, "error: task_options: expected a dict")
+    assert (code, err.strip()) == (2, "error: model_options: expected a dict")
 
     monkeypatch.setattr(export, "export_from_storage", _raising("trials", "no such thing"))
     code, _, err = run_cli(["export", "--name", "x", "--out", str(tmp_path / "p.yaml")], capsys)
@@ -87,10 +87,10 @@ def test_debug_adds_the_traceback_for_that_run_only(monkeypatch, tmp_path, capsy
 
 def test_every_search_request_field_is_a_parameter_of_the_search_command():
     """The CLI maps a `SearchRequest` error by the field's name, so each field a user sets from the
-    command line must be spelt as the `search` command's parameter (task_options has no flag)."""
+    command line must be spelt as the `search` command's parameter."""
     from autoaug.search.controller import SearchRequest
 
-    fields = {field.name for field in dataclasses.fields(SearchRequest)} - {"task_options"}
+    fields = {field.name for field in dataclasses.fields(SearchRequest)}
     parameters = {parameter.name for parameter in _search_command().params} - {"as_json"}
     assert fields == parameters, (fields - parameters, parameters - fields)
 

@@ -146,3 +146,17 @@ def test_result_without_confirmation_is_the_best_full_length_trial_marked_unconf
     chosen = _summary(study, tmp_path)["result"]
     assert (chosen["policy"], chosen["trial"], chosen["verdict"]) == ("trial 1", 1, None)
     assert chosen["value"] == pytest.approx(0.70) and "not confirmed" in chosen["measured_on"]
+
+
+def test_the_cli_refuses_a_stopped_trial_in_one_line_and_exports_it_with_the_flag(tmp_path, capsys):
+    # Catches: a CLI that does not pass --allow-stopped-early through, or whose refusal does not name it.
+    from conftest import one_error_line, run_cli
+
+    make_study(tmp_path)
+    argv = ["export", "--name", "honest", "--trial", str(STOPPED_TRIAL), "--out", str(tmp_path / "s.yaml"),
+            "--storage", f"sqlite:///{tmp_path}/optuna.db"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--allow-stopped-early" in one_error_line(err)
+    code, _, err = run_cli([*argv, "--allow-stopped-early"], capsys)
+    assert code == 0, err
+    assert Policy.load(tmp_path / "s.yaml").config.provenance.value is None

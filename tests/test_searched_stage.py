@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter
 
 from autoaug.errors import AutoaugInputError
-from autoaug.search.record_schema import METRIC, SEED_ATTR, STATE_ATTR
+from autoaug.search.record_schema import STOPPED_EPOCH_ATTR, METRIC, SEED_ATTR, STATE_ATTR
 from autoaug.search.records import RecordingOptunaSearch
 from autoaug.search.samplers import SearchedOnly, nsga2_population
 from autoaug.search.searched import LATE_RUNG_FRACTION, max_concurrent, rungs, scheduler, searcher_for
@@ -103,6 +103,8 @@ def test_a_trial_asha_stopped_is_pruned_in_optuna_with_its_rung_value_and_never_
     # intermediate values are filed by epoch, not by Tune's report count (Ray's own would say {1: ...})
     assert (full.state, full.values, full.intermediate_values) == (TrialState.COMPLETE, [0.60], {23: 0.55})
     assert full.user_attrs[STATE_ATTR] == "complete"
+    # the epochs each ran, for the export's refusal ("stopped at epoch 23 of 26")
+    assert (cut.user_attrs[STOPPED_EPOCH_ATTR], full.user_attrs[STOPPED_EPOCH_ATTR]) == (23, 26)
     assert best_trial(study).number == full.number and study.best_trial.number == full.number
     # `autoaug export --trial N` refuses it (it exported the rung value as if complete, issue 21 point 6)
     with pytest.raises(AutoaugInputError, match="trial is pruned"):

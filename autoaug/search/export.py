@@ -15,13 +15,13 @@ from autoaug import __version__
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
 from autoaug.search.record_schema import (BASELINE_ATTR, CALIBRATION_ATTR, CONFIRMATION_ATTR, MAX_EPOCHS_ATTR, METRIC,
-                                          POLICY_ATTR, ROBUST_METRIC, SPACE_HASH_ATTR, SPACE_NAME_ATTR, STATE_ATTR)
+                                          POLICY_ATTR, ROBUST_METRIC, SPACE_HASH_ATTR, SPACE_NAME_ATTR, STATE_ATTR,
+                                          STOPPED_EPOCH_ATTR)
 from autoaug.search.study import ROBUST_TOLERANCE, best_trial, pareto_front
 from autoaug.storage import DEFAULT_WORKDIR
 
 # The epoch a trial's last report came from (the epoch ASHA stopped it at); written by the search's
 # recorder when it ends a trial. Older studies lack it: their stopped trials are named without the epoch.
-STOPPED_EPOCH_ATTR = "autoaug_epochs"
 
 
 def stopped_early(trial) -> bool:
@@ -47,7 +47,7 @@ def stopped_early_message(study, trial) -> str:
                     and POLICY_ATTR in other.user_attrs]
         instead = (f"complete trials: {_numbers(complete)}" if complete else "the study has no complete trial yet")
     return (f"--trial {trial.number}: trial {trial.number} was stopped early{at}{value}, its value is not "
-            f"comparable with complete trials; {instead}")
+            f"comparable with complete trials; {instead} (or pass --allow-stopped-early)")
 
 
 def _numbers(numbers: list[int], shown: int = 12) -> str:

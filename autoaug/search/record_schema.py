@@ -21,6 +21,7 @@ EPOCH_METRICS = (METRIC, VAL_LOSS, TRAIN_LOSS, TRAIN_ACCURACY, ROBUST_METRIC, EP
 STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed; early-stopped trials are also PRUNED in Optuna
 POLICY_ATTR = "autoaug_policy"  # the policy the trial ran, as a dict (what export writes)
 BASELINE_ATTR = "autoaug_baseline"  # the preset name, on baseline trials only
+STOPPED_EPOCH_ATTR = "autoaug_epochs"  # the epochs a trial ran (recorded when it ends; < the length: stopped early)
 SCREEN_ATTR = "autoaug_screen"  # the op a screen trial puts alone in its policy (autoaug.search.screen)
 ERROR_ATTR = "autoaug_error"  # the one-line reason a trial failed
 RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried

@@ -27,7 +27,7 @@ from autoaug.search.trainable import epochs_of
 
 from autoaug.search.record_schema import (EPOCH_METRICS, ERROR_ATTR, ERROR_TAG, PARENT_TAG, POLICY_ATTR, POLICY_NAME_TAG,
                                           RAY_TRIAL_TAG, RETRIES_ATTR, RETRIES_TAG, ROLE_TAG, ROLE_TRIAL, STATE_ATTR,
-                                          STATE_TAG, STUDY_TAG, TRIAL_TAG)
+                                          STATE_TAG, STOPPED_EPOCH_ATTR, STUDY_TAG, TRIAL_TAG)
 
 
 def trial_state(trial, max_epochs: int) -> str:
@@ -106,6 +106,8 @@ class RecordingOptunaSearch(OptunaSearch):
         else:
             state = "complete" if _epoch(result) >= self._max_epochs else "pruned"
         ot_trial.set_user_attr(STATE_ATTR, state)
+        if result:
+            ot_trial.set_user_attr(STOPPED_EPOCH_ATTR, _epoch(result))
         if state != "pruned" or not result:  # Ray's own tell: COMPLETE with values, FAIL, or PRUNED without result
             return super().on_trial_complete(trial_id, result=result, error=error)
         # Stopped early: PRUNED, with the value it was stopped at as an intermediate value (one-objective
