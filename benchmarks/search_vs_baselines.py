@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--nsga2-trials", type=int, default=0)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--name", default="bench", help="study name: an existing study in --workdir is resumed "
+                        "(nothing re-run), e.g. the README main command's, so it is measured as the user ran it")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
 
@@ -53,7 +55,7 @@ def main() -> None:
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="autoaug-bench-search-")
     load_before, started = os.getloadavg(), time.perf_counter()
-    result = run_search(SearchRequest(space="vlm_default", name="bench", task="shapes-vqa", trials=args.trials,
+    result = run_search(SearchRequest(space="vlm_default", name=args.name, task="shapes-vqa", trials=args.trials,
                                       workdir=workdir))
     wall = time.perf_counter() - started
     front = None
@@ -84,18 +86,24 @@ def main() -> None:
     print(f"# Search vs baselines ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"load {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after)\n")
     print(f"`{' '.join(sys.argv)}`\n")
-    print(f"- search: {args.trials} trials, wall {wall:.0f} s ({wall / 60:.1f} min; target <= 15 min: "
-          f"{'PASS' if wall <= 900 else 'MISS'}); stages {result['stage_seconds']}")
+    if result["stage_seconds"]:
+        print(f"- search: {args.trials} trials, wall {wall:.0f} s ({wall / 60:.1f} min; target <= 15 min: "
+              f"{'PASS' if wall <= 900 else 'MISS'}); stages {result['stage_seconds']}")
+    else:  # a finished study resumed: nothing ran here, its time is the main command's own
+        print(f"- search: study {args.name} of {workdir} resumed, already finished (time it where it ran)")
     for stage, row in result["cost"]["stages"].items():
         print(f"  - {stage}: {row['trials']} runs, outside epochs {100 * row['outside_epochs_fraction']:.1f} % of slot time, "
               f"cores busy {100 * row['cores_busy_fraction']:.1f} %")
-    print(f"- calibration: lr {calibration['learning_rate']:g}, plateau epoch {calibration['plateau_epoch']}, trials of "
+    print(f"- calibration: lr {calibration['learning_rate']:g}, regime epoch {calibration.get('regime_epoch')} "
+          f"({calibration.get('regime')}), trials of "
           f"{calibration['trial_epochs']} epochs; val none {calibration['none_val_accuracy']:.4f} vs question-only "
-          f"{calibration['question_only_val_accuracy']:.4f}")
+          f"{calibration['question_only_val_accuracy'] or float('nan'):.4f}")
+    if result.get("screen"):
+        print(f"- screen: survivors {', '.join(result['screen']['survivors'])}")
     print(f"- confirmation: winner {confirmation['winner']}, verdict {confirmation['verdict']}")
     for row in confirmation["candidates"]:
         print(f"  - {row['name']}: val {row['mean']:.4f} ± {row['se']:.4f}, vs none {row['diff_vs_none']:+.4f} ± "
-              f"{row['diff_se']:.4f}")
+              f"{row['diff_se']:.4f}, corrected p {row.get('p_adjusted')}")
     print(f"\n## Retrained on seeds {seeds} (test split read only here), paired by seed\n")
     header = " | ".join(f"{m} mean | {m} vs none ± SE" for m in metrics)
     print(f"| policy | {header} |\n|---|" + "---|" * (2 * len(metrics)))
