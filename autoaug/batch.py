@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -37,7 +38,13 @@ IGNORE_INDEX = -100  # Hugging Face convention for "no MLM target here"
 
 @dataclass(frozen=True)
 class TextVocabulary:
-    """What text ops need to know about the tokenizer: its size and its special ids."""
+    """What text ops need to know about the tokenizer: its size and its special ids.
+
+    ``vocab_size``: ids are in ``[0, vocab_size)`` (random replacements are drawn from there);
+    ``pad_id``: padding; ``mask_id``: what ``text_mask`` writes over a masked token; ``special_ids``:
+    ids no op may touch or draw (pad and mask are never drawn either). With a Hugging Face tokenizer,
+    `from_tokenizer` fills all four, including for causal LMs, which have no mask token.
+    """
 
     vocab_size: int
     pad_id: int
@@ -45,12 +52,70 @@ class TextVocabulary:
     special_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if not _is_int(self.vocab_size) or self.vocab_size < 1:
+            raise BatchValidationError(
+                f"TextVocabulary.vocab_size: expected a positive int (len(tokenizer) for a Hugging Face "
+                f"tokenizer), got {self.vocab_size!r}")
         for name in ("pad_id", "mask_id"):
             value = getattr(self, name)
-            if not 0 <= value < self.vocab_size:
+            if value is None:
+                raise BatchValidationError(f"TextVocabulary.{name}: got None, {_MISSING_ID_HINTS[name]}")
+            if not _is_int(value) or not 0 <= value < self.vocab_size:
                 raise BatchValidationError(
-                    f"TextVocabulary.{name}: expected an id in [0, {self.vocab_size}), got {value}"
+                    f"TextVocabulary.{name}: expected an id in [0, {self.vocab_size}), got {value!r}"
                 )
+        special = tuple(self.special_ids)
+        if not all(_is_int(value) for value in special):
+            raise BatchValidationError(f"TextVocabulary.special_ids: expected int ids, got {self.special_ids!r}")
+        # Plain ints in a tuple, whatever came in (a list, numpy ints): the vocabulary is hashed as a cache key.
+        for name, value in (("vocab_size", int(self.vocab_size)), ("pad_id", int(self.pad_id)),
+                            ("mask_id", int(self.mask_id)), ("special_ids", tuple(int(v) for v in special))):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, *, mask_id: Optional[int] = None,
+                       pad_id: Optional[int] = None) -> "TextVocabulary":
+        """The vocabulary of a Hugging Face tokenizer (anything with its ``*_token_id`` attributes).
+
+        - ``vocab_size`` is ``len(tokenizer)``: it counts added tokens (LLaVA's ``<image>``, an added
+          ``<pad>``), which ``tokenizer.vocab_size`` leaves out, so their ids are in range.
+        - ``pad_id``: the argument, else ``tokenizer.pad_token_id``; a tokenizer without a pad token
+          (Llama's) is refused: set ``tokenizer.pad_token`` first, as batching needs anyway.
+        - ``mask_id`` (what ``text_mask`` writes): the argument, else ``tokenizer.mask_token_id``, else the
+          pad id. Causal LMs (every supported VLM) have no mask token; the pad id carries no content of
+          its own, and it is what `autoaug.integrations.transformers.attach` writes too. For a
+          dedicated id, add one (``tokenizer.add_special_tokens({"mask_token": "<mask>"})`` and
+          ``model.resize_token_embeddings(len(tokenizer))``) before calling this, or pass ``mask_id=``
+          (e.g. ``tokenizer.unk_token_id``; worth doing where the pad token is the end-of-text token, as
+          ``tokenizer.pad_token = tokenizer.eos_token`` makes it, since masking then writes end-of-text).
+        - ``special_ids``: ``tokenizer.all_special_ids`` plus added tokens marked special (``<image>``,
+          which ``all_special_ids`` may leave out), plus the pad and mask ids.
+        """
+        size = len(tokenizer) if hasattr(tokenizer, "__len__") else getattr(tokenizer, "vocab_size", None)
+        pad = pad_id if pad_id is not None else getattr(tokenizer, "pad_token_id", None)
+        if pad is None:
+            raise BatchValidationError(
+                "TextVocabulary.from_tokenizer: the tokenizer has no pad token (pad_token_id is None): set "
+                "tokenizer.pad_token (e.g. tokenizer.pad_token = tokenizer.eos_token) or pass pad_id=")
+        mask = mask_id if mask_id is not None else getattr(tokenizer, "mask_token_id", None)
+        mask = pad if mask is None else mask
+        added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        special = set(getattr(tokenizer, "all_special_ids", None) or ())
+        special |= {index for index, token in added.items() if getattr(token, "special", False)}
+        return cls(vocab_size=size, pad_id=pad, mask_id=mask, special_ids=tuple(sorted(special | {pad, mask})))
+
+
+_MISSING_ID_HINTS = {
+    "pad_id": "pass the id padding uses (a Hugging Face tokenizer without a pad token: set "
+              "tokenizer.pad_token = tokenizer.eos_token first)",
+    "mask_id": "pass the id text masking writes: causal-LM tokenizers have no mask token (mask_token_id is None), "
+               "so pass their pad id, or use TextVocabulary.from_tokenizer(tokenizer), which does",
+}
+
+
+def _is_int(value) -> bool:
+    """An integer id (Python or numpy/torch integer scalars), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

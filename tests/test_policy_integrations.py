@@ -219,3 +219,101 @@ def test_a_batch_knows_its_stage_and_the_integrations_need_no_policy_import():
     assert isinstance(policy.lightning_callback(), integrations.PolicyCallback)
     for member in ("config", "source", "progress", "apply_stage", "set_progress"):
         assert hasattr(policy, member), member  # Policy satisfies PolicyLike
+
+
+# ---------------------------------------------------------------------- the public way in (README's examples)
+def ramp_policy() -> Policy:
+    """One entry at magnitude 0.5 whose schedule rises linearly from 0.2 to 0.9 (recorded per application).
+
+    Start and end away from 0 and 1, and a magnitude below 1, so a run that ignored the schedule (constant
+    0.5), read progress as 0 or 1 throughout, or used step/(total-1) gives other magnitudes."""
+    policy = Policy.from_dict({"seed": 0, "clean_fraction": 0.0, "entries": [
+        {"op": "vision_token_dropout", "magnitude": 0.5, "schedule": {"kind": "linear", "start": 0.2, "end": 0.9}}]})
+    policy.record = True
+    return policy
+
+
+def scheduled_magnitudes(policy: Policy, total: int) -> list[float]:
+    """What the entry's own schedule object says at progress step/total, for steps 0..total-1."""
+    entry = policy.config.entries[0]
+    return [round(entry.magnitude * entry.schedule(step / total), 6) for step in range(total)]
+
+
+def test_the_integrations_are_importable_from_the_package_and_from_autoaug_policy():
+    # Catches: the classes left reachable only as autoaug.policy.integrations.* (the README imports them
+    # from autoaug), or two different objects behind the two names.
+    import autoaug
+    import autoaug.policy
+    from autoaug.policy import integrations
+
+    for name in ("PolicyCollator", "PolicyCallback"):
+        assert getattr(autoaug, name) is getattr(autoaug.policy, name) is getattr(integrations, name), name
+        assert name in autoaug.__all__ and name in autoaug.policy.__all__, name
+    with pytest.raises(AttributeError, match="no attribute 'PolicyCollate'"):
+        autoaug.PolicyCollate  # a typo still fails as a missing attribute, not as something else
+
+
+def test_importing_autoaug_does_not_load_lightning():
+    # Catches: an eager `from autoaug.policy.integrations import ...` in an __init__ (seconds of Lightning
+    # import on every `autoaug --help`). Run in a fresh interpreter: this test process has Lightning loaded.
+    import subprocess
+    import sys
+
+    code = "import sys, autoaug; assert 'lightning' not in sys.modules; autoaug.PolicyCollator; " \
+           "assert 'lightning' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_policy_collator_with_total_steps_follows_the_schedule():
+    # Catches: Policy.collator without total_steps (the README's example refused every scheduled policy),
+    # and a total_steps accepted but not passed on (the collator would refuse the schedule again).
+    from autoaug import PolicyCollator
+
+    policy = ramp_policy()
+    list(DataLoader(list(range(48)), batch_size=8, collate_fn=policy.collator(collate_from_pool, total_steps=6)))
+    assert applied_magnitudes(policy) == scheduled_magnitudes(policy, 6)
+    assert applied_magnitudes(policy) != [0.25] * 6  # the schedule did something: not its value at 0.5 throughout
+
+    direct = ramp_policy()
+    list(DataLoader(list(range(48)), batch_size=8, collate_fn=PolicyCollator(direct, collate_from_pool, total_steps=6)))
+    assert applied_magnitudes(direct) == scheduled_magnitudes(direct, 6)
+
+
+def test_policy_collator_reads_set_progress_when_asked():
+    # Catches: progress_from_set_progress not passed through Policy.collator (it would refuse the schedule).
+    policy = ramp_policy()
+    collate = policy.collator(collate_from_pool, progress_from_set_progress=True)
+    for step in range(4):
+        policy.set_progress(step, 4)
+        collate(list(range(8)))
+    assert applied_magnitudes(policy) == scheduled_magnitudes(policy, 4)
+
+
+def test_lightning_callback_takes_total_steps():
+    # Catches: Policy.lightning_callback without total_steps, so a loader without a length left a scheduled
+    # policy no way in but the integrations module's class.
+    policy = ramp_policy()
+    fit(policy.lightning_callback(total_steps=6), DataLoader(UnsizedBatches(), batch_size=None), max_epochs=2)
+    assert applied_magnitudes(policy) == scheduled_magnitudes(policy, 6)
+
+
+def test_lightning_callback_reads_the_trainers_estimated_optimizer_steps():
+    # The default length is trainer.estimated_stepping_batches: with gradient accumulation 2, 4 batches x 3
+    # epochs make 6 optimizer steps, and each pair of batches shares one global step. Catches: counting
+    # batches (12) instead of optimizer steps, or assuming the length of one epoch.
+    policy = ramp_policy()
+    seen_total = []
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen_total.append(trainer.estimated_stepping_batches)
+
+    options = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(callbacks=[policy.lightning_callback(), Spy()], max_epochs=3, accumulate_grad_batches=2,
+                        **options)
+    four_batches = DataLoader(list(range(48)), batch_size=12, collate_fn=collate_from_pool)
+    trainer.fit(Recorder(), train_dataloaders=four_batches)
+    assert seen_total == [6]
+    expected = scheduled_magnitudes(policy, 6)
+    assert applied_magnitudes(policy) == [value for value in expected for _ in range(2)]

@@ -1,8 +1,9 @@
 """Where a policy plugs into a user's training: a Lightning callback and a DataLoader collator.
 
-`Policy.lightning_callback` and `Policy.collator` build these classes, so this module does not import
-the policy module back (that would be an import circle): what the classes use of a policy is typed
-by `PolicyLike`, which `Policy` satisfies.
+Both are public (``from autoaug import PolicyCallback, PolicyCollator``, or from ``autoaug.policy``), and
+`Policy.lightning_callback(total_steps=...)` / `Policy.collator(collate, total_steps=...)` build them, so
+this module does not import the policy module back (that would be an import circle): what the classes
+use of a policy is typed by `PolicyLike`, which `Policy` satisfies.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class PolicyCallback(L.Callback):
             raise AutoaugInputError(
                 f"policy {self.policy.source}: {', '.join(scheduled)} follow training progress, but the trainer "
                 "cannot tell the run's length (no max_epochs/max_steps, or a loader without a length): set "
-                "Trainer(max_steps=...) or use autoaug.policy.integrations.PolicyCallback(policy, total_steps=...)")
+                "Trainer(max_steps=...) or use policy.lightning_callback(total_steps=<optimizer steps in the run>)")
         return 1  # constant schedules do not read progress
 
     def _augment_inside_model(self, pl_module: L.LightningModule) -> Callable[[MultimodalBatch, str], MultimodalBatch]:
@@ -124,8 +125,7 @@ class PolicyCollator:
         if scheduled and self.total_steps is None and not progress_from_set_progress:
             raise AutoaugInputError(
                 f"policy {policy.source}: {', '.join(scheduled)} follow training progress, which a collator "
-                "cannot see: use autoaug.policy.integrations.PolicyCollator(policy, collate, total_steps=<batches "
-                "in the run>), or "
+                "cannot see: use policy.collator(collate, total_steps=<batches in the run>), or "
                 "progress_from_set_progress=True if your loop calls policy.set_progress(step, total)")
         self._count = itertools.count()
         self._collated = multiprocessing.Value("q", 0)  # shared with forked workers

@@ -208,17 +208,29 @@ class Policy:
     def progress(self) -> float:
         return self._progress.value
 
-    def lightning_callback(self):
-        """A Lightning `Callback` that augments training batches only (validation stays clean)."""
+    def lightning_callback(self, total_steps: Optional[int] = None):
+        """A Lightning `Callback` (`PolicyCallback`) that augments training batches only (validation stays clean).
+
+        Schedules follow ``trainer.global_step / total``, where ``total`` is ``total_steps`` (optimizer
+        steps of the whole run) or, by default, the trainer's ``estimated_stepping_batches``; a
+        scheduled policy refuses to run when neither says the run's length.
+        """
         from autoaug.policy.integrations import PolicyCallback
 
-        return PolicyCallback(self)
+        return PolicyCallback(self, total_steps=total_steps)
 
-    def collator(self, base_collate: Callable[[list], MultimodalBatch]):
-        """Wrap a DataLoader ``collate_fn`` so each collated batch comes out augmented."""
+    def collator(self, base_collate: Callable[[list], MultimodalBatch], total_steps: Optional[int] = None,
+                 progress_from_set_progress: bool = False):
+        """Wrap a DataLoader ``collate_fn`` so each collated batch comes out augmented (`PolicyCollator`).
+
+        ``total_steps``: batches this collator collates over the whole run (all epochs); schedules then
+        follow the collator's own count. A scheduled policy needs it, or ``progress_from_set_progress=True``
+        when the training loop calls ``policy.set_progress(step, total)`` itself.
+        """
         from autoaug.policy.integrations import PolicyCollator
 
-        return PolicyCollator(self, base_collate)
+        return PolicyCollator(self, base_collate, total_steps=total_steps,
+                              progress_from_set_progress=progress_from_set_progress)
 
     def consistency_loss(self, clean_logits: Tensor, augmented_logits: Tensor) -> Tensor:
         """This policy's consistency term (0 when the policy has none)."""
