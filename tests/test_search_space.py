@@ -20,7 +20,8 @@ from autoaug.search.space import SHIPPED, SearchSpace, SearchSpaceError, load_sp
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED_KINDS = {"vlm_default": "policy", "randaugment": "randaugment", "pba_schedule": "pba_schedule"}
+SHIPPED_KINDS = {"vlm_default": "policy", "vlm_balanced": "policy", "randaugment": "randaugment",
+                 "pba_schedule": "pba_schedule"}
 
 MINIMAL_POLICY_SPACE = """\
 schema_version: 1
@@ -122,13 +123,32 @@ BAD_SPACES = {
         "kind: pba_schedule\nname: pba\nops: {text_mask: {}}\nquantile_fraction: 0.9\n",
         ["quantile_fraction", "0.5"],
     ),
-    "searched balance": (
-        _policy_with(balance={"vision": [0.5, 1.5]}),
-        ["balance: vision", "balance is not searched", "per-op magnitude ranges", "one number in (0, 4]"],
+    "searched balance from zero": (
+        _policy_with(balance={"vision": [0.0, 1.0]}),
+        ["balance: vision", "a searched balance is a range [low, high]", "0 < low <= high <= 4", "[0.0, 1.0]"],
+    ),
+    "searched balance reversed": (
+        _policy_with(balance={"vision": [1.0, 0.5]}),
+        ["balance: vision", "0 < low <= high <= 4", "[1.0, 0.5]"],
+    ),
+    "searched balance of three numbers": (
+        _policy_with(balance={"text": [0.5, 0.7, 1.0]}),
+        ["balance: text", "range [low, high]", "[0.5, 0.7, 1.0]"],
     ),
     "zero balance": (
         _policy_with(balance={"text": 0.0}),
         ["balance: text", "(0, 4]", "got 0.0"],
+    ),
+    "searched balance whose weakest end puts a magnitude floor out of reach": (
+        _policy_with(balance={"text": [0.5, 1.0]}, ops={"text_mask": {"p": [0.3, 1.0], "magnitude": [0.6, 0.9]}}),
+        ["bad.yaml: ops.text_mask.magnitude: the low end 0.6", "balance.text [0.5, 1.0]"],
+    ),
+    "searched balance wider than the magnitude range": (
+        # [0.3, 0.5] at balances 0.5..1: a magnitude m runs at 0.5 m .. m, inside [0.3, 0.5] only if
+        # 0.6 <= m <= 0.5 -- no such m (a space that allowed it would run text_mask outside its range)
+        _policy_with(balance={"text": [0.5, 1.0]}, ops={"text_mask": {"p": [0.3, 1.0], "magnitude": [0.3, 0.5]}}),
+        ["bad.yaml: ops.text_mask.magnitude: [0.3, 0.5] is too narrow for balance.text [0.5, 1.0]",
+         "high / low >= 2"],
     ),
     "balance that puts a magnitude floor out of reach": (
         _policy_with(balance={"text": 0.5}, ops={"text_mask": {"p": [0.3, 1.0], "magnitude": [0.6, 0.9]}}),

@@ -19,6 +19,17 @@ apart because a search can *train* on one of them:
 | ``pixel_noise`` | held-out | Gaussian noise on every pixel (σ = 0.15 of the pixel range), before patching |
 | ``occlusion`` | held-out | a grey square over a quarter of the image at a random pixel offset (not patch-aligned), before patching |
 | ``words_swapped`` | held-out | 30 % of adjacent word pairs of the question swapped |
+
+**Modality reliance** (`modality_reliance`; ``val_accuracy_image_blanked`` / ``val_accuracy_text_blanked``
+at the end of every searched and baseline trial) is apart from both suites: each input loses one modality's
+content while keeping its shape, so the accuracy says how much the finished model still gets right without
+it. Near the clean accuracy: the model ignores that modality (a policy that drops or masks it heavily can
+teach that); near chance (or the question-only accuracy, for the image): it relies on it.
+
+| blank | what the model sees |
+|---|---|
+| ``image_blanked`` | every image one constant grey (``QUESTION_ONLY_GREY``, as the calibration's question-only check), before patching |
+| ``text_blanked`` | every word of the question replaced by the vocabulary's mask id (special tokens, padding and length kept) |
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from autoaug import ops
 from autoaug.batch import MultimodalBatch
 
 from .model import TinyVLM
+from .prepared import QUESTION_ONLY_GREY
 
 CORRUPTION_SEED = 20260
 
@@ -116,6 +128,31 @@ CORRUPTIONS: dict[str, Corruption] = {
     "occlusion": Corruption(_occlusion, "pixel", True, "a grey square over a quarter of the image, before patching"),
     "words_swapped": Corruption(_swap_words, "token", True, "30 % of adjacent word pairs swapped"),
 }
+
+
+def _grey_image(batch: MultimodalBatch, generator: torch.Generator) -> MultimodalBatch:
+    """Every image one constant grey: the pixels the calibration's question-only run trains on
+    (``QUESTION_ONLY_GREY`` of 255, in the batch's own pixel range and dtype)."""
+    low, high = _pixel_range(batch.images)
+    grey = QUESTION_ONLY_GREY if not batch.images.is_floating_point() else QUESTION_ONLY_GREY / 255.0 * (high - low) + low
+    return batch.replace(images=torch.full_like(batch.images, grey))
+
+
+def _masked_text(batch: MultimodalBatch, generator: torch.Generator) -> MultimodalBatch:
+    """Every word of the question (``text_content``: kept, not special) replaced by the vocabulary's
+    mask id; special tokens, padding, the keep-mask and so the length stay as they were."""
+    if batch.vocab is None:
+        raise ValueError("text_blanked: the batch has no vocabulary (TextVocabulary), so no mask id to write")
+    ids = torch.where(batch.text_content, torch.full_like(batch.text_ids, batch.vocab.mask_id), batch.text_ids)
+    return batch.replace(text_ids=ids)
+
+
+# Not corruptions of the robustness suites (neither in IN_SPACE nor HELD_OUT): the reliance probes.
+MODALITY_BLANKS: dict[str, Corruption] = {
+    "image_blanked": Corruption(_grey_image, "pixel", True, "every image one constant grey"),
+    "text_blanked": Corruption(_masked_text, "pixel", True, "every word of the question masked"),
+}
+_INPUT_CHANGES = {**CORRUPTIONS, **MODALITY_BLANKS}  # by name: what `accuracy` can apply
 IN_SPACE = tuple(name for name, corruption in CORRUPTIONS.items() if not corruption.held_out)
 HELD_OUT = tuple(name for name, corruption in CORRUPTIONS.items() if corruption.held_out)
 
@@ -124,11 +161,11 @@ HELD_OUT = tuple(name for name, corruption in CORRUPTIONS.items() if corruption.
 def _correct_batches(model: TinyVLM, loader: DataLoader, corruption: Optional[str] = None,
                      device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
     """Per batch of ``loader`` (in its order), a bool tensor: which examples the model gets right,
-    clean or under one named corruption. The model is in eval mode while this runs."""
+    clean or under one named corruption or modality blank. The model is in eval mode while this runs."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(CORRUPTION_SEED)
-    chosen = CORRUPTIONS[corruption] if corruption is not None else None
+    chosen = _INPUT_CHANGES[corruption] if corruption is not None else None
     try:
         for batch in loader:
             batch = batch.to(device)
@@ -145,7 +182,8 @@ def _correct_batches(model: TinyVLM, loader: DataLoader, corruption: Optional[st
 
 def accuracy(model: TinyVLM, loader: DataLoader, corruption: Optional[str] = None,
              device: torch.device | str = "cpu") -> float:
-    """Accuracy over a loader of pixel-stage batches, clean or under one named corruption."""
+    """Accuracy over a loader of pixel-stage batches, clean or under one named corruption
+    (`CORRUPTIONS`) or modality blank (`MODALITY_BLANKS`)."""
     correct = total = 0
     for right in _correct_batches(model, loader, corruption, device):
         correct += int(right.sum())
@@ -188,3 +226,9 @@ def robust_accuracies(model: TinyVLM, loader: DataLoader, device: torch.device |
 def heldout_robust_accuracies(model: TinyVLM, loader: DataLoader, device: torch.device | str = "cpu") -> dict[str, float]:
     """Accuracy under each held-out corruption, by name (their mean is ``heldout_robust_accuracy``)."""
     return {name: accuracy(model, loader, name, device) for name in HELD_OUT}
+
+
+def modality_reliance(model: TinyVLM, loader: DataLoader, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Accuracy with each modality blanked, by blank name (``image_blanked``, ``text_blanked``; see the
+    module docstring): one extra pass over ``loader`` per modality."""
+    return {name: accuracy(model, loader, name, device) for name in MODALITY_BLANKS}

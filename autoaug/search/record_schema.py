@@ -16,6 +16,14 @@ TRAIN_ACCURACY = "train_accuracy"
 EPOCH_SECONDS = "epoch_seconds"  # one epoch's wall time, logged per epoch (stamped at the epoch's end)
 SEARCH_SECONDS = "search_seconds"  # on the parent run, once per driver session
 EPOCH_METRICS = (METRIC, VAL_LOSS, TRAIN_LOSS, TRAIN_ACCURACY, ROBUST_METRIC, EPOCH_SECONDS)  # per-epoch MLflow metrics
+# How much the finished model relies on each modality: clean validation accuracy with the image blanked (grey)
+# and with the question's words masked (`autoaug.trainers.evaluation.modality_reliance`). Reported once, with
+# the last epoch of every searched and baseline trial (never calibration or confirmation runs, nor a trial
+# stopped early), and logged to MLflow at that epoch's step.
+IMAGE_BLANKED_METRIC = "val_accuracy_image_blanked"
+TEXT_BLANKED_METRIC = "val_accuracy_text_blanked"
+RELIANCE_METRICS = {"image_blanked": IMAGE_BLANKED_METRIC, "text_blanked": TEXT_BLANKED_METRIC}  # blank name -> metric
+FINAL_METRICS = (IMAGE_BLANKED_METRIC, TEXT_BLANKED_METRIC)  # MLflow metrics logged at a trial's last epoch only
 
 # ---------------------------------------------------------------------- Optuna trial user attributes
 STATE_ATTR = "autoaug_state"  # complete / pruned (stopped early) / failed; early-stopped trials are also PRUNED in Optuna
@@ -26,6 +34,7 @@ SCREEN_ATTR = "autoaug_screen"  # the op a screen trial puts alone in its policy
 ERROR_ATTR = "autoaug_error"  # the one-line reason a trial failed
 RETRIES_ATTR = "autoaug_failed_attempts"  # reasons of the attempts --max-failures retried
 PBT_TRIAL_ATTR = "pbt_trial_id"  # the Tune trial a PBT member's Optuna trial records
+RELIANCE_ATTR = "autoaug_modality_reliance"  # {FINAL_METRICS name: value} of a trial that ran its full length
 
 # the reasons written on what a dead driver left behind (found by the next driver of the study)
 STALE_REASON = "the search driver stopped while this trial ran"  # on RUNNING Optuna trials, marked failed

@@ -7,7 +7,8 @@
   at a rung is as good as its rung value, and that trial could be exported as best).
 - `MlflowRecorder`: one child run per trial nested under the search's parent run (the
   ``mlflow.parentRunId`` tag; Ray's own MLflow logger has no parent option), with the policy's
-  flattened params, every epoch's metrics, the policy YAML and the trial's state.
+  flattened params, every epoch's metrics, the final metrics (modality reliance, at the last epoch's
+  step), the policy YAML and the trial's state.
 - `SearchProgress`: live progress on stderr (a rich bar on a terminal, sparse lines otherwise).
 """
 
@@ -25,9 +26,10 @@ from ray.tune.search.optuna import OptunaSearch
 from autoaug.policy import Policy
 from autoaug.search.trainable import epochs_of
 
-from autoaug.search.record_schema import (EPOCH_METRICS, ERROR_ATTR, ERROR_TAG, PARENT_TAG, POLICY_ATTR, POLICY_NAME_TAG,
-                                          RAY_TRIAL_TAG, RETRIES_ATTR, RETRIES_TAG, ROLE_TAG, ROLE_TRIAL, STATE_ATTR,
-                                          STATE_TAG, STOPPED_EPOCH_ATTR, STUDY_TAG, TRIAL_TAG)
+from autoaug.search.record_schema import (EPOCH_METRICS, ERROR_ATTR, ERROR_TAG, FINAL_METRICS, PARENT_TAG, POLICY_ATTR,
+                                          POLICY_NAME_TAG, RAY_TRIAL_TAG, RELIANCE_ATTR, RETRIES_ATTR, RETRIES_TAG,
+                                          ROLE_TAG, ROLE_TRIAL, STATE_ATTR, STATE_TAG, STOPPED_EPOCH_ATTR, STUDY_TAG,
+                                          TRIAL_TAG)
 
 
 def trial_state(trial, max_epochs: int) -> str:
@@ -108,6 +110,8 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr(STATE_ATTR, state)
         if result:
             ot_trial.set_user_attr(STOPPED_EPOCH_ATTR, _epoch(result))
+            if modality_reliance_of(result):
+                ot_trial.set_user_attr(RELIANCE_ATTR, modality_reliance_of(result))
         if state != "pruned" or not result:  # Ray's own tell: COMPLETE with values, FAIL, or PRUNED without result
             return super().on_trial_complete(trial_id, result=result, error=error)
         # Stopped early: PRUNED, with the value it was stopped at as an intermediate value (one-objective
@@ -123,6 +127,14 @@ class RecordingOptunaSearch(OptunaSearch):
 def _epoch(result: dict) -> int:
     """The epoch a Tune result is for (a result without one: Tune's report count)."""
     return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
+def modality_reliance_of(result: Optional[dict]) -> dict[str, float]:
+    """The modality-reliance metrics (``FINAL_METRICS``) a trial's last result holds ({} when it has
+    none: a trial stopped early, a failed one, a calibration or confirmation run). What the Optuna trial
+    records as ``RELIANCE_ATTR`` (baselines: `autoaug.search.baselines.record_baselines` may do the same)."""
+    return {name: float(result[name]) for name in FINAL_METRICS
+            if isinstance((result or {}).get(name), (int, float))}
 
 
 def is_entry_count_metric(key: str) -> bool:
@@ -227,7 +239,7 @@ class MlflowRecorder(Callback):
             step = int(epoch.get("epoch", result.get("training_iteration", 0)))
             at = int(epoch["epoch_end_time"] * 1000) if "epoch_end_time" in epoch else stamp
             metrics += [Metric(key, float(value), at, step) for key, value in epoch.items()
-                        if key in EPOCH_METRICS or is_entry_count_metric(key)]
+                        if key in EPOCH_METRICS or key in FINAL_METRICS or is_entry_count_metric(key)]
         if self.track_config:
             step = int(result.get("epoch", result.get("training_iteration", 0)))
             metrics += [Metric(f"config.{key}", float(value), stamp, step) for key, value in trial.config.items()

@@ -28,11 +28,27 @@ magnitude and schedule are still asked and recorded). So every parameter Optuna 
 policy uses, and the trial's policy is a pure function of its params (`SearchSpace.policy_data`),
 in the driver and in the trainable alike; MLflow logs the same names (`records.flatten_policy`).
 
-Per-modality ``balance`` multiplies magnitudes at run time (`Policy`). A search space never searches
-it — per-op magnitude ranges already span what it could express, and a searched multiplier would
-make magnitude and balance two names for one effect — but a space may fix it per modality; the
-sampled magnitude range of each op is then divided by its modality's balance, so the magnitude the
-op runs at (``magnitude × balance``) stays within the range the space declares for it.
+Per-modality ``balance`` multiplies magnitudes at run time (`Policy`: an op of modality ``m`` runs at
+``magnitude × balance.m``). A space declares it per modality (``vision``, ``text``, ``cross``), either
+fixed (one number) or searched (a range ``[low, high]``, e.g. ``vision: [0.5, 1.0]``):
+
+- ``balance.<modality>``: asked once per trial, after the ops, and only when the trial uses an op of
+  that modality (a strength that scales no op is not a parameter, as p and magnitude of an unused op
+  are not); it is written into the policy's ``balance``. A modality with a range and no op in the
+  trial gets the neutral value (1, or the end of the range nearest it), which scales nothing.
+
+Why a searched balance is not a second name for per-op magnitude: it is *one* parameter shared by every
+op of the modality, so it pools evidence across them. With a dozen vision ops a short search sees each
+op in a couple of trials but some vision op in most trials; "this model wants its image augmented
+more gently" is then learned from all of those trials at once, while each per-op magnitude still says
+how strong that op is relative to its own range (TPE models each parameter from the trials that have
+it, so the shared strength is modelled from many more trials than any op's magnitude).
+
+Both kinds stay inside each op's declared magnitude range, the most (and least) an op ever runs at:
+the sampled magnitude range is divided by the balance range's ends, ``[low / balance_low,
+min(high / balance_high, 1)]`` (`PolicySpace.sampling_ranges`), so ``magnitude × balance`` is within
+``[low, high]`` at every balance in the declared range (a fixed balance is the range of one number).
+A range where no magnitude can do that is refused at load time.
 """
 
 from __future__ import annotations
@@ -55,7 +71,7 @@ from autoaug.ops.registry import unknown_op_message
 from autoaug.policy.schema import StrictModel, allowed_fields, field_path, read_document
 
 SPACE_SCHEMA_VERSION = 1
-SHIPPED = ("vlm_default", "randaugment", "pba_schedule")
+SHIPPED = ("vlm_default", "vlm_balanced", "randaugment", "pba_schedule")
 
 
 class SearchSpaceError(AutoaugInputError):
@@ -167,7 +183,8 @@ class PolicySpace(_OpRangesSpace):
     entries: EntryCount = Field(default_factory=EntryCount)
     schedules: list[str] = Field(default_factory=lambda: ["constant"], min_length=1)
     augmented_loss_weight: Union[float, Range] = 1.0
-    balance: dict[Literal["vision", "text", "cross"], float] = Field(default_factory=dict)
+    # per modality: a fixed multiplier, or a searched range (`balance_param`); see the module docstring
+    balance: dict[Literal["vision", "text", "cross"], Union[float, Range]] = Field(default_factory=dict)
 
     @field_validator("schedules")
     @classmethod
@@ -190,21 +207,30 @@ class PolicySpace(_OpRangesSpace):
             return value  # the field's own type check says what is expected
         for modality, multiplier in value.items():
             if isinstance(multiplier, (list, tuple)):
-                raise ValueError(
-                    f"{modality}: balance is not searched (per-op magnitude ranges already cover it, and a searched "
-                    f"multiplier of magnitude would be a second name for the same effect); give one number in (0, 4]")
-            if isinstance(multiplier, (int, float)) and not 0.0 < multiplier <= 4.0:
-                raise ValueError(f"{modality}: expected a number in (0, 4], got {multiplier}")
+                if len(multiplier) != 2 or not all(_is_number(end) for end in multiplier) \
+                        or not 0.0 < multiplier[0] <= multiplier[1] <= BALANCE_MAX:
+                    raise ValueError(f"{modality}: a searched balance is a range [low, high] with "
+                                     f"0 < low <= high <= {BALANCE_MAX:g}, got {list(multiplier)}")
+            elif _is_number(multiplier) and not 0.0 < multiplier <= BALANCE_MAX:
+                raise ValueError(f"{modality}: expected a number in (0, {BALANCE_MAX:g}] or a range [low, high] "
+                                 f"within it, got {multiplier}")
         return value
 
     @model_validator(mode="after")
     def _reachable(self) -> "PolicySpace":
         for op, ranges in self.ops.items():
             modality = ops.op_class(op).modality
-            balance = self.balance.get(modality, 1.0)
-            if ranges.magnitude[0] / balance > 1.0:
-                raise ValueError(f"ops.{op}.magnitude: the low end {ranges.magnitude[0]} cannot be reached with "
-                                 f"balance.{modality} {balance} (magnitude × balance would need a magnitude above 1)")
+            declared = self.balance.get(modality, 1.0)
+            weakest, strongest = self.balance_range(modality)
+            low, high = ranges.magnitude
+            if low / weakest > 1.0:
+                raise ValueError(f"ops.{op}.magnitude: the low end {low} cannot be reached with balance.{modality} "
+                                 f"{_shown(declared)} (magnitude × balance would need a magnitude above 1)")
+            if low * strongest > high * weakest:
+                raise ValueError(
+                    f"ops.{op}.magnitude: {list(ranges.magnitude)} is too narrow for balance.{modality} "
+                    f"{_shown(declared)}: one magnitude must run within it at every balance of that range, which "
+                    f"needs high / low >= {strongest / weakest:g}; widen the magnitude range or narrow the balance")
         if self.entries.min > len(self.ops):
             raise ValueError(f"entries.min ({self.entries.min}) exceeds the number of ops ({len(self.ops)})")
         if self.entries.min > 0 and len(self.schedules) == 1:
@@ -215,15 +241,26 @@ class PolicySpace(_OpRangesSpace):
                                  "(an op forced in by the floor is recorded through them); give a range or set min: 0")
         return self
 
+    def balance_range(self, modality: str) -> Range:
+        """The balances ``modality``'s ops may run at: a searched range, or a fixed value (or 1) twice."""
+        declared = self.balance.get(modality, 1.0)
+        return declared if isinstance(declared, tuple) else (declared, declared)
+
+    def searched_balances(self) -> list[str]:
+        """The modalities whose balance this space searches (in ``vision, text, cross`` order)."""
+        return [modality for modality in MODALITIES
+                if isinstance(self.balance.get(modality), tuple) and self.balance[modality][0] != self.balance[modality][1]]
+
     def sampling_ranges(self, op: str) -> OpRanges:
-        """The declared p range, and the magnitude range divided by the op's modality balance, so that
-        ``magnitude × balance`` stays within the declared range."""
+        """The declared p range, and the magnitude range divided by the ends of the op's modality balance
+        (``[low / weakest, min(high / strongest, 1)]``), so that ``magnitude × balance`` stays within the
+        declared range at every balance the space allows (fixed: one value; searched: its range)."""
         ranges = self.ops[op]
-        balance = self.balance.get(ops.op_class(op).modality, 1.0)
-        if balance == 1.0:
+        weakest, strongest = self.balance_range(ops.op_class(op).modality)
+        if weakest == strongest == 1.0:
             return ranges
         low, high = ranges.magnitude
-        return OpRanges(p=ranges.p, magnitude=(low / balance, min(high / balance, 1.0)))
+        return OpRanges(p=ranges.p, magnitude=(low / weakest, min(high / strongest, 1.0)))
 
     def suggest(self, trial, source: str) -> None:
         cap = self.entries.max
@@ -231,6 +268,7 @@ class PolicySpace(_OpRangesSpace):
             cap = trial.suggest_int(MAX_OPS, self.entries.min, self.entries.max)
         order = consideration_order(list(self.ops), search_seed(trial), trial.number)
         used = 0
+        modalities: set[str] = set()
         for position, op in enumerate(order):
             if used == cap:
                 break  # the cap: later ops are not asked, so Optuna records nothing for them
@@ -238,11 +276,15 @@ class PolicySpace(_OpRangesSpace):
             forced = unconsidered <= self.entries.min - used  # the floor: no question whose "no" could not hold
             if forced or trial.suggest_categorical(use_name(op), [False, True]):
                 used += 1
+                modalities.add(ops.op_class(op).modality)
                 ranges = self.sampling_ranges(op)
                 _suggest_scalar(trial, op_param(op, "p"), ranges.p)
                 _suggest_scalar(trial, op_param(op, "magnitude"), ranges.magnitude)
                 if len(self.schedules) > 1:
                     trial.suggest_categorical(op_param(op, "schedule"), self.schedules)
+        for modality in self.searched_balances():
+            if modality in modalities:  # a strength that scales none of the trial's ops is not asked
+                _suggest_scalar(trial, balance_param(modality), self.balance[modality])
         _suggest_scalar(trial, "clean_fraction", self.clean_fraction)
         _suggest_scalar(trial, "augmented_loss_weight", self.augmented_loss_weight)
 
@@ -263,8 +305,17 @@ class PolicySpace(_OpRangesSpace):
             "entries": stage_sorted(entries),
         }
         if self.balance:
-            data["balance"] = dict(self.balance)
+            data["balance"] = {modality: self.balance_of(modality, params) for modality in self.balance}
         return data
+
+    def balance_of(self, modality: str, params: dict[str, Any]) -> float:
+        """The balance a trial's policy gets for ``modality``: the fixed value, the trial's
+        ``balance.<modality>``, or (a searched modality the params do not name: no op of it in the trial,
+        or params written by hand, as the screen's) the neutral value: 1 clipped to the range."""
+        weakest, strongest = self.balance_range(modality)
+        if balance_param(modality) in params:
+            return float(params[balance_param(modality)])
+        return min(max(1.0, weakest), strongest)
 
     def corner_points(self) -> list[dict[str, Any]]:
         return [{use_name(op): True for op in self.ops}]  # every op at once: stage order, schedules
@@ -388,7 +439,15 @@ class SearchSpace:
         return self.model.policy_data(params, name)
 
 
+MODALITIES = ("vision", "text", "cross")  # the order searched balances are asked in
+BALANCE_MAX = 4.0  # the largest multiplier a policy's balance holds (`autoaug.policy.schema.Balance`)
 MAX_OPS = "max_ops"  # the trial's own cap on the number of ops, within [entries.min, entries.max]
+
+
+def balance_param(modality: str) -> str:
+    """The one name of a searched per-modality balance in Optuna, Ray's config, MLflow and the policy
+    (`records.flatten_policy` logs the policy's ``balance.<modality>`` under the same name)."""
+    return f"balance.{modality}"
 
 
 def use_name(op: str) -> str:
@@ -429,6 +488,15 @@ def used_ops(space: "PolicySpace", params: dict[str, Any]) -> list[str]:
         if flag is True or (flag is None and asked_fields):
             chosen.append(op)
     return chosen
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(declared) -> str:
+    """A declared balance as the space file writes it: ``0.5`` or ``[0.5, 1.0]``."""
+    return str(list(declared)) if isinstance(declared, tuple) else f"{declared:g}"
 
 
 def _suggest_scalar(trial, name: str, value) -> None:

@@ -1,8 +1,10 @@
 """The Ray Tune trainable: one proxy training run of the policy a trial's config describes.
 
 It reports **clean** validation accuracy after every epoch (what ASHA stops on and what Optuna is
-told), the robust validation accuracy when the objective needs it, and — under Population Based
-Training — a Lightning checkpoint every epoch so PBT can clone and resume trials.
+told), the robust validation accuracy when the objective needs it, at the last epoch of a searched or baseline
+trial the accuracy with the image and with the text blanked (how much the model relies on each
+modality), and — under Population Based Training — a Lightning checkpoint every epoch so PBT can clone
+and resume trials.
 
 Trials start warm: the task arrives already tokenised and stacked (`PreparedTask`, built once by the
 driver and shipped through Ray's object store by `tune.with_parameters`) together with the validated
@@ -28,7 +30,7 @@ import lightning as L
 import torch
 
 from autoaug.policy import Policy
-from autoaug.search.record_schema import METRIC, ROBUST_METRIC
+from autoaug.search.record_schema import METRIC, RELIANCE_METRICS, ROBUST_METRIC
 from autoaug.search.space import SearchSpace
 
 BASELINE_KEY = "baseline"  # a trial config holding this key runs a preset instead of searched params
@@ -119,13 +121,19 @@ class TuneReporter(L.Callback):
     previous epoch's). With a ``policy``, each entry's applied fraction of the epoch is reported too.
     With ``report_examples``, the last epoch's report carries ``EXAMPLES_KEY``: the finished model's
     correctness on every example of the split it validated on, in order (the same model and examples
-    as that epoch's ``val_accuracy``, which is their mean).
+    as that epoch's ``val_accuracy``, which is their mean). With ``report_reliance`` (searched and
+    baseline trials), the last epoch's metrics also hold the accuracy on that split with the image
+    blanked and with the text blanked (``RELIANCE_METRICS``; two extra validation passes, once): what
+    shows a policy that taught the model to ignore a modality. A trial stopped early never reaches its
+    last epoch, so it has none.
     """
 
     def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None,
-                 policy: Optional[Policy] = None, report_examples: bool = False) -> None:
+                 policy: Optional[Policy] = None, report_examples: bool = False,
+                 report_reliance: bool = False) -> None:
         self.settings = settings
         self.report_examples = report_examples
+        self.report_reliance = report_reliance
         self.clock = clock
         self.history: list[dict[str, float]] = []
         self.counts = policy.count_entries() if policy is not None else None
@@ -152,6 +160,8 @@ class TuneReporter(L.Callback):
 
             robust = evaluation.robust_accuracies(pl_module.model, trainer.datamodule.loader(trainer.datamodule.val_split), pl_module.device)
             metrics[ROBUST_METRIC] = sum(robust.values()) / len(robust)
+        if self.report_reliance and metrics["epoch"] >= trainer.max_epochs:
+            metrics.update(_modality_reliance(trainer, pl_module))
         self.history.append(metrics)
         if not self.settings.reports_at(metrics["epoch"], trainer.max_epochs):
             return
@@ -176,6 +186,15 @@ def _examples_correct(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     datamodule = trainer.datamodule
     correct = evaluation.per_example_correct(pl_module.model, datamodule.loader(datamodule.val_split), pl_module.device)
     return evaluation.encode_correct(correct)
+
+
+def _modality_reliance(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+    """The module's model's accuracy on the split it validates on with each modality blanked, by metric name."""
+    from autoaug.trainers import evaluation
+
+    datamodule = trainer.datamodule
+    accuracies = evaluation.modality_reliance(pl_module.model, datamodule.loader(datamodule.val_split), pl_module.device)
+    return {RELIANCE_METRICS[name]: value for name, value in accuracies.items()}
 
 
 class TrialClock(L.Callback):
@@ -230,7 +249,8 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
             max_epochs=run.epochs if run is not None and run.epochs else settings.max_epochs,
             learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
             batch_size=settings.batch_size, accelerator=settings.accelerator,
-            callbacks=[clock, TuneReporter(settings, clock, policy, report_examples=run is not None and run.report_examples)],
+            callbacks=[clock, TuneReporter(settings, clock, policy, report_examples=run is not None and run.report_examples,
+                                           report_reliance=run is None)],  # searched and baseline trials only
             evaluate=False, resume_from=resume,
             val_split=run.validate_on if run is not None else "val",
         )
