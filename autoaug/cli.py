@@ -240,7 +240,7 @@ def _quiet_library_banners() -> None:
 
 @app.command("search")
 def search(
-    space: str = typer.Option(..., "--space", metavar="FILE_OR_NAME", help="Search space file or shipped name (vlm_default, randaugment, pba_schedule)."),
+    space: str = typer.Option(..., "--space", metavar="FILE_OR_NAME", help="Search space file or shipped name (vlm_default, vlm_balanced, randaugment, pba_schedule)."),
     name: str = typer.Option(..., "--name", metavar="STUDY", help="Study name: one name is one resumable search."),
     task: Optional[str] = typer.Option(None, "--task", help="Built-in task (shapes-vqa) or module:function."),
     data: Optional[Path] = typer.Option(None, "--data", help="Parquet file/folder or WebDataset shards."),

@@ -137,5 +137,11 @@ def test_a_search_screens_every_op_alone_then_searches_only_the_survivors(tmp_pa
     assert len(searched) == 3 and all(trial.state == TrialState.COMPLETE for trial in searched)
     for trial in searched:  # the screen's dropped ops are never asked about again
         assert set(used_ops(space.model, trial.params)) <= set(record["survivors"])
+    # every finished trial, baselines included, says how much its model leans on each modality
+    reliance = result["modality_reliance"]
+    assert {"none", "preset moderate"} <= set(reliance) and all(f"trial {t.number}" in reliance for t in searched)
+    for row in reliance.values():
+        assert set(row) == {"val_accuracy", "val_accuracy_image_blanked", "val_accuracy_text_blanked"}
+        assert all(0.0 <= value <= 1.0 for value in row.values())
     again = run_search(request)
     assert len(study.get_trials(deepcopy=False)) == len(trials) and again["screen"] == record

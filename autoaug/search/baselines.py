@@ -12,8 +12,9 @@ from optuna.trial import TrialState
 from ray import tune
 
 from autoaug.policy import PRESETS
-from autoaug.search.record_schema import BASELINE_ATTR, ERROR_ATTR, METRIC, POLICY_ATTR, ROBUST_METRIC, STATE_ATTR
-from autoaug.search.records import MlflowRecorder, SearchProgress, error_reason
+from autoaug.search.record_schema import (BASELINE_ATTR, ERROR_ATTR, METRIC, POLICY_ATTR, RELIANCE_ATTR, ROBUST_METRIC,
+                                          STATE_ATTR)
+from autoaug.search.records import MlflowRecorder, SearchProgress, error_reason, modality_reliance_of
 from autoaug.search.stages import SearchContext
 from autoaug.search.trainable import BASELINE_KEY, TrialSettings
 
@@ -67,6 +68,9 @@ def record_baselines(study, todo: list[str], results: dict[str, Any], settings: 
         complete = state != "failed" and all(isinstance(v, (int, float)) for v in values)
         attrs = {BASELINE_ATTR: name, STATE_ATTR: state if complete else "failed",
                  POLICY_ATTR: settings.policy_for({BASELINE_KEY: name}).to_dict()}
+        reliance = modality_reliance_of(last)
+        if reliance:  # as searched trials record it (`RecordingOptunaSearch`)
+            attrs[RELIANCE_ATTR] = reliance
         if not complete:
             attrs[ERROR_ATTR] = NEVER_RUN if trial is None else \
                 error_reason(trial) if state == "failed" else f"reported no {METRIC}"

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from optuna.trial import TrialState
 
 from autoaug.search.study import baseline_outcomes, best_trial, searched_trials
-from autoaug.search.record_schema import BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, STATE_ATTR
+from autoaug.search.record_schema import BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, RELIANCE_ATTR, STATE_ATTR
 from autoaug.storage import redact
 
 
@@ -49,8 +49,24 @@ def summarize(study, request, locations, experiment_id: str, cleaned: int, expor
         "scheduler": request.scheduler,
         "baselines": baselines,
         "baseline_outcomes": baseline_outcomes(study),
+        # how much each finished model leans on each modality (val accuracy with images grey / question
+        # words masked, beside its clean val accuracy): a policy that makes the model ignore one shows here
+        "modality_reliance": {name: {"val_accuracy": trial.values[0], **trial.user_attrs[RELIANCE_ATTR]}
+                              for name, trial in _named_trials(study).items()
+                              if trial.user_attrs.get(RELIANCE_ATTR) and trial.values},
         **{key: value for key, value in exported.items() if key != "best_policy_path"},
     }
+
+
+def _named_trials(study) -> dict[str, Any]:
+    """Finished trials by the names the confirmation uses ("none", "preset moderate", "trial 7")."""
+    named = {}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state != TrialState.COMPLETE:
+            continue
+        baseline = trial.user_attrs.get(BASELINE_ATTR)
+        named["none" if baseline == "none" else f"preset {baseline}" if baseline else f"trial {trial.number}"] = trial
+    return named
 
 
 BEST_VALUE_NOTE = ("best_value is the highest single-seed val_accuracy among full-length trials (selection, biased "
