@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--nsga2-trials", type=int, default=0)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--trial", type=int, action="append", default=[],
+                        help="also retrain this trial of the study (repeatable): what selection ranked, beside the export")
     parser.add_argument("--name", default="bench", help="study name: an existing study in --workdir is resumed "
                         "(nothing re-run), e.g. the README main command's, so it is measured as the user ran it")
     parser.add_argument("--json", dest="json_path", default=None)
@@ -67,7 +69,7 @@ def main() -> None:
 
     calibration, confirmation = result["calibration"], result["confirmation"]
     candidates = {"searched (confirmed export)": result["best_policy_path"], "none": "none",
-                  **{preset: preset for preset in PRESETS}}
+                  **{preset: preset for preset in PRESETS}, **_trial_policies(args.trial, args.name, workdir)}
     seeds = list(range(1, args.seeds + 1))
     base = {"task": "shapes-vqa", "task_options": {}, "data_seed": 0, "model_options": {}, "batch_size": None,
             "learning_rate": calibration["learning_rate"], "max_epochs": calibration["trial_epochs"]}
@@ -130,6 +132,20 @@ def main() -> None:
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({"search": result, "wall_s": wall, "runs": runs, "jobs": jobs,
                                                     "nsga2_front": front}, indent=2, default=str))
+
+
+def _trial_policies(numbers: list[int], name: str, workdir: str) -> dict[str, str]:
+    """``{"trial N (<ops>)": policy file}`` for trials of the study, written beside it (``--trial``)."""
+    from autoaug.policy import Policy
+    from autoaug.search.export import export_policy, open_study
+
+    study = open_study(name, workdir)
+    files = {}
+    for number in numbers:
+        path = export_policy(study, number, Path(workdir) / f"bench-trial-{number}.yaml")
+        ops = "+".join(entry.op for entry in Policy.load(path).config.entries) or "none"
+        files[f"trial {number} ({ops})"] = str(path)
+    return files
 
 
 if __name__ == "__main__":
