@@ -40,7 +40,7 @@ The rule (`Rule.text` says it in one line, recorded with every verdict):
    ``Rule(procedure="fixed-sequence")`` instead tests the candidates in their listing order (the
    search's ranking), each at the full α, stopping at the first failure: valid when that order was
    fixed on other examples (a held-out confirm part), and more powerful for the top-ranked candidate.
-4. **Minimum effect**: a Holm-significant candidate is a *gain* only when its mean difference is also
+4. **Minimum effect**: a significant candidate (after the correction) is a *gain* only when its mean difference is also
    ≥ ``min_effect`` (default 0.005, half a point of accuracy): a tiny but consistent difference is real
    but not worth shipping a policy for.
 5. **Winner**: the gain with the highest mean paired difference — with every run finished that is the
@@ -309,7 +309,8 @@ def decide(values: Mapping[str, Mapping[int, float]], reference: str, seeds: Seq
         return Verdict(INCONCLUSIVE, None, results,
                        f"runs failed of {', '.join(contenders)}, which the finished runs do not rule out", rule)
     if leader is None:
-        return Verdict(NO_GAIN, None, results, "no candidate is a Holm-significant gain of at least the minimum effect", rule)
+        return Verdict(NO_GAIN, None, results, f"no candidate is a significant gain ({rule.procedure}, family-wise "
+                                               f"alpha {rule.alpha:g}) of at least {rule.min_effect:g}", rule)
     return Verdict(IMPROVES, leader, results, f"{leader} has the highest mean among the significant gains", rule)
 
 
