@@ -137,6 +137,16 @@ def test_a_search_screens_every_op_alone_then_searches_only_the_survivors(tmp_pa
     assert len(searched) == 3 and all(trial.state == TrialState.COMPLETE for trial in searched)
     for trial in searched:  # the screen's dropped ops are never asked about again
         assert set(used_ops(space.model, trial.params)) <= set(record["survivors"])
+    # the parent run names the search's answer and its score; selection's maximum is named as such
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=result["tracking_uri"])
+    (parent,) = [run for run in client.search_runs([result["mlflow_experiment_id"]], max_results=1000)
+                 if run.data.tags.get("autoaug_role") == "search"]
+    assert parent.data.tags["autoaug_result"] == result["result"]["policy"]
+    assert parent.data.metrics["result_val_accuracy"] == pytest.approx(result["result"]["value"])
+    assert "best_val_accuracy" not in parent.data.metrics
+    assert parent.data.metrics["best_single_seed_val_accuracy"] == pytest.approx(result["best_value"])
     # every finished trial, baselines included, says how much its model leans on each modality
     reliance = result["modality_reliance"]
     assert {"none", "preset moderate"} <= set(reliance) and all(f"trial {t.number}" in reliance for t in searched)

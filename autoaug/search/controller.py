@@ -33,7 +33,7 @@ from autoaug.search.confirmation import PRESETS_RANKED, confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.export import export_search
 from autoaug.search.mlflow_runs import close_orphan_runs, parent_run
-from autoaug.search.record_schema import CALIBRATION_ATTR, CONFIRM_SPLIT_ATTR, SEARCH_SECONDS, experiment_name
+from autoaug.search.record_schema import CALIBRATION_ATTR, CONFIRM_SPLIT_ATTR, RESULT_TAG, SEARCH_SECONDS, experiment_name
 from autoaug.search.request import SearchRequest
 from autoaug.search.samplers import sampler_kind
 from autoaug.search.screen import run_screen
@@ -192,6 +192,11 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     result["learning_rate"] = context.settings.learning_rate
     result["trial_epochs"] = context.settings.max_epochs
     client.log_metric(parent, SEARCH_SECONDS, result["seconds"])
-    if result["best_value"] is not None:
-        client.log_metric(parent, "best_val_accuracy", result["best_value"])
+    if result["best_value"] is not None:  # named for what it is: selection's maximum, not the answer
+        client.log_metric(parent, "best_single_seed_val_accuracy", result["best_value"])
+    answer = result.get("result")
+    if answer is not None:  # the search's answer on the parent run: the exported policy and its measured score
+        client.set_tag(parent, RESULT_TAG, answer["policy"])
+        if answer.get("value") is not None:
+            client.log_metric(parent, "result_val_accuracy", answer["value"])
     return result

@@ -64,6 +64,7 @@ SEED_ATTR = "seed"
 # ---------------------------------------------------------------------- MLflow run tags
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI draws child runs under it)
 ROLE_TAG = "autoaug_role"  # one of the ROLE_* values below
+RESULT_TAG = "autoaug_result"  # on the parent run: the policy the search exported ("none", "trial 7", ...)
 STUDY_TAG = "autoaug_study"
 TRIAL_TAG = "autoaug_trial"  # "trial <n>" (the Optuna number) or "baseline <preset>"
 STATE_TAG = STATE_ATTR  # the same words as the Optuna attribute, plus "running" and "killed"
