@@ -57,6 +57,14 @@ def assert_batches_equal(left, right) -> None:
         assert torch.equal(tensor, right_tensors[name]), f"field {name} differs"
 
 
+def missing_environment(reason: str) -> None:
+    """Skip a test whose environment is missing here — but fail it under ``CI=true``, where `.ci/test`
+    installs and starts everything the suite needs: a missing install step must show, not skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true, yet {reason}: .ci/test should have provided it", pytrace=False)
+    pytest.skip(reason)
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``autoaug argv`` in this process: (exit code, stdout, stderr) of that command alone."""
     from autoaug.cli import main

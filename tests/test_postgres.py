@@ -12,8 +12,18 @@ import uuid
 
 import pytest
 
+from conftest import missing_environment
+
 BASE_URL = os.environ.get("AUTOAUG_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not BASE_URL, reason="AUTOAUG_TEST_POSTGRES_URL not set (no PostgreSQL server)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postgres_server():
+    """Before the module's databases: skip without a server, fail under CI=true (`missing_environment`)."""
+    if not BASE_URL:
+        missing_environment("AUTOAUG_TEST_POSTGRES_URL is not set (no PostgreSQL server)")
+
+
 TINY = {"train_size": 48, "val_size": 32, "test_size": 32}
 
 

@@ -26,7 +26,7 @@ import pytest
 
 import store_harness
 from autoaug.storage import redact_url
-from conftest import run_cli
+from conftest import missing_environment, run_cli
 from store_harness import HELD_TASK, PrivatePostgres, fill, free_port, search_args, start_private_postgres
 from store_harness import sqlite_complete_trials as complete_trials
 
@@ -185,7 +185,7 @@ def private_postgres():
 
 def need(server):
     if server is None:
-        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+        missing_environment("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
     return server
 
 
@@ -343,7 +343,7 @@ def _make_read_only(workdir: Path, mounted: bool):
         for path in modes:
             path.chmod(0o555)
         return lambda: [path.chmod(mode) for path, mode in modes.items()]
-    pytest.skip("root ignores permissions and no tmpfs could be mounted: no honest read-only workdir here")
+    missing_environment("root ignores permissions and no tmpfs could be mounted: no honest read-only workdir here")
 
 
 @pytest.mark.slow
@@ -371,7 +371,7 @@ def test_a_read_only_workdir_is_refused_with_one_line_and_its_trials_stay_readab
 def test_a_full_workdir_stops_with_one_line_exit_1_and_loses_nothing(searches_at_once, capsys):
     workdir = searches_at_once.workdir
     if not searches_at_once.mounted:
-        pytest.skip("needs a real small file system (a tmpfs mounted as root) to fill")
+        missing_environment("no real small file system (a tmpfs mounted as root) to fill")
     filler = fill(workdir)
     try:
         code, out, err = run_cli(search_args("b", workdir, 3), capsys)

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.exclusive import StudyBusy, study_lock
 from autoaug.search.record_schema import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
-from conftest import TASKS_MODULE, one_error_line, plugin_on_path, run_cli, search_request
+from conftest import TASKS_MODULE, missing_environment, one_error_line, plugin_on_path, run_cli, search_request
 from store_harness import sqlite_trial_states
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -193,8 +193,9 @@ def test_study_lock_refuses_a_second_holder_until_the_first_is_killed(tmp_path):
         pass
 
 
-@pytest.mark.skipif(not os.environ.get("AUTOAUG_TEST_POSTGRES_URL"), reason="AUTOAUG_TEST_POSTGRES_URL not set")
 def test_study_lock_on_postgresql(tmp_path):
+    if not os.environ.get("AUTOAUG_TEST_POSTGRES_URL"):
+        missing_environment("AUTOAUG_TEST_POSTGRES_URL is not set (no PostgreSQL server)")
     url = os.environ["AUTOAUG_TEST_POSTGRES_URL"]
     holder = _holder(url, f"shared-{os.getpid()}", tmp_path)
     try:
