@@ -136,7 +136,9 @@ def full_disk(args, env: dict, base: Path) -> dict:
     workdir.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(workdir)], check=True)
     try:
-        command = search_args("full", workdir, args.trials)
+        # one trial at a time (one slot takes every core): the disk fills while the second trial runs, so
+        # the search meets a full disk (with two slots the other trials could end before the filler did)
+        command = search_args("full", workdir, args.trials, "--cpus-per-trial", str(os.cpu_count() or 1))
         run = Run(command, env, logs, "first")
         if not wait_for(lambda: sqlite_complete_trials(workdir / "optuna.db", "full") >= 1, run):
             return {"scenario": "full disk", "error": "the search ended before its first trial finished", **run.wait()}
