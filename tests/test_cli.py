@@ -153,3 +153,14 @@ def test_export_help_says_what_export_does():
     assert "confirmed winner" in help_text and "confirmation's winner" in help_text
     assert "best by default" not in help_text and "default: the best searched trial" not in help_text.lower()
     assert "verdict and winner" in help_text
+
+
+def test_a_fixed_learning_rate_is_the_only_rate_calibration_runs():
+    """`--learning-rate` once "fixed the learning rate" while calibration still ran every rate of the grid
+    and took the trial length (and `train --from-search`'s rate) from its own pick: the flag must make
+    calibration run that rate alone, so the trials, the record and --from-search all use it."""
+    from autoaug.search.controller import SearchRequest, _calibration_rates
+
+    base = dict(space="vlm_default", name="x", task="shapes-vqa", learning_rates=(3e-4, 1e-3, 3e-3))
+    assert _calibration_rates(SearchRequest(**base, learning_rate=2e-3)) == (2e-3,)
+    assert _calibration_rates(SearchRequest(**base)) == (3e-4, 1e-3, 3e-3)
