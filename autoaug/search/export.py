@@ -116,7 +116,8 @@ def export_confirmed(study, out: Union[str, Path]) -> Path:
         "confirmation": {
             "verdict": record["verdict"], "winner": record["winner"], "metric": record["metric"],
             "split": record["split"], "seeds": record["seeds"],
-            "candidates": [{key: row[key] for key in ("name", "mean", "se", "diff_vs_none", "diff_se", "n")}
+            "candidates": [{key: row.get(key) for key in ("name", "mean", "se", "diff_vs_none", "diff_se", "n",
+                                                          "p_adjusted")}
                            for row in record["candidates"]],
         },
     }
