@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from autoaug.search.calibration import binomial_se
 from autoaug.search.record_schema import SCREEN_ATTR, SCREEN_RECORD_ATTR
 from autoaug.search.space import MAX_OPS, PolicySpace, SearchSpace, op_param, use_name
 
@@ -94,7 +95,7 @@ class ScreenResult:
 def difference_se(accuracy: float, n_val: int) -> float:
     """The binomial standard error of the difference of two accuracies near ``accuracy`` on ``n_val``
     examples, as if unpaired (an upper bound of the paired difference's noise)."""
-    return math.sqrt(2.0 * max(accuracy * (1.0 - accuracy), 1e-12) / max(n_val, 1))
+    return math.sqrt(2.0) * binomial_se(accuracy, n_val)
 
 
 def judge_screen(values: dict[str, Optional[float]], none_value: float, n_val: int) -> ScreenResult:
@@ -129,8 +130,6 @@ def restricted(space: SearchSpace, survivors: list[str]) -> SearchSpace:
 
 
 # ---------------------------------------------------------------------- the stage
-
-
 def screen_values(study) -> dict[str, Optional[float]]:
     """Each screened op's value (its latest finished screen trial; None while only failed ones exist)."""
     from optuna.trial import TrialState
@@ -153,13 +152,13 @@ def run_screen(context) -> tuple[Optional[dict], SearchSpace]:
     cannot be screened (the reason is printed)."""
     from optuna.trial import TrialState
 
-    from autoaug.search.record_schema import BASELINE_ATTR
     from autoaug.search.searched import run_trials
+    from autoaug.search.study import baseline_outcomes
 
     study, space, console = context.study, context.space, context.console
     reason = screenable(space)
-    none_value = next((trial.values[0] for trial in study.get_trials(deepcopy=False)
-                       if trial.user_attrs.get(BASELINE_ATTR) == "none" and trial.state == TrialState.COMPLETE), None)
+    none = baseline_outcomes(study).get("none") or {}
+    none_value = none.get("value") if none.get("state") == "complete" else None
     if reason is None and none_value is None:
         reason = "the none baseline did not finish (run with --baselines): there is nothing to pair the ops with"
     if reason is not None:
@@ -168,14 +167,12 @@ def run_screen(context) -> tuple[Optional[dict], SearchSpace]:
         return None, space
     points = screen_points(space)
 
-    def missing() -> list[str]:
-        trials = study.get_trials(deepcopy=False)
-        done_or_queued = {trial.user_attrs[SCREEN_ATTR] for trial in trials if SCREEN_ATTR in trial.user_attrs
-                          and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)}
-        return [op for op in points if op not in done_or_queued]
-
-    for op in missing():  # enqueued: Optuna hands them out before the sampler proposes anything
-        study.enqueue_trial(points[op], user_attrs={SCREEN_ATTR: op})
+    done_or_queued = {trial.user_attrs[SCREEN_ATTR] for trial in study.get_trials(deepcopy=False)
+                      if SCREEN_ATTR in trial.user_attrs
+                      and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)}
+    for op in points:  # enqueued: Optuna hands them out before the sampler proposes anything
+        if op not in done_or_queued:
+            study.enqueue_trial(points[op], user_attrs={SCREEN_ATTR: op})
     waiting = lambda: sum(1 for trial in study.get_trials(deepcopy=False)  # noqa: E731
                           if SCREEN_ATTR in trial.user_attrs and trial.state == TrialState.WAITING)
     # full length, like the baselines it is paired with: a rung would judge the ops before they catch up

@@ -207,12 +207,7 @@ def run_specs(context: SearchContext, stage: str, specs: list[RunSpec],
     if not specs:
         return {}
     progress = _progress(context, stage, len(specs))
-
-    def finished(outcome: RunOutcome) -> None:
-        if on_finished:
-            on_finished(outcome)
-
-    collect = CollectRuns(finished)
+    collect = CollectRuns(on_finished)
     context = context.with_settings(report_epochs=())  # nothing decides mid-run: one report at the end
     context.fit(stage, param_space={"_run": tune.grid_search([spec.as_config()["_run"] for spec in specs])},
                 tune_config=tune.TuneConfig(), callbacks=[collect] + ([progress] if progress else []))

@@ -58,15 +58,16 @@ def summarize(study, request, locations, experiment_id: str, cleaned: int, expor
     }
 
 
+def candidate_name(trial) -> str:
+    """A trial by the name the confirmation uses: "none", "preset moderate", "trial 7"."""
+    baseline = trial.user_attrs.get(BASELINE_ATTR)
+    return f"trial {trial.number}" if baseline is None else baseline if baseline == "none" else f"preset {baseline}"
+
+
 def _named_trials(study) -> dict[str, Any]:
-    """Finished trials by the names the confirmation uses ("none", "preset moderate", "trial 7")."""
-    named = {}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state != TrialState.COMPLETE:
-            continue
-        baseline = trial.user_attrs.get(BASELINE_ATTR)
-        named["none" if baseline == "none" else f"preset {baseline}" if baseline else f"trial {trial.number}"] = trial
-    return named
+    """Finished trials by `candidate_name`."""
+    return {candidate_name(trial): trial for trial in study.get_trials(deepcopy=False)
+            if trial.state == TrialState.COMPLETE}
 
 
 BEST_VALUE_NOTE = ("best_value is the highest single-seed val_accuracy among full-length trials (selection, biased "
@@ -95,11 +96,8 @@ def search_result(study, best, policy_path: Optional[str]) -> Optional[dict[str,
                            f"({record.get('split', 'val')} split)",
             "policy_path": policy_path,
         }
-    baseline = best.user_attrs.get(BASELINE_ATTR)
-    # the names the confirmation uses: "none", "preset <name>", "trial <n>"
-    name = f"trial {best.number}" if baseline is None else baseline if baseline == "none" else f"preset {baseline}"
     return {
-        "policy": name, "trial": best.number, "verdict": None, "verdict_reason": None, "metric": METRIC,
+        "policy": candidate_name(best), "trial": best.number, "verdict": None, "verdict_reason": None, "metric": METRIC,
         "value": best.values[0], "se": None, "diff_vs_none": None, "diff_se": None, "p_adjusted": None,
         "measured_on": "one search seed (not confirmed: the best of many noisy values, biased upwards)",
         "policy_path": policy_path,
