@@ -141,15 +141,16 @@ TASK_OPTION_HELP = ("An option of the built-in task (repeatable), e.g. --task-op
                     "train_size=300; values are read as JSON where they parse (numbers, booleans, lists).")
 
 
-def parse_task_options(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` pairs of ``--task-option``; the task itself validates names and values."""
+def parse_options(pairs: list[str], flag: str = "--task-option") -> dict:
+    """``KEY=VALUE`` pairs of a repeatable ``flag`` (values as JSON where they parse, else the string);
+    what reads them (the task) validates names and values. The benchmarks parse theirs with it too."""
     import json
 
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise AutoaugInputError(f"--task-option: expected KEY=VALUE, got {pair!r}")
+            raise AutoaugInputError(f"{flag}: expected KEY=VALUE, got {pair!r}")
         try:
             options[key.strip()] = json.loads(value)
         except ValueError:
@@ -196,7 +197,7 @@ def train(
                           variant=variant, batch_size=batch_size,
                           learning_rate=_first_given(learning_rate, calibrated.get("learning_rate"), DEFAULT_LEARNING_RATE),
                           accelerator=accelerator, run_dir=run_dir, progress=stderr.is_terminal, model=model,
-                          task_options=parse_task_options(task_options) or None)
+                          task_options=parse_options(task_options) or None)
     summary = Table(title=f"{result['task']} with policy {result['policy']} (seed {seed})")
     for column in ("val", "test", "robust", "train-val gap", "epochs", "seconds"):
         summary.add_column(column)
@@ -288,7 +289,7 @@ def search(
                             sampler=sampler, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
                             gpus_per_trial=gpus_per_trial, address=address, workdir=str(workdir), storage=storage,
                             tracking_uri=tracking_uri, seed=seed, max_epochs=max_epochs, baselines=baselines,
-                            data_seed=data_seed, task_options=parse_task_options(task_options) or None,
+                            data_seed=data_seed, task_options=parse_options(task_options) or None,
                             learning_rate=learning_rate, learning_rates=rates,
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
                             confirm_seeds=confirm_seeds, confirm_holdout=confirm_holdout,

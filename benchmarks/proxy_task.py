@@ -52,22 +52,15 @@ SD_MAX = 0.015            # SD over seeds of none's test accuracy
 TRAIN_CPU_MAX_S = 15.0    # one default none run's training, one core
 
 
-def _parse_value(text: str) -> Any:
-    """``k=v`` values: JSON where it parses (ints, floats, booleans, lists), else the raw string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{flag}: expected KEY=VALUE, got {pair!r}")
-        options[key.strip()] = _parse_value(value.strip())
-    return options
+    """``KEY=VALUE`` pairs, parsed as `autoaug --task-option` parses them; a bad pair ends the benchmark."""
+    from autoaug.cli import parse_options as parse
+    from autoaug.errors import AutoaugInputError
+
+    try:
+        return parse(pairs, flag)
+    except AutoaugInputError as error:
+        raise SystemExit(str(error)) from None
 
 
 def policy_of(spec: str):
