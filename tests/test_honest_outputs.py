@@ -160,3 +160,20 @@ def test_the_cli_refuses_a_stopped_trial_in_one_line_and_exports_it_with_the_fla
     code, _, err = run_cli([*argv, "--allow-stopped-early"], capsys)
     assert code == 0, err
     assert Policy.load(tmp_path / "s.yaml").config.provenance.value is None
+
+
+def test_a_trial_optuna_holds_pruned_gets_the_same_refusal_and_override(tmp_path):
+    # Catches: the refusal and --allow-stopped-early reaching only old-style stopped trials (Optuna
+    # COMPLETE, state "pruned"); the search now tells Optuna PRUNED, and `best_trial(study, N)` refused
+    # those with "trial is pruned", so the override could never export one.
+    study, storage = make_study(tmp_path)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={}, distributions={}, intermediate_values={STOPPED_AT: 0.73},
+        user_attrs={STATE_ATTR: "pruned", STOPPED_EPOCH_ATTR: STOPPED_AT, POLICY_ATTR: _policy("moderate")}))
+    pruned = len(study.trials) - 1
+    with pytest.raises(AutoaugInputError) as refused:
+        export_from_storage("honest", tmp_path / "p.yaml", storage=storage, trial=pruned)
+    assert f"trial {pruned} was stopped early at epoch {STOPPED_AT} of {TRIAL_LENGTH}" in str(refused.value)
+    path, _ = export_from_storage("honest", tmp_path / "p.yaml", storage=storage, trial=pruned, allow_stopped_early=True)
+    config = Policy.load(path).config
+    assert config.provenance.value is None and "stopped-early" in config.name

@@ -20,15 +20,13 @@ from autoaug.search.record_schema import (BASELINE_ATTR, CALIBRATION_ATTR, CONFI
 from autoaug.search.study import ROBUST_TOLERANCE, best_trial, pareto_front
 from autoaug.storage import DEFAULT_WORKDIR
 
-# The epoch a trial's last report came from (the epoch ASHA stopped it at); written by the search's
-# recorder when it ends a trial. Older studies lack it: their stopped trials are named without the epoch.
-
 
 def stopped_early(trial) -> bool:
-    """Whether the search stopped ``trial`` before its full length (ASHA): Ray reports such a trial to
-    Optuna as COMPLETE with the value of its last rung, so only the recorded state tells. A trial
-    without a recorded state (an older or hand-made study) counts as complete, as `best_trial` counts it."""
-    return trial.user_attrs.get(STATE_ATTR, "complete") == "pruned"
+    """Whether the search stopped ``trial`` before its full length (ASHA): PRUNED in Optuna (what the
+    search's recorder tells it), or — in studies from before it did — COMPLETE with the recorded state
+    ``pruned``. A trial without a recorded state (a hand-made study) counts as complete, as `best_trial`
+    counts it."""
+    return trial.state == TrialState.PRUNED or trial.user_attrs.get(STATE_ATTR, "complete") == "pruned"
 
 
 def stopped_early_message(study, trial) -> str:
@@ -211,8 +209,10 @@ def export_trial(study, trial_number: int, out: Union[str, Path], allow_stopped_
     """``--trial N``: write that trial's policy. A trial the search stopped early is refused (its value
     is the epoch it was stopped at, which ranks with nothing), unless ``allow_stopped_early``; then the
     file records no value and says why (`export_policy`)."""
-    chosen = best_trial(study, trial_number)
-    if stopped_early(chosen) and not allow_stopped_early:
+    chosen = next((trial for trial in study.get_trials(deepcopy=False) if trial.number == trial_number), None)
+    if chosen is None or not stopped_early(chosen):
+        chosen = best_trial(study, trial_number)  # an unknown or unfinished trial: its one-line refusal
+    elif not allow_stopped_early:
         raise AutoaugInputError(stopped_early_message(study, chosen))
     return export_policy(study, chosen.number, out)
 
