@@ -110,8 +110,9 @@ class RecordingOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr(STATE_ATTR, state)
         if result:
             ot_trial.set_user_attr(STOPPED_EPOCH_ATTR, _epoch(result))
-            if modality_reliance_of(result):
-                ot_trial.set_user_attr(RELIANCE_ATTR, modality_reliance_of(result))
+            reliance = modality_reliance_of(result)
+            if reliance:
+                ot_trial.set_user_attr(RELIANCE_ATTR, reliance)
         if state != "pruned" or not result:  # Ray's own tell: COMPLETE with values, FAIL, or PRUNED without result
             return super().on_trial_complete(trial_id, result=result, error=error)
         # Stopped early: PRUNED, with the value it was stopped at as an intermediate value (one-objective
