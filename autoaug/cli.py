@@ -268,6 +268,7 @@ def search(
     confirm_holdout: bool = typer.Option(True, "--confirm-holdout/--no-confirm-holdout", help="Confirm on a held-out part of the validation split that calibration, trials and their ranking never see (--no-confirm-holdout: on the same validation examples)."),
     confirm_fraction: float = typer.Option(0.5, "--confirm-fraction", help="The held-out part's share of the validation examples, in (0, 1)."),
     screen: bool = typer.Option(True, "--screen/--no-screen", help="Before the sampler, try every op of the space alone against none (one trial each) and search combinations of those not clearly harmful."),
+    race: str = typer.Option("6x1,3x2", "--race", metavar="ROUNDS", help="Before the confirmation, more seeds for the best candidates on the selection examples: KEEPxSEEDS rounds (6x1,3x2: the 6 best by the search's value and none get 1 more seed, then the 3 best by mean gain 2 more), or 'off'. The confirmation tests the race's order."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run every preset as a trial of the study."),
     reuse_workers: bool = typer.Option(True, "--reuse-workers/--no-reuse-workers", help="Keep each slot's worker process from trial to trial."),
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="Model: the built-in tiny VLM (default), llava-tiny, or a local Hugging Face LLaVA checkpoint folder."),
@@ -293,7 +294,7 @@ def search(
                             learning_rate=learning_rate, learning_rates=rates,
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
                             confirm_seeds=confirm_seeds, confirm_holdout=confirm_holdout,
-                            confirm_fraction=confirm_fraction, screen=screen, reuse_workers=reuse_workers, model=model,
+                            confirm_fraction=confirm_fraction, screen=screen, race=race, reuse_workers=reuse_workers, model=model,
                             max_failures=max_failures)
     result = run_search(request, console=stderr)
     if result.get("error"):  # every searched trial failed: no best policy, exit 1 with the first error
@@ -314,6 +315,8 @@ def search(
         screen = result["screen"]
         stderr.print(f"screen: {len(screen['survivors'])} of {len(screen['ops'])} ops went on to the search "
                      f"({', '.join(screen['survivors'])})", highlight=False)
+    if result.get("race"):
+        stderr.print(_race_line(result["race"]), highlight=False)
     if result.get("confirmation"):
         _print_confirmation(result["confirmation"])
     if result.get("result"):
@@ -350,6 +353,14 @@ def _calibration_line(calibration: dict) -> str:
     return (f"calibration: learning rate {calibration['learning_rate']:g}, trials of {calibration['trial_epochs']} "
             f"epochs ({why}); val accuracy none {score(calibration.get('none_val_accuracy'))} vs question-only "
             f"{score(calibration.get('question_only_val_accuracy'))}")
+
+
+def _race_line(record: dict) -> str:
+    """The race's order with each candidate's mean paired gain over none and its seeds."""
+    def gain(row):
+        return "no pair" if row["mean_gain"] is None else f"{row['mean_gain']:+.4f} over {row['n']} seeds"
+    ranked = ", ".join(f"{row['name']} {gain(row)}" for row in record["candidates"][:3])
+    return f"race ({record['runs']} runs on the selection examples): {ranked}"
 
 
 def _print_confirmation(record: dict) -> None:

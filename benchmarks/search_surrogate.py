@@ -47,6 +47,12 @@ one with a true +0.02 ranked first, the others 0 — the verdict's own power at 
 ``planted in search`` (one of the 12 trials has a true +0.02, the rest, the presets and none 0; the
 search's single-seed ranking decides whether and where it enters the confirmation — the pipeline's power).
 
+Selection race (`autoaug.search.race`, variants named ``race…``): before the confirmation, rounds
+``(keep, seeds)`` give the ``keep`` best so far and none ``seeds`` more runs on the selection examples
+(their fit to those examples included, the same for every seed) and re-rank them by mean paired gain;
+the confirmation then takes the race's top-k. ``--search-trials`` sets how many trials a simulated
+search scores (the default search's screen adds one per op of the space).
+
 Reported per rule variant: P(false "improves") in the null world at fit ratio 0, 0.25 and 0.5; the
 planted powers and, in the measured world, P(the export's true gain ≥ 0.02) and P(a harmful export)
 at ``--fit-ratio``; the mean confirmation runs (training runs, ``none`` included). Prints a table, then
@@ -122,6 +128,8 @@ class Variant:
     procedure: str = "holm"
     evidence: str = "seeds"  # seeds / examples / examples-twice (see the module docstring)
     ranked_presets: bool = False  # presets compete with searched trials for the top-k (confirmation.PRESETS_RANKED)
+    race: tuple[tuple[int, int], ...] = ()  # selection race rounds (keep, seeds), see `race_reorder`
+    race_own_seed: bool = True
 
 
 FS = "fixed-sequence"
@@ -150,6 +158,11 @@ def example_variants() -> list[Variant]:
                      evidence="examples") for seeds in (12, 16, 17)]
     grid += [Variant(f"ex fixseq k1 ranked-preset {seeds}s", "new", seeds, 1, True, preset=False, procedure=FS,
                      evidence="examples", ranked_presets=True) for seeds in (16,)]
+    races = {"race4x3": ((4, 3),), "race4x3 search-seed-left-out": ((4, 3),), "race6x2": ((6, 2),), "race6x1,3x2": ((6, 1), (3, 2)),
+             "race8x1,4x2": ((8, 1), (4, 2)), "race8x1,4x1,2x2": ((8, 1), (4, 1), (2, 2)), "race6x2,3x2": ((6, 2), (3, 2))}
+    grid += [Variant(f"ex fixseq k1 ranked-preset {label} 16s", "new", 16, 1, True, preset=False, procedure=FS,
+                     evidence="examples", ranked_presets=True, race=rounds, race_own_seed="left-out" not in label)
+             for label, rounds in races.items()]
     grid += [Variant("ex fixseq k2 -preset 11s", "new", 11, 2, True, preset=False, procedure=FS, evidence="examples")]
     grid += [Variant("ex holm k2 -preset 10s, same val", "new", 10, 2, False, preset=False, evidence="examples")]
     grid += [Variant("ex-twice fixseq k2 -preset 10s", "new", 10, 2, True, preset=False, procedure=FS,
@@ -194,6 +207,8 @@ class SearchOutcome:
     best_preset: Policy
     fit_select: dict[str, float]  # each policy's (and none's) fit to the selection examples
     with_presets: list[Policy]  # searched trials and presets together, by search score, best first
+    score: dict[str, float]  # each policy's single-seed selection score (none's included)
+    n_select: int
 
 
 def simulate_search(rng: np.random.Generator, world: World, n_select: int, fit_ratio: float,
@@ -208,7 +223,32 @@ def simulate_search(rng: np.random.Generator, world: World, n_select: int, fit_r
     score = {policy.name: policy.effect + fit[policy.name] + float(rng.normal(0.0, noise)) for policy in everything}
     ranked = sorted(policies, key=lambda policy: -score[policy.name])
     best_preset = max(presets, key=lambda policy: score[policy.name])
-    return SearchOutcome(ranked, best_preset, fit, sorted([*policies, *presets], key=lambda policy: -score[policy.name]))
+    return SearchOutcome(ranked, best_preset, fit, sorted([*policies, *presets], key=lambda policy: -score[policy.name]),
+                         score, n_select)
+
+
+def race_reorder(rng: np.random.Generator, outcome: SearchOutcome, ranked: list[Policy],
+                 rounds: tuple[tuple[int, int], ...], own_seed: bool = True) -> tuple[list[Policy], int]:
+    """The selection race: each round ``(keep, seeds)`` keeps the ``keep`` best contenders so far and
+    runs ``seeds`` more seeds of each (and of none) on the selection examples (a policy's fit to those
+    examples is the same for every seed: the race averages the seed noise, not the winner's curse);
+    contenders are ranked by their mean paired difference to none over their seeds (``own_seed``: the
+    search's own single-seed score counts as one of them). Returns the new order and the runs spent."""
+    noise = run_sd(outcome.n_select)
+    fit = outcome.fit_select
+    gains: dict[str, list[float]] = {policy.name: ([outcome.score[policy.name] - outcome.score["none"]] if own_seed else [])
+                                     for policy in ranked}
+    order = list(ranked)
+    runs = 0
+    for keep, seeds in rounds:
+        contenders = order[:keep]
+        for _ in range(seeds):
+            none = fit["none"] + float(rng.normal(0.0, noise))
+            for policy in contenders:
+                gains[policy.name].append(policy.effect + fit[policy.name] + float(rng.normal(0.0, noise)) - none)
+        runs += seeds * (len(contenders) + 1)
+        order = sorted(contenders, key=lambda policy: -float(np.mean(gains[policy.name]))) + order[keep:]
+    return order, runs
 
 
 # ---------------------------------------------------------------- the confirmation
@@ -292,6 +332,16 @@ def candidates_of(outcome: SearchOutcome, variant: Variant) -> list[Policy]:
     return [Policy("none", 0.0), *ranked[:variant.top_k], *([outcome.best_preset] if variant.preset else [])]
 
 
+def raced_candidates(rng: np.random.Generator, outcome: SearchOutcome, variant: Variant) -> tuple[list[Policy], int]:
+    """`candidates_of` after the variant's selection race (none when ``race_top`` is 0) and its runs."""
+    if not variant.race:
+        return candidates_of(outcome, variant), 0
+    ranked = outcome.with_presets if variant.ranked_presets else outcome.searched
+    reordered, runs = race_reorder(rng, outcome, ranked, variant.race, variant.race_own_seed)
+    key = "with_presets" if variant.ranked_presets else "searched"
+    return candidates_of(replace(outcome, **{key: reordered}), variant), runs
+
+
 def simulate(world: World, variants: list[Variant], simulations: int, seed: int, rule: Rule,
              fit_ratio: float) -> dict[str, dict]:
     rng = np.random.default_rng(seed)
@@ -306,10 +356,10 @@ def simulate(world: World, variants: list[Variant], simulations: int, seed: int,
             outcome = outcomes[variant.held_out]
             fit = fresh_fit if variant.held_out else outcome.fit_select
             n_eval = n_half if variant.held_out else n_val
-            candidates = candidates_of(outcome, variant)
+            candidates, race_runs = raced_candidates(rng, outcome, variant)
             winner, runs = run_confirmation(rng, variant, candidates, fit, n_eval, rule, fit_ratio)
             tally = tallies[variant.name]
-            tally["runs"] += runs
+            tally["runs"] += runs + race_runs
             if winner is not None:
                 effect = next(policy.effect for policy in candidates if policy.name == winner)
                 tally["improves"] += 1
@@ -357,7 +407,8 @@ def planted_search_power(variants: list[Variant], simulations: int, seed: int, r
             outcome = outcomes[variant.held_out]
             fit = fresh_fit if variant.held_out else outcome.fit_select
             n_eval = n_half if variant.held_out else n_val
-            winner, _ = run_confirmation(rng, variant, candidates_of(outcome, variant), fit, n_eval, rule, fit_ratio)
+            candidates, _ = raced_candidates(rng, outcome, variant)
+            winner, _ = run_confirmation(rng, variant, candidates, fit, n_eval, rule, fit_ratio)
             wins[variant.name] += winner == f"trial {planted}"
     return {name: count / simulations for name, count in wins.items()}
 
@@ -370,12 +421,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--alpha", type=float, default=Rule().alpha)
     parser.add_argument("--fit-ratio", type=float, default=FIT_RATIO,
                         help="SD of a policy's fit to one example set / per-run noise SD (0: seeds are the only noise)")
+    parser.add_argument("--search-trials", type=int, default=12,
+                        help="trials a simulated search scores (the screen's single ops count as trials)")
     parser.add_argument("--only", default=None, help="simulate only the rules whose name contains this text")
     args = parser.parse_args(argv)
     if args.simulations < 1:
         parser.error(f"--simulations: expected >= 1, got {args.simulations}")
     if args.fit_ratio < 0:
         parser.error(f"--fit-ratio: expected >= 0, got {args.fit_ratio}")
+    globals()["SEARCH_TRIALS"] = args.search_trials  # the simulated searches read the module's figure
     rule = Rule(alpha=args.alpha, min_effect=args.min_effect)
     variants = [variant for variant in VARIANTS if args.only is None or args.only in variant.name]
     started = time.perf_counter()
@@ -388,7 +442,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     planted_search = planted_search_power(variants, sims, args.seed, rule, fit)
     seconds = time.perf_counter() - started
     print(f"surrogate: {sims} simulated searches per world, seed {args.seed}; n_val {N_MEASURED} (held-out: "
-          f"500 select + 500 confirm); {SEARCH_TRIALS} random trials; paired SD {PAIRED_SD} at n=1000; "
+          f"500 select + 500 confirm); {args.search_trials} random trials; paired SD {PAIRED_SD} at n=1000; "
           f"min effect {rule.min_effect}, alpha {rule.alpha}; power and measured world at fit ratio {fit}; "
           f"runs > {RUN_BUDGET} marked *")
     columns = (("false_fit0", "null fit0"), ("false_fit0.25", "null fit.25"), ("false_fit0.5", "null fit.5"),

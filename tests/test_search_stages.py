@@ -339,6 +339,11 @@ def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_pat
     assert set(rows) == {"none", f"trial {result['best_trial']}"} or len(rows) == 2
     searched = next(row for row in confirmation["candidates"] if row["name"] != "none")
     assert searched["n"] == 2 and searched["diff_vs_none"] < 0 and not searched["beats_none"]
+    # the race ran first (its seeds, on the selection part) and the confirmation tested its leader
+    race = result["race"]
+    assert race["order"][0] == searched["name"] and race["split"] == "val" and race["runs"] == 3 * 3
+    assert [len(round_["racing"]) for round_ in race["rounds"]] == [2, 2] and race["candidates"][0]["n"] == 3
+    assert "race (9 runs on the selection examples)" in " ".join(err.split())
     # the confirmation runs reported which examples they got right (through Ray), and the test used it
     assert searched["se_kind"] == "seeds+examples" and searched["diff_se_examples"] is not None
     assert "verdict: no-gain" in err and "the exported policy is `none`" in " ".join(err.split())

@@ -91,6 +91,20 @@ def choose_candidates(study, top_k: int, presets: str = PRESETS_EXTRA) -> list[C
     return chosen
 
 
+def _ranked(study, top_k: int, presets: str, race: Optional[dict]) -> list[Candidate]:
+    """The confirmation's candidates: `choose_candidates`, or with a race its ranked part reordered:
+    the race's order first (then the search's ranking for what the race did not run), cut to ``top_k``;
+    ``none`` (and an ``"extra"`` preset) after them as before."""
+    if not race:
+        return choose_candidates(study, top_k, presets)
+    pool = choose_candidates(study, max(top_k, len(race["order"])), presets)
+    none_at = next(index for index, candidate in enumerate(pool) if candidate.kind == "none")
+    ranked, after = pool[:none_at], pool[none_at:]
+    position = {name: index for index, name in enumerate(race["order"])}
+    reordered = sorted(ranked, key=lambda candidate: (position.get(candidate.name, len(position)), ranked.index(candidate)))
+    return reordered[:top_k] + after
+
+
 def _preset_candidate(trial) -> Candidate:
     name = trial.user_attrs[BASELINE_ATTR]
     return Candidate(f"preset {name}", "preset", _unseeded(trial.user_attrs.get(POLICY_ATTR) or Policy.load(name).to_dict()),
@@ -192,17 +206,19 @@ DEFAULT_PROCEDURE = {CONFIRM_SPLIT: "fixed-sequence", VALIDATION_SPLIT: "holm"}
 
 
 def confirm(context: SearchContext, top_k: int, seed_count: int, rule: Optional[Rule] = None,
-            presets: str = PRESETS_EXTRA) -> dict[str, Any]:
+            presets: str = PRESETS_EXTRA, race: Optional[dict] = None) -> dict[str, Any]:
     """Run what is missing of the confirmation and judge it; the record is stored on the study.
 
     The runs validate on the confirm part when the search carved one (`PreparedTask.with_confirm_split`),
     else on ``val``, and report which of its examples they get right (the example-level evidence of the
     verdict, kept on the study per run like their accuracies). ``rule``: None is `default_rule` of the
-    split; ``presets``: how preset baselines become candidates (`choose_candidates`)."""
+    split; ``presets``: how preset baselines become candidates (`choose_candidates`); ``race``: the
+    selection race's record (`autoaug.search.race`), whose order replaces the search's single-seed
+    ranking (the top-k are then the race's best)."""
     study = context.study
     split = CONFIRM_SPLIT if CONFIRM_SPLIT in context.prepared.splits else VALIDATION_SPLIT
     rule = rule or default_rule(split)
-    candidates = choose_candidates(study, top_k, presets)
+    candidates = _ranked(study, top_k, presets, race)
     seeds = confirmation_seeds(context.request.seed, seed_count)
     recorded = study.user_attrs.get(CONFIRMATION_ATTR)
     if recorded and [row["name"] for row in recorded["candidates"]] == [c.name for c in candidates] \

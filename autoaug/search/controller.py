@@ -4,7 +4,7 @@ the layers of `autoaug.search` together (docs/ARCHITECTURE.md, "The search"):
 - `request`: what was asked, validated; `samplers`: the sampler registry;
 - `study`: the Optuna study (open or resume, stale trials, the best trial); `cluster`: Ray;
 - `stages`: the context every stage shares and its one `Tuner` builder; the stages themselves:
-  `calibration`, `baselines`, `searched` (or `pbt`), `confirmation`;
+  `calibration`, `baselines`, `screen`, `searched` (or `pbt`), `race`, `confirmation`;
 - `mlflow_runs` (parent run, orphans) and `records` (trial runs, progress); `export`; `summary`.
 
 One study name is one search. The Optuna study (in ``--storage``) is the search state: finished
@@ -33,6 +33,7 @@ from autoaug.search.confirmation import PRESETS_RANKED, confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.export import export_search
 from autoaug.search.mlflow_runs import close_orphan_runs, parent_run
+from autoaug.search.race import parse_rounds, run_race
 from autoaug.search.record_schema import CALIBRATION_ATTR, CONFIRM_SPLIT_ATTR, RESULT_TAG, SEARCH_SECONDS, experiment_name
 from autoaug.search.request import SearchRequest
 from autoaug.search.samplers import sampler_kind
@@ -149,7 +150,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     )
     context = SearchContext(request, study, storage, space, settings, prepared, locations, client, experiment_id,
                             parent, console)
-    calibration = confirmation = screen = None
+    calibration = confirmation = screen = race = None
     status = "FAILED"
     try:
         if request.calibrate:
@@ -173,8 +174,11 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
         failure = all_failed_message(study)
         # a two-objective search exports its Pareto front; a search without a finished trial has nothing to confirm
         if request.confirm and request.objectives == 1 and failure is None:
-            # presets compete with the trials for the top-k places on their selection score (no extra runs)
-            confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds, presets=PRESETS_RANKED)
+            # presets compete with the trials for the top-k places on their selection score (no extra runs);
+            # the race re-ranks the best of them on more seeds, the confirmation tests its order
+            race = run_race(context, parse_rounds(request.race), presets=PRESETS_RANKED)
+            confirmation = confirm(context, request.confirm_top_k, request.confirm_seeds, presets=PRESETS_RANKED,
+                                   race=race)
         status = "FINISHED" if failure is None else "FAILED"
     finally:
         client.set_terminated(parent, status)
@@ -189,6 +193,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
     result["confirmation"] = public_confirmation(confirmation)
     result["confirm_split"] = confirm_split
     result["screen"] = screen
+    result["race"] = race
     result["learning_rate"] = context.settings.learning_rate
     result["trial_epochs"] = context.settings.max_epochs
     client.log_metric(parent, SEARCH_SECONDS, result["seconds"])

@@ -44,6 +44,8 @@ ORPHAN_REASON = "the search driver stopped while this run was open"  # on RUNNIN
 CALIBRATION_ATTR = "calibration"
 CONFIRMATION_ATTR = "confirmation"
 SCREEN_RECORD_ATTR = "screen"  # the screen's verdict on each op (`ScreenResult.as_record`)
+RACE_ATTR = "race"  # the selection race's record (`autoaug.search.race`): rounds, gains, the order it hands on
+RACE_RUNS_ATTR = "race_runs"  # {run label: final val accuracy}: a resumed race keeps them
 CONFIRMATION_RUNS_ATTR = "confirmation_runs"  # {run label: final val accuracy}: a resumed confirmation keeps them
 # {run label: per-example correctness "<n>:<hex>" (autoaug.trainers.evaluation.encode_correct)}: the example-level
 # evidence of the finished confirmation runs, kept on resume like their accuracies (~n/4 characters a run)
@@ -80,6 +82,7 @@ ROLE_SEARCH = "search"  # the parent run of one search
 ROLE_TRIAL = "trial"  # a searched or baseline trial
 ROLE_CALIBRATION = "calibration"
 ROLE_CONFIRMATION = "confirmation"
+ROLE_RACE = "race"
 
 
 def experiment_name(study: str) -> str:

@@ -11,6 +11,7 @@ from typing import Optional
 
 from autoaug.errors import ParameterError
 from autoaug.search.calibration import DEFAULT_LEARNING_RATES
+from autoaug.search.race import DEFAULT_ROUNDS, parse_rounds
 from autoaug.search.samplers import SAMPLERS, sampler_kind
 from autoaug.storage import DEFAULT_WORKDIR
 from autoaug.trainers.tasks import require_task_or_data
@@ -53,6 +54,7 @@ class SearchRequest:
     confirm_holdout: bool = True  # confirm on a part of validation that calibration, trials and ranking never saw
     confirm_fraction: float = 0.5  # that part's share of the validation examples
     screen: bool = True  # every op of the space alone before the sampler (autoaug.search.screen)
+    race: str = DEFAULT_ROUNDS  # the selection race's rounds before the confirmation (autoaug.search.race), or "off"
     reuse_workers: bool = True
     model: Optional[str] = None  # --model: None is the built-in tiny VLM (autoaug.trainers.hf_vlm)
     max_failures: int = 0  # --max-failures: retries of a trial that failed (worker lost, error) before it counts failed
@@ -83,6 +85,8 @@ class SearchRequest:
         if self.confirm and self.confirm_holdout and not (isinstance(self.confirm_fraction, (int, float))
                                                          and 0.0 < self.confirm_fraction < 1.0):
             raise ParameterError("confirm_fraction", f"expected a fraction in (0, 1), got {self.confirm_fraction}")
+        if self.confirm:
+            parse_rounds(self.race)
         if not isinstance(self.max_failures, int) or self.max_failures < 0:
             raise ParameterError("max_failures", f"expected a non-negative integer, got {self.max_failures}")
         if self.data_seed < 0:
