@@ -15,6 +15,10 @@ from autoaug.synthetic import FIRST_WORD_ID, MASK_ID, example_batch
 from conftest import generator
 
 VISION_MASK_OPS = ["vision_random_mask", "vision_block_mask", "vision_grid_mask", "vision_attention_mask"]
+# Expected rates and ratios come from each op's documented magnitude map ("Magnitude → ratio in [0, 0.25]"),
+# written out, never read back from `op.strength`, so a range that drifts from the docstring fails here.
+# Broken variants seen failing (default_range changed): text_mask [0, 0.2], vision_random_mask [0, 0.3],
+# vision_grid_mask [0, 0.25], vision_attention_mask [0, 0.3].
 
 
 def within_binomial(count: int, trials: int, probability: float, sds: float = 4.0) -> bool:
@@ -34,8 +38,7 @@ def test_text_mask_rate_and_80_10_10_split(device):
     batch = example_batch(batch_size=128, text_len=64, vocab_size=1000, device=device)
     params = op.sample_params(batch, 0.6, generator(0))
     out = op.apply(batch, params)
-    rate = op.strength(0.6)
-    assert rate == pytest.approx(0.15)
+    rate = 0.25 * 0.6  # documented: magnitude -> rate in [0, 0.25] (not read back from op.strength)
 
     maskable = batch.text_mask & ~batch.text_special
     selected = out.mlm_labels != IGNORE_INDEX
@@ -194,7 +197,7 @@ def test_vision_random_mask_exact_counts(device):
         out = op.apply(batch, params)
         newly = out.vision_masked & ~batch.vision_masked
         kept = batch.vision_mask.sum(1).double()
-        expected = torch.round(kept * op.strength(magnitude)).long()
+        expected = torch.round(kept * 0.25 * magnitude).long()  # documented: ratio in [0, 0.25]
         assert torch.equal(newly.sum(1), expected)
         assert torch.equal(params["count"], expected)
 
@@ -231,6 +234,25 @@ def test_vision_block_mask_is_one_rectangle_of_the_target_area(device):
     assert len(set(top.tolist())) > 3 and len(set(left.tolist())) > 3
 
 
+def test_vision_block_mask_below_one_patch_masks_one_patch_with_probability_area():
+    """Continuity at magnitude 0 (issue 24 item 10): a target area of a patches (a < 1) masks a 1 x 1
+    block with probability a, so the expected masked area stays a and vanishes with the magnitude.
+    Catches the old rule (block clamped to 1 x 1 on every sample: 4000 of 4000 masked at 1e-4)."""
+    op = ops.get("vision_block_mask")
+    samples, patches = 4000, 16
+    batch = example_batch(batch_size=samples, grid=4, patch_dim=2, text_len=3)
+    assert batch.vision_mask.all()
+    area = 0.3  # patches; the documented map: area ratio = 0.25 * magnitude of the 16-patch grid
+    params = op.sample_params(batch, area / patches / 0.25, generator(17))
+    masked = op.apply(batch, params).vision_masked
+    hit = masked.any(1)
+    assert torch.equal(params["active"], hit)
+    assert (masked.sum(1)[hit] == 1).all()  # the rectangle is 1 x 1
+    assert within_binomial(int(hit.sum()), samples, area)  # 4 SD = 116 of the expected 1200
+    tiny = op.sample_params(batch, 1e-4, generator(18))  # 4e-4 patches: 1.6 samples expected
+    assert int(tiny["active"].sum()) <= 1.6 + 4 * math.sqrt(1.6)
+
+
 def test_vision_block_mask_follows_positions_not_slots():
     op = ops.get("vision_block_mask")
     batch = example_batch(batch_size=8, grid=6, patch_dim=2)
@@ -262,7 +284,7 @@ def test_vision_grid_mask_matches_the_lattice(device):
     params = op.sample_params(batch, 0.8, generator(13))
     out = op.apply(batch, params)
     period, oy, ox, side = (params[k].cpu() for k in ("period", "offset_row", "offset_col", "size"))
-    ratio = op.strength(0.8)
+    ratio = 0.5 * 0.8  # documented: target fraction in [0, 0.5]
     assert torch.equal(side, torch.round(period.double() * math.sqrt(ratio)).long().clamp(max=period - 1))
     for d in (2, 3, 4):  # each period drawn with probability 1/3
         assert within_binomial(int((period == d).sum()), batch.batch_size, 1 / 3)
@@ -306,7 +328,7 @@ def test_vision_attention_mask_takes_the_most_salient_with_saliency(device):
     batch = batch.replace(saliency=batch.saliency.masked_fill(~batch.vision_mask, 1e6))  # dropped: ignored
     out = op(batch, 0.8, generator(15))
     newly = out.vision_masked & ~batch.vision_masked
-    expected_count = torch.round(batch.vision_mask.sum(1).double() * op.strength(0.8)).long()
+    expected_count = torch.round(batch.vision_mask.sum(1).double() * 0.25 * 0.8).long()  # ratio in [0, 0.25]
     assert torch.equal(newly.sum(1), expected_count)
     candidates = batch.vision_mask & ~batch.vision_masked
     for b in range(batch.batch_size):

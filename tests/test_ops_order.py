@@ -79,6 +79,20 @@ def binomial_bound(count, trials, probability):
     assert abs(count - trials * probability) <= spread, (count, trials * probability, spread)
 
 
+# Each op's documented magnitude map ("Magnitude → f in [0, high]" in its docstring), written out here
+# rather than read back from `op.strength`, so an op whose range drifted from its documentation fails
+# these tests instead of moving their targets along with it. Broken variants seen failing (the op's
+# default_range changed): scramble [0, 1] or [0, 0.45], permute [0, 0.5], modality_order_swap [0, 1]
+# (rate 0.6 for 0.3), frame_shuffle [0, 1].
+DOCUMENTED_HIGH = {"vision_permute_order": 1.0, "vision_scramble_positions": 0.5, "frame_shuffle": 0.5,
+                   "modality_order_swap": 0.5}
+
+
+def documented(name, magnitude):
+    """The fraction (or probability) the docstring of op ``name`` promises at ``magnitude``."""
+    return DOCUMENTED_HIGH[name] * magnitude
+
+
 def expected_count(fraction, available):
     """round(f * n), at least 2 when f > 0, at most n (the documented rule)."""
     count = math.floor(available * fraction + 0.5)
@@ -142,7 +156,7 @@ def test_permute_order_moves_tokens_with_their_positions(magnitude, device):
     assert not (moved & ~batch.vision_mask).any()                    # dropped slots stay put
     assert torch.equal(batch.vision_mask.gather(1, src), batch.vision_mask)  # kept <-> kept only
     kept = batch.vision_mask.sum(1)
-    limit = torch.tensor([expected_count(op.strength(magnitude), int(n)) for n in kept], device=device)
+    limit = torch.tensor([expected_count(documented(op.name, magnitude), int(n)) for n in kept], device=device)
     assert (moved.sum(1) <= limit).all() and (moved.sum(1) >= 2).all()
     assert torch.equal(params["source"], src)
     assert out.augmented.all()
@@ -172,20 +186,25 @@ def test_scramble_moves_content_to_other_positions(magnitude, device):
     assert torch.equal(out.vision[~moved], batch.vision[~moved])  # unselected tokens untouched
     assert not (moved & ~batch.vision_mask).any()
     kept = batch.vision_mask.sum(1)
-    limit = torch.tensor([expected_count(op.strength(magnitude), int(n)) for n in kept], device=device)
+    limit = torch.tensor([expected_count(documented(op.name, magnitude), int(n)) for n in kept], device=device)
     assert (moved.sum(1) <= limit).all() and (moved.sum(1) >= 2).all()
 
 
-def test_scramble_reaches_every_kept_slot_evenly():
-    """Over many samples every slot moves at the same rate (all 16 kept, k = 8 chosen per sample)."""
-    op = ops.get("vision_scramble_positions")
+@pytest.mark.parametrize("name, magnitude", [("vision_scramble_positions", 1.0), ("vision_permute_order", 0.5)])
+def test_patch_moves_reach_every_kept_slot_at_the_documented_rate(name, magnitude):
+    """Over many samples every slot moves at the rate the documented fraction gives (all 16 kept;
+    k = 8 chosen per sample in both cases). The rate comes from the docstring's range, not from
+    `op.strength`: broken variants seen failing here are scramble's range set to [0, 1] (k = 16) or
+    [0, 0.45] (k = 7, P(moved) 0.375 instead of 0.4375: 125 of 2000 off, 4 SD = 89), and permute's
+    range set to [0, 0.5] (k = 4)."""
+    op = ops.get(name)
     batch = tagged_batch("cpu", batch_size=2000, grid=4)
-    out = op(batch, 1.0, generator(8))
-    moved = origin(out) != torch.arange(16)
+    moved = origin(op(batch, magnitude, generator(8))) != torch.arange(16)
     # A slot moves when chosen (k / 16) and not a fixed point of the permutation of the k chosen.
     # A uniform permutation has 1 fixed point on average; the identity (p = 1/k!, k fixed points) is
     # redrawn as a cycle (none), so E[fixed] = 1 - k / k! and P(moved) = (k - E[fixed]) / 16.
-    k = expected_count(op.strength(1.0), 16)
+    k = expected_count(documented(name, magnitude), 16)
+    assert k == 8
     probability = (k - (1 - k / math.factorial(k))) / 16
     for slot in range(16):
         binomial_bound(int(moved[:, slot].sum()), 2000, probability)
@@ -286,7 +305,7 @@ def test_modality_order_swap_rate_and_semantics(device):
     magnitude = 0.6
     out = op(batch, magnitude, generator(7))
     flipped = out.vision_first != batch.vision_first
-    binomial_bound(int(flipped.sum()), 4000, op.strength(magnitude))
+    binomial_bound(int(flipped.sum()), 4000, documented(op.name, magnitude))  # 0.3
     assert torch.equal(out.augmented, flipped)
     for name, tensor in batch.tensors().items():
         if name not in ("vision_first", "augmented"):
@@ -343,7 +362,7 @@ def test_frame_shuffle_permutes_whole_frames(magnitude, device):
     frame_source = frame_map(src, 4)
     assert_is_slot_permutation(frame_source, 8)
     moved = (frame_source != torch.arange(8, device=device)).sum(1)
-    assert (moved >= 2).all() and (moved <= expected_count(op.strength(magnitude), 8)).all()
+    assert (moved >= 2).all() and (moved <= expected_count(documented(op.name, magnitude), 8)).all()
 
 
 # ---------------------------------------------------------------------- errors and metadata

@@ -110,7 +110,9 @@ def _swap_words(batch: MultimodalBatch, generator: torch.Generator) -> Multimoda
     ids = batch.text_ids.clone()
     movable = batch.text_content
     length = ids.shape[1] - ids.shape[1] % 2
-    left, right = ids[:, 0:length:2], ids[:, 1:length:2]
+    # Read the pairs from the input, not from `ids`: views of `ids` would see the first write below,
+    # and the second would then copy the right word back instead of the left (a duplicate, not a swap).
+    left, right = batch.text_ids[:, 0:length:2], batch.text_ids[:, 1:length:2]
     swap = (torch.rand(left.shape, generator=generator).to(ids.device) < SWAP_RATE) \
         & movable[:, 0:length:2] & movable[:, 1:length:2]
     ids[:, 0:length:2] = torch.where(swap, right, left)

@@ -258,9 +258,16 @@ class VisionBlockMask(_VisionMaskingOp):
     lies inside is masked (content → ``fill``, ``vision_masked`` True); for video the same rectangle
     covers every frame (tube masking), since positions are per frame.
 
+    A target area below one patch cannot be a rectangle, so it becomes a chance: the sample gets its
+    1 × 1 block with probability ``area`` (and is untouched otherwise), so the expected masked area is
+    still ``area`` patches and goes to 0 with the magnitude (a schedule ramping up from 0, or a searched
+    magnitude near 0, masks almost nothing rather than a whole patch of every sample). From one patch
+    up every sample gets its rectangle.
+
     Magnitude → area ratio in [0, 0.25] (docs/GUIDELINES.md: masking ratio 5–25%).
 
-    Params: ``mask`` [B, Nv] bool; ``top``, ``left``, ``height``, ``width`` [B] long (grid units).
+    Params: ``mask`` [B, Nv] bool (all False for a sample that lost its chance); ``top``, ``left``,
+    ``height``, ``width`` [B] long (grid units).
     """
 
     name = "vision_block_mask"
@@ -301,6 +308,9 @@ class VisionBlockMask(_VisionMaskingOp):
         row, col = positions[..., 0].long(), positions[..., 1].long()
         inside = (row >= top.unsqueeze(1)) & (row < (top + height).unsqueeze(1)) \
             & (col >= left.unsqueeze(1)) & (col < (left + width).unsqueeze(1))
+        # Drawn after the geometry, so a seed draws the same rectangles as before this chance existed.
+        chance = sampling.uniform(generator, (size,), device).to(torch.float64)
+        inside = inside & (chance < area).unsqueeze(1)  # area >= 1: always; below: with probability area
         return {"mask": inside, "top": top, "left": left, "height": height, "width": width}
 
 

@@ -131,6 +131,8 @@ class _KorniaPixelOp(Op):
                  for key, value in params.items() if key != "active"}
         if bool(active.all()):
             return batch.replace(images=self._replay(images, drawn))
+        if not bool(active.any()):  # kornia cannot transform an empty batch; nothing to do anyway
+            return batch
         # Transform only the active rows (a policy leaves 30-50% of a batch clean) and copy them back, so
         # inactive rows are the input's bits and cost nothing but the copy.
         rows = active.nonzero().squeeze(1)
@@ -314,21 +316,31 @@ class PixelGaussianBlur(_KorniaPixelOp):
     """Blur each image with a Gaussian kernel of random width (kornia RandomGaussianBlur).
 
     Per sample: sigma drawn from [s/20, s] pixels, one sigma for both axes; 13-tap kernel (3 sigma at
-    sigma 2, shorter on images under 13 px), reflected border. Magnitude → largest sigma s in [0, 2] px:
-    at magnitude 1 sigma ~ U[0.1, 2.0], the blur of SimCLR / BYOL. Params: ``sigma`` [B] float (pixels).
+    sigma 2, shorter on images under 13 px), reflected border. A sigma below ``IDENTITY_SIGMA`` (1e-3 px,
+    sigma 0 included) is the identity: the sample is left as it was and not marked augmented, so the op
+    is continuous at magnitude 0. Magnitude → largest sigma s in [0, 2] px: at magnitude 1
+    sigma ~ U[0.1, 2.0], the blur of SimCLR / BYOL. Params: ``sigma`` [B] float (pixels, as drawn).
     """
 
     name = "pixel_gaussian_blur"
     parameter = "largest blur sigma in pixels (sigma drawn from [s/20, s])"
     default_range = (0.0, 2.0)
     allowed_range = (0.0, 2.0)
+    #: Below this sigma every neighbour tap weighs exp(-1 / (2 sigma^2)) = 0 in float32: a unit impulse.
+    IDENTITY_SIGMA: ClassVar[float] = 1e-3
 
     def augmentation(self, strength, p, size):
         radius = max(0, min(6, min(size) - 1))
-        # kornia refuses sigma 0, which strength / 20 becomes for a denormal strength (magnitude 1e-320);
-        # a blur of sigma 1e-3 px is the identity to 8 bits anyway.
-        low, high = max(strength / 20, 1e-3), max(strength, 1e-3)
-        return K.RandomGaussianBlur(2 * radius + 1, (low, high), border_type="reflect", p=p)
+        return K.RandomGaussianBlur(2 * radius + 1, (strength / 20, strength), border_type="reflect", p=p)
+
+    def unchanged(self, params):
+        return params["sigma"] < self.IDENTITY_SIGMA
+
+    def _replay(self, images, drawn):
+        # kornia refuses sigma 0 and a tiny sigma's kernel is 0 / 0 = NaN; both are the identity, so a row
+        # that reaches here anyway (replayed with its own `active`) is blurred by the impulse kernel.
+        drawn = {**drawn, "sigma": drawn["sigma"].clamp_min(self.IDENTITY_SIGMA)}
+        return super()._replay(images, drawn)
 
 
 # ---------------------------------------------------------------------------------------------- geometry
