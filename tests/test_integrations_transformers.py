@@ -24,6 +24,7 @@ from autoaug.errors import AutoaugInputError  # noqa: E402
 from autoaug.integrations.transformers import (  # noqa: E402
     PolicyDataCollator, UnsupportedModelError, attach, mixed_lm_loss,
 )
+from conftest import one_error_line, run_cli  # noqa: E402
 
 IMAGE_TOKEN = 0
 IMAGE_TOKENS = 64  # (32 / 4)^2 patches; CLIP's CLS token is dropped ("default")
@@ -389,19 +390,9 @@ def test_readme_example_sft_trainer_trains_a_few_steps_with_the_policys_collator
 
 
 # ---------------------------------------------------------------------- --model llava-tiny in the proxy trial
+# (`autoaug train --model ... --json`, `autoaug search --model llava-tiny` and checkpoint folders from the
+# command line: tests/test_hf_cli.py)
 SMALL_TASK = {"train_size": 32, "val_size": 16, "test_size": 16}
-
-
-@pytest.mark.slow
-def test_run_training_with_llava_tiny_meets_the_train_json_contract(tmp_path):
-    from autoaug.trainers.train import run_training
-
-    result = run_training(task="shapes-vqa", policy="moderate", seed=0, max_epochs=1, batch_size=16,
-                          accelerator="cpu", task_options=SMALL_TASK, model="llava-tiny", run_dir=tmp_path)
-    for key in ("val_accuracy", "test_accuracy", "epochs", "seconds"):
-        assert key in result
-    assert result["model"] == "llava-tiny" and result["epochs"] == 1
-    assert 0.0 <= result["val_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy"] <= 1.0
 
 
 def test_llava_tiny_proxy_answers_with_the_answer_tokens_and_trains_on_them():
@@ -430,13 +421,8 @@ def test_bad_model_argument_is_one_clear_line(tmp_path):
         model_builder(str(tmp_path))
 
 
-@pytest.mark.slow
-def test_cli_train_refuses_a_model_path_that_is_not_a_model_directory(tmp_path):
-    import subprocess
-    import sys
-
-    completed = subprocess.run(
-        [sys.executable, "-m", "autoaug", "train", "--task", "shapes-vqa", "--model", str(tmp_path / "missing"),
-         "--max-epochs", "1", "--json", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 2
-    assert "not a local model directory" in completed.stderr and "Traceback" not in completed.stderr
+def test_cli_train_refuses_a_model_path_that_is_not_a_model_directory(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--task", "shapes-vqa", "--model", str(tmp_path / "missing"),
+                            "--max-epochs", "1", "--json", "--workdir", str(tmp_path)], capsys)
+    assert code == 2
+    assert "not a local model directory" in one_error_line(err)

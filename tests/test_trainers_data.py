@@ -488,15 +488,52 @@ def test_bad_split_value_and_null_cells(tmp_path, source_task):
         load_data(tmp_path / "ints.parquet")
 
 
-def test_unreadable_files(tmp_path):
-    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
-    with bad_input("junk.parquet: not a readable Parquet file"):
-        load_data(tmp_path / "junk.parquet")
-    folder = tmp_path / "tars"
-    folder.mkdir()
-    (folder / "junk.tar").write_bytes(b"not a tar file" * 100)
-    with bad_input("junk.tar"):
-        load_data(folder)
+
+def _row(source: str, split):
+    from autoaug.trainers.reader_base import Row
+
+    return Row(image=b"", image_path=None, text="t", label="a", split=split, source=source)
+
+
+def test_one_split_rule_refuses_a_mix_naming_both_places():
+    # Catches: a rule that reads the first row only (rows[0] decides; the unsplit row further on
+    # passes), one that requires a split everywhere (no rows split must pass), and a message that
+    # names only one side.
+    from autoaug.trainers.reader_base import require_all_or_no_splits
+
+    require_all_or_no_splits([_row("f: row 0", "train"), _row("f: row 1", "test")], "every file a split")
+    require_all_or_no_splits([_row("f: row 0", None), _row("f: row 1", None)], "every file a split")
+    require_all_or_no_splits([], "every file a split")
+    mixed = [_row("a: row 0", "train"), _row("a: row 1", "val"), _row("b: row 0", None), _row("b: row 1", None)]
+    with bad_input(r"^b: row 0: no split, but a: row 0 has one; give every file a split or none$"):
+        require_all_or_no_splits(mixed, "every file a split")
+    with bad_input(r"^b: row 0: no split, but a: row 1 has one"):  # the unsplit row first: same message
+        require_all_or_no_splits([mixed[2], mixed[1]], "every file a split")
+
+
+def _write_parquet_files(folder, rows, *, with_split=True):
+    return _write_parquet(folder / "data.parquet", rows, with_split=with_split)
+
+
+MIXED_SPLITS = {  # format: (writer of one file or shard folder, the expected message)
+    "parquet": (_write_parquet_files, r"b/data.parquet: row 0: no split, but .*a/data.parquet: row 0 has one; "
+                                      r"give every file a 'split' column or none"),
+    "webdataset": (_write_shards, r"b/shard-0000.tar: sample 'sample00000': no split, but .*a/shard-0000.tar: "
+                                  r"sample 'sample00000' has one; give every sample a split \(a .split member or "
+                                  r"'split' in its .json\)"),
+}
+
+
+@pytest.mark.parametrize("data_format", sorted(MIXED_SPLITS))
+def test_both_readers_enforce_the_one_split_rule(tmp_path, source_task, data_format):
+    # Catches: a reader that drops the rule (a folder where one file or shard lacks the split loads,
+    # the unsplit rows then fall through to the stratified draw or fail far from the cause).
+    write, message = MIXED_SPLITS[data_format]
+    rows = _records(source_task)
+    write(tmp_path / "a", rows[:20])
+    write(tmp_path / "b", rows[20:], with_split=False)
+    with bad_input(message):
+        load_data(tmp_path)
 
 
 def test_bad_fractions(tmp_path, source_task):

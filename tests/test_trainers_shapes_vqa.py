@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from autoaug.errors import AutoaugInputError
-from autoaug.trainers.shapes_vqa import CLUTTER_GREY, FILLERS, QUESTION_TYPES, faded, make_shapes_vqa, render
+from autoaug.trainers.shapes_vqa import (
+    CLUTTER_GREY, FILLERS, QUESTION_TYPES, SceneOptions, faded, generate_examples, make_shapes_vqa, render,
+)
 from autoaug.trainers.tasks import load_task
 
 SMALL = dict(seed=0, train_size=200, val_size=20, test_size=20)
@@ -82,10 +84,44 @@ def test_options_off_give_the_same_bytes():
     ({"fade": -0.1}, r"fade must be a number in \[0, 0.9\]"),
     ({"fade": True}, r"fade must be a number in \[0, 0.9\]"),
     ({"clutterr": 1}, "unknown option\\(s\\) clutterr \\(options: seed, train_size"),
+    # the three noise options were unchecked: a string reached numpy (TypeError), a negative SD ValueError
+    ({"pixel_noise": "abc"}, r"pixel_noise must be a standard deviation in \[0, 1\]"),
+    ({"pixel_noise": -0.1}, r"pixel_noise must be a standard deviation in \[0, 1\]"),
+    ({"colour_noise": -0.05}, r"colour_noise must be a standard deviation in \[0, 1\]"),
+    ({"min_contrast": 1.5}, r"min_contrast must be a number in \[0, 1\]"),
+    ({"min_contrast": True}, r"min_contrast must be a number in \[0, 1\]"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(AutoaugInputError, match=f"shapes-vqa: {message}"):
         make_shapes_vqa(**SMALL, **options)
+
+
+def test_generate_examples_takes_the_options_as_one_object_or_by_keyword():
+    # Catches: the keyword form of generate_examples (its signature before SceneOptions) dropped or
+    # silently ignored (default scenes), and both forms at once accepted with one of them lost.
+    by_keyword = generate_examples(8, seed=2, split="val", image_size=48, max_shapes=2, clutter=3)
+    as_object = generate_examples(8, seed=2, split="val", options=SceneOptions(image_size=48, max_shapes=2, clutter=3))
+    assert [(e.text, e.label, e.scene) for e in by_keyword] == [(e.text, e.label, e.scene) for e in as_object]
+    assert all(torch.equal(a.image, b.image) for a, b in zip(by_keyword, as_object))
+    assert by_keyword[0].image.shape == (3, 48, 48) and all(len(e.scene.shapes) <= 2 for e in by_keyword)
+    with pytest.raises(AutoaugInputError, match="shapes-vqa: give options or image_size by keyword, not both"):
+        generate_examples(4, options=SceneOptions(), image_size=48)
+    with pytest.raises(AutoaugInputError, match=r"shapes-vqa: max_shapes must be an int in \[1, 4\]"):
+        generate_examples(4, max_shapes=9)
+
+
+def test_task_options_from_the_command_line_reach_the_generator():
+    # `--task-option KEY=VALUE` is parsed by cli.parse_options (JSON where it parses) and handed to
+    # make_shapes_vqa through load_task: lists become tuples and strings stay one-line errors.
+    # Catches: a list size_range or a single question type string refused or misread.
+    from autoaug.cli import parse_options
+
+    options = parse_options(["size_range=[0.2,0.3]", "question_types=count", "pixel_noise=0.05", "fade=0.5"])
+    task = load_task("shapes-vqa", seed=0, train_size=16, val_size=8, test_size=8, **options)
+    assert task.split_record["size_range"] == [0.2, 0.3] and task.split_record["question_types"] == ["count"]
+    assert task.split_record["pixel_noise"] == 0.05 and task.split_record["fade"] == 0.5
+    with pytest.raises(AutoaugInputError, match=r"shapes-vqa: pixel_noise must be a standard deviation"):
+        load_task("shapes-vqa", seed=0, train_size=16, val_size=8, test_size=8, **parse_options(["pixel_noise=lots"]))
 
 
 FADE = 0.6

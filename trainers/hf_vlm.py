@@ -77,8 +77,10 @@ def _local_checkpoint(path: str, tokenizer: TextTokenizer, task: TaskData):
     """A user's LLaVA checkpoint on disk, the task's words mapped through its own tokenizer."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    directory = check_model_directory(path)
-    model = LlavaForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+    directory, _ = check_model_directory(path)
+    # from_pretrained returns the model in eval mode, and Lightning keeps each submodule's mode as it
+    # finds it: without train() a checkpoint would train with its dropout off.
+    model = LlavaForConditionalGeneration.from_pretrained(directory, local_files_only=True).train()
     processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
     hf_tokenizer = getattr(processor, "tokenizer", processor)
     unknown = hf_tokenizer.unk_token_id if hf_tokenizer.unk_token_id is not None else hf_tokenizer.pad_token_id or 0
@@ -103,11 +105,16 @@ def _local_checkpoint(path: str, tokenizer: TextTokenizer, task: TaskData):
                                  image_std=std, name=str(directory))
 
 
+# Built-in models by ``--model`` name, and the checkpoint loaders by the ``model_type`` of a folder's
+# config.json: the proxy trial drives a model through the stage interface, which only LLaVA's
+# layout (vision tower, projector, language model over [vision tokens, text]) is wired to here.
 MODELS: dict[str, Callable[[TextTokenizer, TaskData], nn.Module]] = {"llava-tiny": _tiny_llava}
+CHECKPOINT_TYPES: dict[str, Callable[[str, TextTokenizer, TaskData], nn.Module]] = {"llava": _local_checkpoint}
 
 
-def check_model_directory(path: str) -> Path:
-    """A local HF checkpoint directory of a LLaVA model, or a one-line error naming what is wrong."""
+def check_model_directory(path: str) -> tuple[Path, str]:
+    """A local HF checkpoint directory and its supported ``model_type`` (`CHECKPOINT_TYPES`), or a
+    one-line error naming what is wrong and what is supported."""
     directory = Path(path)
     config_file = directory / "config.json"
     if not directory.is_dir() or not config_file.is_file():
@@ -115,13 +122,16 @@ def check_model_directory(path: str) -> Path:
             "model", f"{path}: not a local model directory (expected a folder with config.json saved by "
             f"save_pretrained; built-in models: {', '.join(sorted(MODELS))}; nothing is downloaded)")
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
+        config = json.loads(config_file.read_text())
     except (OSError, ValueError) as error:
         raise ParameterError("model", f"{path}: config.json cannot be read ({error})") from None
-    if model_type != "llava":
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(model_type, str) or model_type not in CHECKPOINT_TYPES:
         raise ParameterError(
-            "model", f"{path}: model_type {model_type!r} is not supported by the proxy trial (supported: llava)")
-    return directory
+            "model", f"{path}: model_type {model_type!r} is not supported by the proxy trial (supported "
+            f"checkpoint model types: {', '.join(sorted(CHECKPOINT_TYPES))}; built-in models: "
+            f"{', '.join(sorted((*MODELS, BUILTIN_MODEL)))})")
+    return directory, model_type
 
 
 def model_builder(model: Optional[str]) -> Optional[Callable[[TextTokenizer, TaskData], nn.Module]]:
@@ -135,8 +145,8 @@ def model_builder(model: Optional[str]) -> Optional[Callable[[TextTokenizer, Tas
         _require_transformers(model)
         return MODELS[model]
     _require_transformers(model)
-    check_model_directory(model)
-    return functools.partial(_local_checkpoint, model)
+    _, model_type = check_model_directory(model)
+    return functools.partial(CHECKPOINT_TYPES[model_type], model)
 
 
 def _require_transformers(model: str) -> None:

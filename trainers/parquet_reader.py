@@ -15,7 +15,7 @@ from typing import Optional
 
 from autoaug.errors import AutoaugInputError
 
-from .reader_base import Reader, Row, clip, short_error, split_value
+from .reader_base import Reader, Row, clip, require_all_or_no_splits, short_error, split_value
 
 # Arrow type checks (pyarrow.types.<name>) a struct field of `image` may pass; null: every value is null.
 _BINARY_TYPES = ("is_binary", "is_large_binary", "is_fixed_size_binary", "is_binary_view", "is_null")
@@ -31,16 +31,9 @@ class ParquetReader(Reader):
 
     def read(self, files: list[Path]) -> list[Row]:
         rows: list[Row] = []
-        with_split: dict[Path, bool] = {}
         for file in files:
-            table = _read_table(file)
-            with_split[file] = "split" in table.schema.names
-            rows += _rows_of(table, file)
-        if len(set(with_split.values())) > 1:
-            lacking = next(f for f, has in with_split.items() if not has)
-            raise AutoaugInputError(
-                f"{lacking}: missing column 'split' (other files have one; give every file a split "
-                "column or none)")
+            rows += _rows_of(_read_table(file), file)
+        require_all_or_no_splits(rows, "every file a 'split' column")
         return rows
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 from autoaug.errors import AutoaugInputError
 
@@ -45,7 +45,8 @@ class Reader:
 
     `read` gets the format's files in sorted order (one file, or every file of a ``--data`` folder
     with one of the suffixes) and returns their rows in file order. Bad input raises
-    `AutoaugInputError` with one line naming the file, the row or sample, and what was expected.
+    `AutoaugInputError` with one line naming the file, the row or sample, and what was expected. A
+    format whose rows can carry a split ends `read` with `require_all_or_no_splits`.
     """
 
     name: ClassVar[str]
@@ -67,6 +68,20 @@ def split_value(value: Any, where: str, what: str) -> str:
     if split is None:
         raise AutoaugInputError(f"{where}: {what} is {value!r}; expected one of train, val, test")
     return split
+
+
+def require_all_or_no_splits(rows: Sequence[Row], how: str) -> None:
+    """Every row names its split or none does; ``how`` says how the format gives a row its split
+    (``"every file a 'split' column"``), for the message.
+
+    Why one rule for every format: with some rows split and others not, there is no honest split —
+    the data's own split cannot cover the unsplit rows, and a seeded draw over all rows would
+    overrule the split the data names. The first unsplit row is named beside the first split one, so
+    the user sees both places."""
+    split = next((row for row in rows if row.split is not None), None)
+    unsplit = next((row for row in rows if row.split is None), None)
+    if split is not None and unsplit is not None:
+        raise AutoaugInputError(f"{unsplit.source}: no split, but {split.source} has one; give {how} or none")
 
 
 def clip(text: str, limit: int = 60) -> str:

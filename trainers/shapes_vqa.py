@@ -153,6 +153,17 @@ def answer(scene: Scene, question: dict) -> str:
     raise ValueError(f"unknown question type {kind!r}")
 
 
+# The number options of `SceneOptions` and their ranges. Unchecked, a string from --task-option or a
+# negative noise would fail deep inside numpy with no option named.
+NUMBER_OPTIONS: dict[str, tuple[float, float, str, str]] = {  # name: (low, high, what it is, what for)
+    "pixel_noise": (0.0, 1.0, "a standard deviation", "of the pixel noise, as a fraction of 255"),
+    "colour_noise": (0.0, 1.0, "a standard deviation", "of each shape's RGB values"),
+    "min_contrast": (0.0, 1.0, "a number", "1: palette colours; lower: shapes fade towards the background"),
+    "filler": (0.0, 1.0, "a probability", "of a redundant question prefix"),
+    "fade": (0.0, 0.9, "a number", "1 - fade scales val/test contrast and saturation"),
+}
+
+
 @dataclass(frozen=True)
 class SceneOptions:
     """What the generator draws, validated on construction (one home for both `make_shapes_vqa` and
@@ -185,15 +196,15 @@ class SceneOptions:
         cells = self.grid_cells * self.grid_cells
         if not isinstance(self.max_shapes, int) or not 1 <= self.max_shapes <= cells:
             raise AutoaugInputError(f"shapes-vqa: max_shapes must be an int in [1, {cells}], got {self.max_shapes!r}")
-        clutter, filler = self.clutter, self.filler
+        clutter = self.clutter
         if isinstance(clutter, bool) or not isinstance(clutter, int) or not 0 <= clutter <= 16:
             raise AutoaugInputError(f"shapes-vqa: clutter must be an int in [0, 16], got {clutter!r}")
-        if isinstance(filler, bool) or not isinstance(filler, (int, float)) or not 0.0 <= filler <= 1.0:
-            raise AutoaugInputError(f"shapes-vqa: filler must be a probability in [0, 1], got {filler!r}")
-        fade = self.fade
-        if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not 0.0 <= fade <= 0.9:
-            raise AutoaugInputError(f"shapes-vqa: fade must be a number in [0, 0.9] (1 - fade scales val/test "
-                                    f"contrast and saturation), got {fade!r}")
+        for name, (low, high, noun, why) in NUMBER_OPTIONS.items():
+            value = getattr(self, name)
+            # bool is an int to Python, but `fade=true` from --task-option is a mistake, not 1.0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise AutoaugInputError(
+                    f"shapes-vqa: {name} must be {noun} in [{low:g}, {high:g}] ({why}), got {value!r}")
         # frozen: the normalised forms are set through object.__setattr__
         object.__setattr__(self, "size_range", _check_size_range(self.size_range))
         object.__setattr__(self, "question_types", _check_question_types(self.question_types))
@@ -252,14 +263,20 @@ def generate_examples(
     split: str = "train",
     options: Optional[SceneOptions] = None,
     classes: Optional[tuple[str, ...]] = None,
+    **option_values,
 ) -> list[Example]:
     """``count`` examples of one split (scenes, images and questions), deterministic from (seed, split).
 
+    The scene options come as ``options`` (a `SceneOptions`) or as its fields by keyword
+    (``image_size=48``, as this function took them before `SceneOptions`), not both.
     Examples are drawn in chunks of `CHUNK` with their own random streams, so the first ``n``
     examples are the same whatever ``count >= n`` is asked for (a smaller train split is a prefix of
     a larger one).
     """
-    options = options if options is not None else SceneOptions()
+    if options is not None and option_values:
+        raise AutoaugInputError(f"shapes-vqa: give options or {', '.join(sorted(option_values))} "
+                                "by keyword, not both")
+    options = options if options is not None else SceneOptions.of(option_values)
     image_size, max_shapes, question_types = options.image_size, options.max_shapes, options.question_types
     clutter, filler, pixel_noise = options.clutter, options.filler, options.pixel_noise
     if split not in _SPLIT_STREAM:

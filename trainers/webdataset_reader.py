@@ -12,7 +12,7 @@ from pathlib import Path
 
 from autoaug.errors import AutoaugInputError
 
-from .reader_base import Reader, Row, clip, short_error, split_value
+from .reader_base import Reader, Row, clip, require_all_or_no_splits, short_error, split_value
 
 IMAGE_KEYS: tuple[str, ...] = ("png", "jpg", "jpeg")
 
@@ -25,19 +25,9 @@ class WebDatasetReader(Reader):
     kind = "WebDataset shard"
 
     def read(self, files: list[Path]) -> list[Row]:
-        rows: list[Row] = []
-        any_split, no_split = None, None
-        for shard in files:
-            for sample in _samples(shard):
-                row = _row_of(sample, f"{shard}: sample {sample.get('__key__', '?')!r}")
-                if row.split is None:
-                    no_split = no_split or row.source
-                else:
-                    any_split = any_split or row.source
-                rows.append(row)
-        if any_split and no_split:
-            raise AutoaugInputError(f"{no_split}: no split (other samples have one; give every sample a "
-                                    "split or none)")
+        rows = [_row_of(sample, f"{shard}: sample {sample.get('__key__', '?')!r}")
+                for shard in files for sample in _samples(shard)]
+        require_all_or_no_splits(rows, "every sample a split (a .split member or 'split' in its .json)")
         return rows
 
 
