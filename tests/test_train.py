@@ -588,3 +588,13 @@ def test_library_errors_name_the_python_parameter(arguments, parameter, problem)
     assert raised.value.parameter == parameter
     assert str(raised.value).startswith(f"{parameter}: {problem}"), str(raised.value)
     assert "--" not in str(raised.value)
+
+
+@pytest.mark.parametrize("task", ["shapes-vqa", "autoaug_test_tasks:make_task"])
+def test_a_seed_task_option_is_refused_naming_the_data_seed(task):
+    """``--task-option seed=3`` collided with the data seed inside the task call (a TypeError, exit 1);
+    now one line naming --data-seed, before any task code runs (built-in and plug-in alike)."""
+    from autoaug.trainers.train import resolve_task
+
+    with pytest.raises(ParameterError, match="the data's seed is --data-seed"):
+        resolve_task(task, None, 0, {"seed": 3})

@@ -69,6 +69,8 @@ def resolve_task(task: Optional[str], data: Optional[Union[str, Path]], seed: in
                  task_options: Optional[dict] = None) -> TaskPlugin:
     """``--task NAME`` (built-in), ``--task module:function`` (a user's plug-in) or ``--data PATH``."""
     require_task_or_data(task, data)
+    if "seed" in (task_options or {}):  # it would collide with the data seed every task is built with
+        raise ParameterError("task_options", "seed: the data's seed is --data-seed (data_seed), not a task option")
     if task is not None and ":" in task:
         made = _call_plugin(task, seed, task_options or {})
         if isinstance(made, TaskData):
