@@ -57,6 +57,21 @@ def assert_batches_equal(left, right) -> None:
         assert torch.equal(tensor, right_tensors[name]), f"field {name} differs"
 
 
+def effective_setting(policy, op: str, progress: float) -> tuple[float, float]:
+    """(p, magnitude), rounded to 6 places, that ``op`` runs at at training ``progress`` under ``policy``:
+    the one entry of ``op`` whose p is not zero there (a PBT export has one entry per stretch)."""
+    active = []
+    for entry in policy.config.entries:
+        if entry.op != op:
+            continue
+        multiplier = entry.schedule(progress)
+        p = entry.p * (multiplier if entry.schedule_p else 1.0)
+        if p > 0:
+            active.append((round(p, 6), round(entry.magnitude * multiplier, 6)))
+    assert len(active) == 1, (op, progress, active)
+    return active[0]
+
+
 def missing_environment(reason: str) -> None:
     """Skip a test whose environment is missing here — but fail it under ``CI=true``, where `.ci/test`
     installs and starts everything the suite needs: a missing install step must show, not skip."""
@@ -113,6 +128,14 @@ def plugin_on_path(folder: Path = TASK_PLUGINS):
             os.environ["PYTHONPATH"] = old
         if ray.is_initialized():
             ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def plugin_dir():
+    """The suite's task plug-ins (`plugin_on_path`) for a whole test module: importable here and by
+    the Ray workers of the module's searches (``PYTHONPATH`` is set before Ray starts)."""
+    with plugin_on_path() as folder:
+        yield folder
 
 
 def search_request(workdir: Path | str, name: str, **options):

@@ -5,6 +5,7 @@ the library is called directly, and the running command's flag when it comes thr
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import typer
@@ -29,13 +30,18 @@ def _search_command():
 
 
 def test_a_library_parameter_error_names_the_parameter_and_the_cli_shows_the_flag(monkeypatch, tmp_path, capsys):
+    """The real library call names the parameter (not the test's stub: asserting that the stub raises
+    could not fail); the CLI, given the same error, shows the flag."""
     from autoaug.search import controller
+    from autoaug.search.controller import SearchRequest
+
+    with pytest.raises(ParameterError) as direct:  # validated before any store, Ray or data is touched
+        controller.run_search(SearchRequest(space="vlm_default", name="x", task="shapes-vqa", trials=0,
+                                            workdir=str(tmp_path / "runs")))
+    assert (direct.value.parameter, str(direct.value)) == ("trials", "trials: expected a positive integer, got 0")
+    assert not (tmp_path / "runs").exists()
 
     monkeypatch.setattr(controller, "run_search", _raising("trials", "expected a positive integer, got 0"))
-    with pytest.raises(ParameterError) as direct:
-        controller.run_search(None)
-    assert str(direct.value) == "trials: expected a positive integer, got 0"
-
     code, out, err = run_cli([*SEARCH, "--trials", "0", "--workdir", str(tmp_path)], capsys)
     assert (code, out) == (2, "")
     assert err.strip() == "error: --trials: expected a positive integer, got 0"
@@ -164,3 +170,58 @@ def test_a_fixed_learning_rate_is_the_only_rate_calibration_runs():
     base = dict(space="vlm_default", name="x", task="shapes-vqa", learning_rates=(3e-4, 1e-3, 3e-3))
     assert _calibration_rates(SearchRequest(**base, learning_rate=2e-3)) == (2e-3,)
     assert _calibration_rates(SearchRequest(**base)) == (3e-4, 1e-3, 3e-3)
+
+
+def test_force_reaches_the_search_request(monkeypatch, tmp_path, capsys):
+    """`--force` (search past calibration's refusals) is the request's ``force``; off unless given.
+    Catches a flag parsed but not passed on (what the search does with it: tests/test_search.py)."""
+    from autoaug.search import controller
+
+    requests = []
+    monkeypatch.setattr(controller, "run_search", lambda request, console=None: requests.append(request) or {})
+    for extra in ([], ["--force"]):
+        run_cli([*SEARCH, *extra, "--workdir", str(tmp_path)], capsys)
+    assert [request.force for request in requests] == [False, True]
+
+
+# what `autoaug ops` promises per op (README): stage, modality, what the magnitude controls and its range,
+# whether it mixes labels, a one-line summary
+OPS_ROW_KEYS = {"name", "stage", "modality", "magnitude_range", "parameter", "mixes_labels", "summary"}
+
+
+def _ops_json(capsys, *flags: str) -> list[dict]:
+    code, out, err = run_cli(["ops", "--json", *flags], capsys)
+    assert code == 0, err
+    document = json.loads(out.strip().splitlines()[-1])
+    assert set(document) == {"ops"}
+    return document["ops"]
+
+
+def test_ops_json_lists_every_registered_op_once_with_what_it_does(capsys):
+    """Catches: an op missing or repeated, a row whose fields are not the op's own (stage, modality,
+    range, label mixing), a range that is not [low, high] with low < high, a summary of several lines."""
+    from autoaug import ops
+
+    rows = _ops_json(capsys)
+    assert [row["name"] for row in rows] == list(ops.names())
+    for row in rows:
+        op = ops.op_class(row["name"])
+        assert set(row) == OPS_ROW_KEYS, row
+        assert (row["stage"], row["modality"], row["mixes_labels"]) == (op.stage, op.modality, op.mixes_labels)
+        assert row["stage"] in ops.STAGES and row["modality"] in ops.MODALITIES
+        low, high = row["magnitude_range"]
+        assert [low, high] == list(op.default_range) and low < high, row
+        assert row["parameter"].strip() and row["summary"].strip() and "\n" not in row["summary"], row
+    # facts the README states: the label-mixing ops, and pixel ops work on images
+    assert {row["name"] for row in rows if row["mixes_labels"]} == {"token_mixup", "token_cutmix", "mergemix"}
+    assert {row["modality"] for row in rows if row["stage"] == "pixel"} <= {"vision", "cross"}
+
+
+@pytest.mark.parametrize("flags", [["--stage", "pixel"], ["--modality", "text"], ["--stage", "token", "--modality", "cross"]])
+def test_ops_json_filters_by_stage_and_modality(capsys, flags):
+    """Catches a filter ignored (every op listed) or applied to the other field."""
+    wanted = dict(zip(flags[::2], flags[1::2]))
+    everything = _ops_json(capsys)
+    rows = _ops_json(capsys, *flags)
+    expected = [row for row in everything if all(row[flag.removeprefix("--")] == value for flag, value in wanted.items())]
+    assert rows == expected and 0 < len(rows) < len(everything)

@@ -31,7 +31,7 @@ from autoaug.dashboards.ui import READY_TIMEOUT_S
 from autoaug.search.controller import run_search
 from autoaug.search.study import best_trial
 from autoaug.search.records import SearchProgress
-from conftest import TASKS_MODULE, plugin_on_path, run_cli, search_request
+from conftest import TASKS_MODULE, run_cli, search_request
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -51,13 +51,6 @@ quantile_fraction: 0.5
 
 
 # ====================================================================== real searches
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory):
-    """The suite's task plug-ins, importable here and by Ray's workers (PYTHONPATH set before Ray starts)."""
-    with plugin_on_path() as folder:
-        yield folder
-
-
 def _search(workdir: Path, name: str, console=None, **options) -> dict:
     # calibration and confirmation are off (their own tests cover them; the confirmation's rendering is
     # tested from its recorded contract below); baselines only where asked
