@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from autoaug.search.controller import SearchRequest, run_search
 from autoaug.search.exclusive import StudyBusy, study_lock
 from autoaug.search.record_schema import ERROR_ATTR, POLICY_ATTR, RETRIES_ATTR, STATE_ATTR
-from conftest import TASKS_MODULE, missing_environment, one_error_line, plugin_on_path, run_cli, search_request
+from conftest import TASKS_MODULE, missing_environment, one_error_line, run_cli, search_request
 from store_harness import sqlite_trial_states
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,14 +42,6 @@ EXPECTED_ERRORS = {
 
 
 # ====================================================================== fixtures and helpers
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory):
-    """The plug-in module, importable here and by Ray's workers (PYTHONPATH is set before Ray starts);
-    the searches of this module share the Ray instance the first one starts."""
-    with plugin_on_path() as folder:
-        yield folder
-
-
 def _breaking_request(folder: Path, name: str, plan: list[str], **options) -> SearchRequest:
     markers = folder / "markers"
     markers.mkdir(parents=True, exist_ok=True)
