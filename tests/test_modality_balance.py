@@ -167,10 +167,11 @@ def test_a_fixed_balance_is_no_parameter_and_reaches_the_policy(tmp_path):
 def test_the_screen_points_of_the_balanced_space_run_at_neutral_balance():
     """The screen (`autoaug.search.screen`) writes params by hand, without balance: the op alone runs at
     balance 1 and inside its declared range."""
-    from autoaug.search.screen import screen_points
+    from autoaug.search.screen import op_of, screen_points
 
     space = load_space("vlm_balanced")
-    for op, params in screen_points(space).items():
+    for key, params in screen_points(space).items():
+        op = op_of(key)
         policy = Policy.from_dict(space.policy_data(params))
         (entry,) = policy.config.entries
         multiplier = getattr(policy.config.balance, entry.modality)

@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from autoaug.policy import Policy
-from autoaug.search.screen import (MIN_SURVIVORS, difference_se, judge_screen, restricted, screen_points,
+from autoaug.search.screen import (MIN_SURVIVORS, best_levels, difference_se, judge_screen, op_of, restricted,
+                                   screen_points,
                                    screenable)
 from autoaug.search.space import load_space, used_ops
 
@@ -21,17 +22,40 @@ def space():
 
 def test_each_screen_point_builds_a_policy_of_its_op_alone_clearly_applied(space):
     points = screen_points(space)
-    assert sorted(points) == sorted(space.model.ops)
-    for op, params in points.items():
+    # every op at two levels, keyed op (mid) and op@top
+    assert sorted(points) == sorted([*space.model.ops, *(f"{op}@top" for op in space.model.ops)])
+    for key, params in points.items():
+        op = op_of(key)
         assert used_ops(space.model, params) == [op]
-        policy = Policy.from_dict(space.policy_data(params, name=f"screen {op}"))
+        policy = Policy.from_dict(space.policy_data(params, name=f"screen {key}"))
         (entry,) = policy.config.entries
         low_p, high_p = space.model.sampling_ranges(op).p
         low_m, high_m = space.model.sampling_ranges(op).magnitude
-        # highest p and the middle magnitude (a screen at the low end would call every op harmless)
-        assert entry.p == pytest.approx(high_p) and entry.magnitude == pytest.approx((low_m + high_m) / 2)
+        # highest p; the middle magnitude and the top of the range (a screen at the low end would call
+        # every op harmless; one at mid range only missed an op that helps only when strong)
+        expected = high_m if key.endswith("@top") else (low_m + high_m) / 2
+        assert entry.p == pytest.approx(high_p) and entry.magnitude == pytest.approx(expected)
         assert entry.schedule.kind == "constant"
         assert policy.config.clean_fraction == pytest.approx(space.model.clean_fraction[0])
+
+
+def test_a_level_equal_to_an_earlier_one_is_screened_once():
+    from autoaug.search.space import SearchSpace
+
+    space = load_space("vlm_default")
+    ops = dict(list(space.model.ops.items())[:2])
+    first = next(iter(ops))
+    ops[first] = ops[first].model_copy(update={"magnitude": (0.3, 0.3)})
+    narrow = SearchSpace(space.model.model_copy(update={"ops": ops}), space.source)
+    assert sorted(screen_points(narrow)) == sorted([first, *list(ops)[1:], f"{list(ops)[1]}@top"])
+
+
+def test_an_op_is_judged_on_its_better_level():
+    best, levels = best_levels({"a": 0.60, "a@top": 0.66, "b": 0.62, "b@top": None, "c@top": None, "c": None})
+    # wrong implementations caught: judging on the mid level only (a: 0.60), or letting a failed level
+    # hide the other (b: None), or inventing a value for an op whose every level failed
+    assert best == {"a": 0.66, "b": 0.62, "c": None}
+    assert levels["a"] == {"mid": 0.60, "top": 0.66}
 
 
 def test_a_screen_point_is_what_a_trial_of_the_study_records(space):
@@ -42,10 +66,10 @@ def test_a_screen_point_is_what_a_trial_of_the_study_records(space):
     points = screen_points(space)
     for params in points.values():
         study.enqueue_trial(params)
-    for op, params in points.items():
+    for key, params in points.items():
         trial = study.ask()
         space.suggest(trial)
-        assert used_ops(space.model, trial.params) == [op]
+        assert used_ops(space.model, trial.params) == [op_of(key)]
         assert {k: v for k, v in trial.params.items() if not k.endswith(".use")} == \
             {k: v for k, v in params.items() if not k.endswith(".use")}
         study.tell(trial, 0.5)
@@ -128,11 +152,15 @@ def test_a_search_screens_every_op_alone_then_searches_only_the_survivors(tmp_pa
     screened = [trial for trial in trials if SCREEN_ATTR in trial.user_attrs]
     searched = [trial for trial in trials if SCREEN_ATTR not in trial.user_attrs and BASELINE_ATTR not in trial.user_attrs]
     space = load_space("vlm_default")
-    assert sorted(trial.user_attrs[SCREEN_ATTR] for trial in screened) == sorted(space.model.ops)
+    assert sorted(trial.user_attrs[SCREEN_ATTR] for trial in screened) == sorted(screen_points(space))
     for trial in screened:
         assert trial.state == TrialState.COMPLETE
-        assert used_ops(space.model, trial.params) == [trial.user_attrs[SCREEN_ATTR]]
+        assert used_ops(space.model, trial.params) == [op_of(trial.user_attrs[SCREEN_ATTR])]
     record = study.user_attrs[SCREEN_RECORD_ATTR]
+    values = {trial.user_attrs[SCREEN_ATTR]: trial.values[0] for trial in screened}
+    for row in record["ops"]:  # each op judged on its better level, both levels kept in the record
+        assert row["levels"] == pytest.approx({"mid": values[row["op"]], "top": values[f"{row['op']}@top"]})
+        assert row["val_accuracy"] == pytest.approx(max(row["levels"].values()))
     assert result["screen"] == record and 3 <= len(record["survivors"]) <= 10
     assert len(searched) == 3 and all(trial.state == TrialState.COMPLETE for trial in searched)
     for trial in searched:  # the screen's dropped ops are never asked about again

@@ -3,16 +3,19 @@
 Why: augmentation's gains on a small proxy are small (+0.01 to +0.02 validation accuracy) beside the
 noise of one run, and a space holds many ops, most of which hurt. A sampler that starts from random
 policies of 1–3 ops over 20 ops rarely tries the one op that helps on its own, and each policy it
-tries mixes a helpful op with harmful ones. The screen spends one trial per op instead: the op alone
-at a fixed, clearly-applied setting (its highest declared ``p``, the middle of its magnitude range,
-a constant schedule, the least clean fraction the space allows), with the search's seed — the same
+tries mixes a helpful op with harmful ones. The screen spends two trials per op instead: the op alone
+at fixed, clearly-applied settings (its highest declared ``p``, a constant schedule, the least clean
+fraction the space allows) at two magnitudes, the middle and the top of its declared range
+(`LEVELS`: an op's response to magnitude is unknown — translate helps at mid range on the built-in
+task, while colour jitter must reach the top of its range to simulate washed-out test images; one
+probe at mid range missed that planted gain in every search), with the search's seed — the same
 initialisation and data order as the ``none`` baseline, so the difference to ``none`` is paired
 (common random numbers). The screen's trials are searched trials of the study (enqueued with fixed
 parameters), so the sampler learns from them like from any other trial, and a single op can win
 the search and go to the confirmation.
 
 What survives: the search that follows considers only the ops the screen did not find clearly
-harmful (`survivors`). "Clearly" is sized by the noise of one paired difference on this data, not by a
+harmful (`survivors`), judged on each op's better level. "Clearly" is sized by the noise of one paired difference on this data, not by a
 constant tuned on one task: an op is dropped when it is more than `DROP_SE` binomial standard errors of
 a difference below ``none`` (``sqrt(2·a·(1−a)/n)`` at ``none``'s accuracy ``a`` on ``n`` validation
 examples) — an upper bound of the paired noise, so a helpful op is rarely dropped by chance — and at
@@ -31,6 +34,9 @@ from autoaug.search.record_schema import SCREEN_ATTR, SCREEN_RECORD_ATTR
 from autoaug.search.space import MAX_OPS, PolicySpace, SearchSpace, op_param, use_name
 
 DROP_SE = 1.0  # an op more than this many binomial SE of a difference below none is dropped
+# the magnitudes each op is screened at, as fractions of its declared range (0: low end, 1: top);
+# "mid" first: a study screened before the second level existed holds its mid trials under the op's name
+LEVELS = {"mid": 0.5, "top": 1.0}
 MIN_SURVIVORS = 3
 CONSTANT = "constant"
 
@@ -47,25 +53,43 @@ def screenable(space: SearchSpace) -> Optional[str]:
     return None
 
 
+def screen_key(op: str, level: str) -> str:
+    """The screen trial's label (`SCREEN_ATTR`): the op's name for its mid level, ``op@level`` otherwise."""
+    return op if level == "mid" else f"{op}@{level}"
+
+
+def op_of(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
 def screen_points(space: SearchSpace) -> dict[str, dict[str, Any]]:
-    """For each op of ``space``: the trial parameters that put it alone in the policy, clearly applied
-    (highest ``p``, mid magnitude, constant schedule, least clean fraction, full loss weight)."""
+    """For each op of ``space`` and level of `LEVELS` (by `screen_key`): the trial parameters that put it
+    alone in the policy, clearly applied (highest ``p``, the level's magnitude, constant schedule, least
+    clean fraction, full loss weight). A level whose magnitude equals an earlier one's (a range of one
+    value) is left out."""
     model = space.model
     points = {}
     for op in model.ops:
         ranges = model.sampling_ranges(op)
-        params: dict[str, Any] = {use_name(other): other == op for other in model.ops}
-        if model.entries.min < model.entries.max:
-            params[MAX_OPS] = 1
-        params[op_param(op, "p")] = ranges.p[1]
-        params[op_param(op, "magnitude")] = round((ranges.magnitude[0] + ranges.magnitude[1]) / 2, 6)
-        if len(model.schedules) > 1:
-            params[op_param(op, "schedule")] = CONSTANT if CONSTANT in model.schedules else model.schedules[0]
-        for name, value, end in (("clean_fraction", model.clean_fraction, 0),
-                                 ("augmented_loss_weight", model.augmented_loss_weight, 1)):
-            if isinstance(value, tuple) and value[0] != value[1]:
-                params[name] = value[end]
-        points[op] = params
+        low, high = ranges.magnitude
+        seen: set[float] = set()
+        for level, fraction in LEVELS.items():
+            magnitude = round(low + fraction * (high - low), 6)
+            if magnitude in seen:
+                continue
+            seen.add(magnitude)
+            params: dict[str, Any] = {use_name(other): other == op for other in model.ops}
+            if model.entries.min < model.entries.max:
+                params[MAX_OPS] = 1
+            params[op_param(op, "p")] = ranges.p[1]
+            params[op_param(op, "magnitude")] = magnitude
+            if len(model.schedules) > 1:
+                params[op_param(op, "schedule")] = CONSTANT if CONSTANT in model.schedules else model.schedules[0]
+            for name, value, end in (("clean_fraction", model.clean_fraction, 0),
+                                     ("augmented_loss_weight", model.augmented_loss_weight, 1)):
+                if isinstance(value, tuple) and value[0] != value[1]:
+                    params[name] = value[end]
+            points[screen_key(op, level)] = params
     return points
 
 
@@ -131,19 +155,32 @@ def restricted(space: SearchSpace, survivors: list[str]) -> SearchSpace:
 
 # ---------------------------------------------------------------------- the stage
 def screen_values(study) -> dict[str, Optional[float]]:
-    """Each screened op's value (its latest finished screen trial; None while only failed ones exist)."""
+    """Each screen trial's value by its key (`screen_key`: its latest finished trial; None while only
+    failed ones exist)."""
     from optuna.trial import TrialState
 
     values: dict[str, Optional[float]] = {}
     for trial in study.get_trials(deepcopy=False):
-        op = trial.user_attrs.get(SCREEN_ATTR)
-        if op is None:
+        key = trial.user_attrs.get(SCREEN_ATTR)
+        if key is None:
             continue
         if trial.state == TrialState.COMPLETE and trial.values:
-            values[op] = float(trial.values[0])
+            values[key] = float(trial.values[0])
         else:
-            values.setdefault(op, None)
+            values.setdefault(key, None)
     return values
+
+
+def best_levels(values: dict[str, Optional[float]]) -> tuple[dict[str, Optional[float]], dict[str, dict]]:
+    """Per op: its better level's value (None only when every level failed) and every level's value."""
+    by_op: dict[str, dict] = {}
+    for key, value in values.items():
+        op = op_of(key)
+        level = key.split("@", 1)[1] if "@" in key else "mid"
+        by_op.setdefault(op, {})[level] = value
+    best = {op: max((value for value in levels.values() if value is not None), default=None)
+            for op, levels in by_op.items()}
+    return best, by_op
 
 
 def run_screen(context) -> tuple[Optional[dict], SearchSpace]:
@@ -177,11 +214,14 @@ def run_screen(context) -> tuple[Optional[dict], SearchSpace]:
                           if SCREEN_ATTR in trial.user_attrs and trial.state == TrialState.WAITING)
     # full length, like the baselines it is paired with: a rung would judge the ops before they catch up
     run_trials(context, "screen", waiting, full_length=True)
-    result = judge_screen(screen_values(study), none_value, len(context.prepared.splits["val"]))
+    best, levels = best_levels(screen_values(study))
+    result = judge_screen(best, none_value, len(context.prepared.splits["val"]))
     record = result.as_record()
+    for row in record["ops"]:  # each level's value beside the better one the op was judged on
+        row["levels"] = {level: None if value is None else round(value, 6) for level, value in levels[row["op"]].items()}
     study.set_user_attr(SCREEN_RECORD_ATTR, record)
     if console is not None:
-        console.print(f"screen: {len(result.survivors)} of {len(points)} ops go on ({', '.join(result.survivors)}); "
+        console.print(f"screen: {len(result.survivors)} of {len(best)} ops go on ({', '.join(result.survivors)}); "
                       f"dropped as clearly below none (by more than {result.tolerance:.3f}) or not among the best "
                       f"half: {', '.join(result.dropped) or 'none'}", highlight=False)
     return record, restricted(space, result.survivors)
