@@ -249,8 +249,9 @@ def search(
     sampler: str = typer.Option("tpe", "--sampler", help=sampler_help()),
     scheduler: str = typer.Option("asha", "--scheduler", help="asha (stop weak trials early), pbt, none."),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial (fractions below 1 allowed)."),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs per trial (fractions allowed)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial (fractions allowed). Default: 1 when the Ray cluster has GPUs, else 0; 0 keeps trials on CPU."),
     address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster (ray start --head ...)."),
+    storage_path: Optional[str] = typer.Option(None, "--storage-path", help="Ray's results and trial checkpoints: a folder every node sees, or s3://... (needed for --scheduler pbt on several nodes). Default: the workdir's ray folder."),
     workdir: Path = typer.Option(Path(DEFAULT_WORKDIR), "--workdir", help="Embedded Optuna/MLflow stores and Ray results."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (e.g. postgresql+psycopg://...)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (e.g. http://mlflow:5000)."),
@@ -295,7 +296,7 @@ def search(
                             calibrate=calibrate, force=force, confirm=confirm, confirm_top_k=confirm_top_k,
                             confirm_seeds=confirm_seeds, confirm_holdout=confirm_holdout,
                             confirm_fraction=confirm_fraction, screen=screen, race=race, reuse_workers=reuse_workers, model=model,
-                            max_failures=max_failures)
+                            max_failures=max_failures, storage_path=storage_path)
     result = run_search(request, console=stderr)
     if result.get("error"):  # every searched trial failed: no best policy, exit 1 with the first error
         raise AutoaugError(result["error"])

@@ -1,20 +1,30 @@
-"""The Ray cluster a search runs on: reach it (or start a local one) and size it.
+"""The Ray cluster a search runs on: reach it (or start a local one), size it, and watch where trials run.
 
-A search on a laptop starts a local Ray; ``--address HOST:PORT`` joins a running cluster (checked with
-a plain TCP connect first: Ray itself retries for minutes). Plug-in tasks are made importable on the
-cluster's workers (`runtime_env`).
+A search on a laptop starts a local Ray (its object store sized from the data: `object_store_bytes`);
+``--address HOST:PORT`` joins a running cluster (checked with a plain TCP connect first: Ray itself
+retries for minutes), and so does a search that `ray job submit` started (RAY_ADDRESS); Ray Client
+(``ray://``) is refused with the supported way. Plug-in tasks are made importable on the cluster's
+workers (`runtime_env`). On a cluster with GPUs each trial gets one unless ``--gpus-per-trial`` says
+otherwise (`gpus_per_trial`). `TrialPlacement` records each trial's node on its MLflow run, names a
+lost node in the reason its trials failed, and stops the search at the first worker that runs another
+autoaug (`check_worker_version`, called by every trial). `ray_storage_path`: ``--storage-path``, which
+PBT on several nodes requires. docs/cluster.md says how a team runs all this.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
+from ray.tune import Callback
 
 from autoaug.errors import AutoaugInputError
+from autoaug.search.record_schema import NODE_ID_TAG, NODE_IP_TAG
+from autoaug.search.trainable import VERSION_MISMATCH, VersionMismatch
 from autoaug.trainers.tasks import import_task_plugin
 
 
@@ -36,8 +46,13 @@ def runtime_env(request) -> Optional[dict]:
 
 
 def check_address(address: Optional[str]) -> None:
-    """Fail fast on an unreachable ``--address`` (Ray itself retries for minutes)."""
-    if not address or address in ("auto", "local") or address.startswith("ray://"):
+    """Fail fast on an unreachable ``--address`` (Ray itself retries for minutes), and refuse Ray Client
+    (``ray://``): its driver would run on the head, away from the stores and files this process sees."""
+    if address and address.startswith("ray://"):
+        raise AutoaugInputError(f"--address {address}: Ray Client (ray://) is not supported; from a laptop, submit the "
+                                "search as a Ray job: ray job submit --address http://HEAD:8265 --working-dir . -- "
+                                "autoaug search ... (docs/cluster.md)")
+    if not address or address in ("auto", "local"):
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -49,9 +64,45 @@ def check_address(address: Optional[str]) -> None:
         raise AutoaugInputError(f"--address {address}: no Ray head answers there ({error.strerror or error})") from None
 
 
-def start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
-    """Ray for this process (joined at ``address``, else started locally), and Tune's process-wide
-    settings; a variable the user set is left as they set it."""
+MIN_OBJECT_STORE = 256 * 1024 * 1024  # a local Ray's store for the built-in proxy tasks (small machines, CI)
+OBJECT_STORE_HEADROOM = 2  # the prepared task and the copies Ray may hold while a stage hands it on
+
+
+def object_store_bytes(data_bytes: int = 0) -> int:
+    """The object store a locally started Ray gets: `MIN_OBJECT_STORE`, or ``OBJECT_STORE_HEADROOM`` times
+    the prepared task (``data_bytes``, what each stage puts in the store once: `tune.with_parameters`)
+    plus that minimum, whichever is larger, capped at half of this machine's memory. A cluster started
+    with `ray start` sizes its own store (30 % of each node's memory by default)."""
+    wanted = max(MIN_OBJECT_STORE, OBJECT_STORE_HEADROOM * int(data_bytes) + MIN_OBJECT_STORE)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return wanted
+    return max(MIN_OBJECT_STORE, min(wanted, memory // 2))
+
+
+def pickled_bytes(value: Any) -> int:
+    """How many bytes ``value`` takes once pickled (what Ray puts in its object store), counted as the
+    pickle streams out: nothing the size of ``value`` is held beside it."""
+    import pickle
+
+    class Count:
+        size = 0
+
+        def write(self, chunk) -> int:
+            written = memoryview(chunk).nbytes
+            Count.size += written
+            return written
+
+    pickle.Pickler(Count(), protocol=5).dump(value)
+    return Count.size
+
+
+def start_ray(address: Optional[str], runtime_env: Optional[dict], data: Any = None) -> None:
+    """Ray for this process (joined at ``address`` or at the RAY_ADDRESS a Ray job runs under, else
+    started locally with an object store sized for ``data``, the prepared task every stage puts in the
+    store: `object_store_bytes`), and Tune's process-wide settings; a variable the user set is left as
+    they set it."""
     # Read by Tune at each fit, so set whoever started Ray. Ray's own per-trial result files (JSON, CSV,
     # TensorBoard) are never read: resume reads the Optuna study and the records are MLflow's, so the
     # bookkeeping is cut to the experiment state.
@@ -67,15 +118,37 @@ def start_ray(address: Optional[str], runtime_env: Optional[dict]) -> None:
                                   logging_level="error")
     if runtime_env:
         kwargs["runtime_env"] = runtime_env
+    # A driver that `ray job submit` started runs on the cluster with RAY_ADDRESS set: it joins that
+    # cluster (which refuses object-store settings from a joining driver) instead of starting its own.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         kwargs["address"] = address
     else:
-        kwargs["object_store_memory"] = 256 * 1024 * 1024  # small machines and CI
+        kwargs["object_store_memory"] = object_store_bytes(pickled_bytes(data) if data is not None else 0)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"--address {address}" if address else "local Ray"
         raise AutoaugInputError(f"{where}: cannot start or reach Ray ({str(error).splitlines()[0][:300]})") from None
+    _cluster_errors_to_stderr()
+
+
+def _cluster_errors_to_stderr() -> None:
+    """Send the cluster's error messages to stderr. The driver's Ray prints what the GCS reports (a node
+    marked dead, with its raylet's last log lines) to *stdout*, from a background thread at any moment
+    — after the search's JSON too, which must end stdout. Ray has no setting for it: its printer (looked
+    up by that thread at each message) is wrapped once to mark those messages as errors."""
+    from ray._private import worker
+
+    printer = worker.print_to_stdstream
+    if getattr(printer, "autoaug_to_stderr", False):
+        return
+
+    def to_stderr(data, ignore_prefix: bool):
+        return printer({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.autoaug_to_stderr = True
+    worker.print_to_stdstream = to_stderr
 
 
 def slot_count(request) -> int:
@@ -85,3 +158,220 @@ def slot_count(request) -> int:
     if request.gpus_per_trial:
         return max(1, min(by_cpu, int(resources.get("GPU", 0) // request.gpus_per_trial)))
     return max(1, by_cpu)
+
+
+# ---------------------------------------------------------------------- GPUs per trial
+
+DEFAULT_GPUS_PER_TRIAL = 1.0  # on a cluster with GPUs and no --gpus-per-trial: one whole GPU per trial (see below)
+
+
+def gpus_per_trial(request, cluster_gpus: Optional[float] = None) -> float:
+    """The GPU share each trial asks Ray for: ``--gpus-per-trial`` when given (0 keeps trials on CPU),
+    else `DEFAULT_GPUS_PER_TRIAL` when the cluster has at least that many GPUs, else all it has
+    (a fractional GPU), else 0.
+
+    Why a whole GPU by default: training runs Lightning with ``devices=1``, so a trial never uses more
+    than one GPU, and a share below 1 puts several trainings on one card with nothing checking that
+    their memory fits; a user who knows their proxy is small asks for ``--gpus-per-trial 0.5``.
+    ``cluster_gpus``: the GPUs Ray counts on the cluster (read from the running Ray when None)."""
+    if request.gpus_per_trial is not None:
+        return float(request.gpus_per_trial)
+    if cluster_gpus is None:
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    return min(DEFAULT_GPUS_PER_TRIAL, cluster_gpus) if cluster_gpus > 0 else 0.0
+
+
+def resolve_gpus(request, console=None) -> float:
+    """Fix ``request.gpus_per_trial`` for this search (`gpus_per_trial`, on the Ray the search joined or
+    started) and, when trials use GPUs, say on ``console`` how many the cluster has, each trial's share
+    and how many trials run at once. Returns the share."""
+    given = request.gpus_per_trial is not None
+    request.gpus_per_trial = gpus_per_trial(request)
+    if request.gpus_per_trial and console is not None:
+        total = ray.cluster_resources().get("GPU", 0)
+        how = "--gpus-per-trial" if given else "default; --gpus-per-trial 0 trains on CPU"
+        console.print(f"GPUs: the cluster has {total:g}, each trial gets {request.gpus_per_trial:g} ({how}): "
+                      f"{slot_count(request)} trials run at once", markup=False, highlight=False, soft_wrap=True)
+    return request.gpus_per_trial
+
+
+# ---------------------------------------------------------------------- where trials run
+
+NODE_LOST = "NodeLost"  # the error line a trial gets when its node left the cluster while it ran
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A Ray node as a trial's record names it: its id (hex) and address."""
+
+    node_id: str
+    ip: str
+
+    def describe(self) -> str:
+        return f"node {self.ip} ({self.node_id[:12]})"
+
+
+def actor_node(actor) -> Optional[NodeInfo]:
+    """The node a live Ray actor (a trial's worker) runs on, from the cluster's actor table; None when
+    Ray cannot say (the actor is gone, or the table lookup failed).
+
+    Ray's public state API (`ray.util.state`) needs the dashboard, which a search starts without; the
+    GCS actor table answers without it (`ray._private.state.actors`: a developer API, stable since Ray
+    1.x; tests/test_ray_multinode.py fails if it stops naming the node)."""
+    try:
+        from ray._private.state import actors
+
+        address = actors(actor._actor_id.hex()).get("Address") or {}
+    except Exception:  # a record of where a trial ran must never fail the trial
+        return None
+    node_id = address.get("NodeID") or ""
+    if not node_id.strip("0"):
+        return None
+    return NodeInfo(node_id, address.get("IPAddress", ""))
+
+
+def node_answers(node_id: str, timeout: float = 2.0) -> bool:
+    """Whether the node's raylet still answers (its node-manager port takes a connection). A node whose
+    processes died refuses at once; the GCS itself marks it dead only after its health checks time out
+    (tens of seconds), too late for the failed trial's record."""
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            if not node.get("Alive"):
+                return False
+            try:
+                with socket.create_connection((node["NodeManagerAddress"], int(node["NodeManagerPort"])), timeout=timeout):
+                    return True
+            except (OSError, KeyError, ValueError):
+                return False
+    return False
+
+
+def version_mismatch_line(error_text: str) -> Optional[str]:
+    """The `VersionMismatch` line of a failed trial's error text, None when it failed otherwise."""
+    for line in error_text.splitlines():
+        if VERSION_MISMATCH in line:
+            return line[line.index(VERSION_MISMATCH):].strip()
+    return None
+
+
+class TrialPlacement(Callback):
+    """Where each trial ran, in the driver: the node of each trial's worker, tagged on its MLflow run
+    (``NODE_ID_TAG``, ``NODE_IP_TAG``), named in the reason of a trial whose node left the cluster,
+    and the first worker with another autoaug stops the search (`VersionMismatch`).
+
+    Tune calls callbacks in list order; the stage puts `before_recorder` ahead of the MLflow recorder
+    (the lost node goes into the error file before the recorder reads it) and this callback after it
+    (the trial's run exists when its node is tagged; a failed run is closed before the search stops).
+    ``run_id_of``: a trial id -> its open MLflow run (None: no MLflow run per trial in this stage)."""
+
+    def __init__(self, client=None, run_id_of: Optional[Callable[[str], Optional[str]]] = None,
+                 open_runs: Optional[Callable[[], dict]] = None) -> None:
+        self.client = client
+        self.run_id_of = run_id_of
+        self.open_runs = open_runs
+        self.nodes: dict[str, NodeInfo] = {}  # trial id -> where its current attempt runs
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config (for a restore autoaug never uses): no live client or hooks
+        return {**self.__dict__, "client": None, "run_id_of": None, "open_runs": None}
+
+    def before_recorder(self) -> Callback:
+        return _NameLostNode(self)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        node = actor_node(trial.temporary_state.ray_actor) if trial.temporary_state.ray_actor else None
+        if node is None:
+            return
+        self.nodes[trial.trial_id] = node
+        run_id = self.run_id_of(trial.trial_id) if self.run_id_of else None
+        if run_id is not None and self.client is not None:
+            self.client.set_tag(run_id, NODE_ID_TAG, node.node_id)
+            self.client.set_tag(run_id, NODE_IP_TAG, node.ip)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._stop_on_mismatch(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._stop_on_mismatch(trial)
+
+    def _stop_on_mismatch(self, trial) -> None:
+        """A worker with another autoaug: close the runs still open (KILLED, with the reason) and stop
+        the search with the one line. Trials still running stay RUNNING in Optuna: the next driver of the
+        study marks them failed and replaces them, as after any stopped driver."""
+        line = version_mismatch_line(_error_text(trial))
+        if line is None:
+            return
+        if self.client is not None and self.open_runs is not None:
+            from autoaug.search.record_schema import ERROR_TAG, STATE_TAG
+
+            for run_id in list(self.open_runs().values()):
+                self.client.set_tag(run_id, STATE_TAG, "killed")
+                self.client.set_tag(run_id, ERROR_TAG, line)
+                self.client.set_terminated(run_id, "KILLED")
+        raise VersionMismatch(line)
+
+
+class _NameLostNode(Callback):
+    """Before the recorder: a trial that failed because its node left the cluster gets a last error line
+    naming that node (``NodeLost: ...``); Ray's own error says only that the worker stopped answering."""
+
+    def __init__(self, placement: TrialPlacement) -> None:
+        self.placement = placement
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._name(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._name(trial)
+
+    def _name(self, trial) -> None:
+        node = self.placement.nodes.get(trial.trial_id)
+        path = getattr(trial, "error_file", None)
+        if node is None or not path or node_answers(node.node_id):
+            return
+        with open(path, "a") as handle:
+            handle.write(f"{NODE_LOST}: {node.describe()} left the cluster while this trial ran on it\n")
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (OSError, TypeError):
+        return str(getattr(trial, "error_msg", None) or "")
+
+
+def trial_placement(client, callbacks: list) -> TrialPlacement:
+    """The `TrialPlacement` of one stage: it tags the trial runs of the stage's MLflow recorder, when
+    the stage has one (searched trials, baselines, PBT; calibration and confirmation log one run per stage)."""
+    from autoaug.search.records import MlflowRecorder
+
+    recorder = next((callback for callback in callbacks if isinstance(callback, MlflowRecorder)), None)
+    if recorder is None:
+        return TrialPlacement()
+    return TrialPlacement(client, run_id_of=recorder.run_ids.get, open_runs=lambda: dict(recorder.run_ids))
+
+
+# ---------------------------------------------------------------------- Ray's results and checkpoints
+
+def alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def ray_storage_path(request, locations, checkpoints: bool) -> str:
+    """Where Ray Tune keeps a stage's experiment state and trial checkpoints: ``--storage-path`` (a
+    folder every node mounts, or a URI Ray's storage reads: ``s3://``, ``gs://``, ...), else the
+    workdir's ``ray`` folder on the driver's machine.
+
+    Checkpoints (PBT) are written by the node that ran the trial and read by whichever node resumes a
+    clone, so a stage with checkpoints on a cluster of several nodes needs ``--storage-path``: without
+    it the search stops here with one line instead of failing on the first clone on another node."""
+    given = getattr(request, "storage_path", None)
+    if given:
+        return str(given)
+    if checkpoints and alive_nodes() > 1:
+        raise AutoaugInputError(f"--scheduler pbt on a Ray cluster of {alive_nodes()} nodes: PBT moves trial checkpoints "
+                                "between nodes; give --storage-path on storage every node sees (a shared folder, "
+                                "or s3://bucket/path)")
+    return str(locations.ray_dir)

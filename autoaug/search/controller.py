@@ -28,7 +28,7 @@ from typing import Any, Optional
 from autoaug.errors import AutoaugInputError
 from autoaug.search.baselines import run_baselines
 from autoaug.search.calibration import ImageSignalMissing, calibrate, refusal_message, reuse_recorded
-from autoaug.search.cluster import check_address, runtime_env, slot_count, start_ray
+from autoaug.search.cluster import check_address, resolve_gpus, runtime_env, slot_count, start_ray
 from autoaug.search.confirmation import PRESETS_RANKED, confirm
 from autoaug.search.exclusive import study_lock
 from autoaug.search.export import export_search
@@ -135,7 +135,8 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
                        len(study.get_trials(deepcopy=False)), request.name)
     cleaned = fail_stale_trials(study)
     experiment_id = prepare_tracking(locations.tracking_uri, locations.artifact_root, experiment_name(request.name))
-    start_ray(request.address, runtime_env(request))
+    start_ray(request.address, runtime_env(request), prepared)  # a local Ray's object store fits the data
+    resolve_gpus(request, console)  # --gpus-per-trial not given: 1 per trial when the cluster has GPUs
 
     # its calls retry with backoff while the tracking store is briefly unavailable (a restarting server)
     client = tracking_client(locations.tracking_uri)

@@ -34,7 +34,7 @@ class SearchRequest:
     sampler: str = "tpe"
     scheduler: str = "asha"
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: Optional[float] = None  # None: 1 when the Ray cluster has GPUs, else 0 (cluster.gpus_per_trial)
     address: Optional[str] = None
     workdir: str = str(DEFAULT_WORKDIR)
     storage: Optional[str] = None
@@ -58,6 +58,7 @@ class SearchRequest:
     reuse_workers: bool = True
     model: Optional[str] = None  # --model: None is the built-in tiny VLM (autoaug.trainers.hf_vlm)
     max_failures: int = 0  # --max-failures: retries of a trial that failed (worker lost, error) before it counts failed
+    storage_path: Optional[str] = None  # --storage-path: Ray's results and checkpoints (None: the workdir's ray folder)
 
     def validate(self) -> None:
         require_task_or_data(self.task, self.data)
@@ -68,7 +69,7 @@ class SearchRequest:
             raise ParameterError("scheduler", f"{self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if not 0 < self.cpus_per_trial <= 256 or (self.cpus_per_trial > 1 and self.cpus_per_trial != int(self.cpus_per_trial)):
             raise ParameterError("cpus_per_trial", f"expected a fraction in (0, 1] or a whole number, got {self.cpus_per_trial}")
-        if not 0 <= self.gpus_per_trial <= 64:
+        if self.gpus_per_trial is not None and not 0 <= self.gpus_per_trial <= 64:
             raise ParameterError("gpus_per_trial", f"expected a number >= 0, got {self.gpus_per_trial}")
         if self.max_epochs is None:
             self.max_epochs = DEFAULT_MAX_EPOCHS

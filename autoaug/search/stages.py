@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
+from autoaug.search.cluster import ray_storage_path, trial_placement
 from autoaug.search.record_schema import METRIC
 from autoaug.search.trainable import EXAMPLES_KEY, RunSpec, TrialSettings, epochs_of, proxy_trial
 
@@ -63,9 +64,13 @@ class SearchContext:
 
         tune_config = replace(tune_config, reuse_actors=self.request.reuse_workers)
         self.accounting.stage = stage
+        # cluster: each trial's node on its MLflow run, a lost node named, another autoaug stops the search
+        placement = trial_placement(self.client, callbacks)
         run_config = tune.RunConfig(
-            name=f"{self.request.name}-{stage}-{int(time.time())}", storage_path=str(self.locations.ray_dir),
-            callbacks=[*callbacks, self.accounting], verbose=0, checkpoint_config=checkpoint_config,
+            name=f"{self.request.name}-{stage}-{int(time.time())}",
+            storage_path=ray_storage_path(self.request, self.locations, checkpoints=checkpoint_config is not None),
+            callbacks=[placement.before_recorder(), *callbacks, placement, self.accounting], verbose=0,
+            checkpoint_config=checkpoint_config,
             failure_config=tune.FailureConfig(max_failures=self.request.max_failures, fail_fast=False))
         return tune.Tuner(self.trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
 
+from autoaug.errors import AutoaugError
 from autoaug.policy import Policy
 from autoaug.search.record_schema import METRIC, RELIANCE_METRICS, ROBUST_METRIC
 from autoaug.search.space import SearchSpace
@@ -39,6 +40,30 @@ HISTORY_KEY = "history"  # a report's per-epoch metrics since the previous repor
 # the final report of a run whose RunSpec asks for it: which validation examples the finished model gets
 # right, `autoaug.trainers.evaluation.encode_correct` ("<n>:<hex>"); at the top of the report, not in its history
 EXAMPLES_KEY = "examples_correct"
+
+
+VERSION_MISMATCH = "autoaug version mismatch"  # the start of the error a worker with another autoaug raises
+
+
+class VersionMismatch(AutoaugError):
+    """A worker runs another autoaug than the driver: the search stops (results would mix two codes)."""
+
+
+def _autoaug_version() -> str:
+    import autoaug
+
+    return autoaug.__version__
+
+
+def check_worker_version(driver_version: Optional[str]) -> None:
+    """Raise `VersionMismatch` (in a trial, on a worker) when this process's autoaug is not the driver's;
+    the driver's `autoaug.search.cluster.TrialPlacement` stops the search with its line."""
+    if driver_version is not None and _autoaug_version() != driver_version:
+        import ray
+
+        raise VersionMismatch(f"{VERSION_MISMATCH}: the worker on node {ray.util.get_node_ip_address()} runs autoaug "
+                              f"{_autoaug_version()}, the driver runs autoaug {driver_version}; install the same "
+                              "autoaug on every node")
 
 
 def epochs_of(result: dict) -> list[dict]:
@@ -89,6 +114,15 @@ class TrialSettings:
     threads: int = 1
     accelerator: str = "cpu"
     report_epochs: Optional[tuple[int, ...]] = None  # None: report every epoch (PBT, ASHA without rungs known)
+    # the driver's autoaug (the default is evaluated where the settings are built: the driver); every
+    # trial checks its worker runs the same one first (`check_worker_version`)
+    driver_version: Optional[str] = field(default_factory=_autoaug_version)
+
+    def trial_accelerator(self) -> str:
+        """Where a trial trains: on its GPU when the search gave trials GPUs and this worker's torch sees
+        one; on CPU otherwise (a node whose Ray advertises GPUs its torch cannot use — a CPU-only torch,
+        or the fake ``--num-gpus`` resources of a test cluster — trains on CPU rather than failing)."""
+        return "gpu" if self.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
 
     def reports_at(self, epoch: int, last_epoch: int) -> bool:
         """Whether the trial reports to Tune after ``epoch``: at the scheduler's decision points and the end."""
@@ -230,6 +264,7 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
 
     from autoaug.trainers.train import run_training
 
+    check_worker_version(settings.driver_version)  # before anything: results of two codes must not mix
     torch.set_num_threads(max(1, settings.threads))  # trials share the machine's cores
     run = RunSpec.of(config)
     prepared = task.without_images() if run is not None and run.question_only else task
@@ -248,7 +283,7 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
             seed=run.seed if run is not None and run.seed is not None else settings.seed,
             max_epochs=run.epochs if run is not None and run.epochs else settings.max_epochs,
             learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
-            batch_size=settings.batch_size, accelerator=settings.accelerator,
+            batch_size=settings.batch_size, accelerator=settings.trial_accelerator(),
             callbacks=[clock, TuneReporter(settings, clock, policy, report_examples=run is not None and run.report_examples,
                                            report_reliance=run is None)],  # searched and baseline trials only
             evaluate=False, resume_from=resume,

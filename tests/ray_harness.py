@@ -1,0 +1,197 @@
+"""A real multi-node Ray cluster on this machine, for the suite and `benchmarks/cluster_faults.py`.
+
+`LocalCluster` starts a head (`ray start --head`) and worker nodes (`ray start --address=...`), each
+its own set of processes with its own resources, under one private temp folder and on ports nobody
+else uses; `stop` kills every process it started and nothing else (each node runs in its own process
+group, which is what is killed: other sessions' Ray processes on this machine are never touched).
+
+Ray 2.59+ turns on token authentication for clusters started with `ray start`; a loopback test
+cluster runs with RAY_AUTH_MODE=disabled, and the driver gets the same setting (`env`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@dataclass
+class Node:
+    """One `ray start` of the cluster: its `--block` process (the group leader) and what it was given."""
+
+    name: str
+    process: subprocess.Popen
+    resources: dict
+    env: dict
+
+    def processes(self) -> list:
+        """The node's processes: its `ray start`, the services it started and their workers. Ray puts
+        each worker in a process group of its own, so the node's group alone would miss them."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        """Kill every process of the node at once (a lost machine: no clean shutdown, no goodbye to the
+        GCS, and its workers die with it instead of finishing their task as orphans)."""
+        _kill_all(self.processes())
+        self.process.wait(timeout=30)
+
+
+def _kill_all(processes: list) -> None:
+    import psutil
+
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
+@dataclass
+class LocalCluster:
+    """A head and worker nodes started as separate `ray start` processes (see the module docstring)."""
+
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rayc", dir="/tmp")))
+    nodes: list[Node] = field(default_factory=list)
+    port: int = 0
+    env: dict = field(default_factory=lambda: {**os.environ, "RAY_AUTH_MODE": "disabled"})
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_head(self, num_cpus: int = 1, num_gpus: int = 0, resources: Optional[dict] = None,
+                   env: Optional[dict] = None, dashboard: bool = False) -> Node:
+        # Every port a node opens is chosen here: two clusters of parallel sessions never collide.
+        self.port, manager, dashboard_port, agent, metrics, runtime = _free_ports(6)
+        self.dashboard_port = dashboard_port
+        args = [f"--port={self.port}", f"--node-manager-port={manager}", f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
+                f"--runtime-env-agent-port={runtime}", f"--temp-dir={self.temp_dir}"]
+        if dashboard:
+            args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+        else:
+            args += ["--include-dashboard=false"]
+        node = self._start("head", ["--head", *args], num_cpus, num_gpus, resources, env)
+        self._wait_until(lambda: self._status_answers(), 180, "the head's `ray status` did not answer")
+        return node
+
+    def add_worker(self, num_cpus: int = 1, num_gpus: int = 0, resources: Optional[dict] = None,
+                   env: Optional[dict] = None, wait: bool = True) -> Node:
+        manager, agent, metrics, runtime, object_manager = _free_ports(5)
+        before = self.node_ids()
+        name = f"worker{len(self.nodes)}"
+        node = self._start(name,
+                           [f"--address={self.address}", f"--node-manager-port={manager}",
+                            f"--temp-dir={self.temp_dir / name}",
+                            f"--object-manager-port={object_manager}",
+                            f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
+                            f"--runtime-env-agent-port={runtime}"],
+                           num_cpus, num_gpus, resources, env)
+        if wait:
+            # a new id, not a count: a node killed before may leave the list meanwhile
+            self._wait_until(lambda: bool(self.node_ids() - before), 180, f"{node.name} did not join the cluster")
+        return node
+
+    def _start(self, name: str, args: list[str], num_cpus: int, num_gpus: int, resources: Optional[dict],
+               env: Optional[dict]) -> Node:
+        command = [str(RAY), "start", "--block", "--disable-usage-stats", f"--num-cpus={num_cpus}",
+                   f"--num-gpus={num_gpus}", *args]
+        if resources:
+            command.append(f"--resources={json.dumps(resources)}")
+        node_env = {**self.env, **(env or {})}
+        log = open(self.temp_dir / f"{name}.log", "w")
+        process = subprocess.Popen(command, env=node_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        node = Node(name, process, {"CPU": num_cpus, "GPU": num_gpus, **(resources or {})}, node_env)
+        self.nodes.append(node)
+        return node
+
+    def alive_nodes(self) -> int:
+        """How many nodes the head's `ray status` lists as active (0 when it does not answer)."""
+        status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
+                                capture_output=True, text=True)
+        if status.returncode:
+            return 0
+        lines = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+        return sum(1 for line in lines.splitlines() if line.strip().startswith("1 node_"))
+
+    def node_ids(self) -> set[str]:
+        """The hex ids of the active nodes (`ray status` lists each as ``1 node_<id>``)."""
+        status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
+                                capture_output=True, text=True)
+        if status.returncode:
+            return set()
+        lines = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+        return {line.strip()[len("1 node_"):] for line in lines.splitlines() if line.strip().startswith("1 node_")}
+
+    def used(self, resource: str) -> tuple[float, float]:
+        """(in use, total) of ``resource`` over the cluster, from Ray's own accounting (`ray status`)."""
+        status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
+                                capture_output=True, text=True, check=True)
+        for line in status.stdout.split("Usage:", 1)[-1].splitlines():
+            parts = line.split()
+            # "2.0/2.0 GPU", or with "(2.0 used of 2.0 reserved in placement groups)" after it (Tune's trials)
+            if len(parts) >= 2 and parts[1] == resource and "/" in parts[0]:
+                used, total = parts[0].split("/")
+                return float(used), float(total)
+        return 0.0, 0.0
+
+    def _status_answers(self) -> bool:
+        return self.alive_nodes() >= 1
+
+    def _wait_until(self, condition, seconds: float, message: str) -> None:
+        deadline = time.time() + seconds
+        while not condition():
+            dead = [node for node in self.nodes if node.process.poll() is not None]
+            if time.time() > deadline or dead:
+                logs = "".join((self.temp_dir / f"{node.name}.log").read_text()[-1500:] for node in dead)
+                self.stop()
+                raise RuntimeError(f"{message} within {seconds:.0f} s{' (a node exited)' if dead else ''}: {logs}")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        """Kill every node this cluster started (workers first, then the head) and remove its folder."""
+        trees = [node.processes() for node in self.nodes]  # before anything dies: orphans leave the tree
+        for node in reversed(self.nodes):
+            try:
+                os.killpg(node.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for node in reversed(self.nodes):
+            try:
+                node.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_all([process for tree in trees for process in tree])  # whatever ignored SIGTERM, workers included
+        self.nodes.clear()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
