@@ -8,7 +8,7 @@ workers (`runtime_env`). On a cluster with GPUs each trial gets one unless ``--g
 otherwise (`gpus_per_trial`). `TrialPlacement` records each trial's node on its MLflow run, names a
 lost node in the reason its trials failed, and stops the search at the first worker that runs another
 autoaug (`check_worker_version`, called by every trial). `ray_storage_path`: ``--storage-path``, which
-PBT on several nodes requires. docs/cluster.md says how a team runs all this.
+PBT on several nodes requires. The README section "On a cluster" says how a team runs all this.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def check_address(address: Optional[str]) -> None:
     if address and address.startswith("ray://"):
         raise AutoaugInputError(f"--address {address}: Ray Client (ray://) is not supported; from a laptop, submit the "
                                 "search as a Ray job: ray job submit --address http://HEAD:8265 --working-dir . -- "
-                                "autoaug search ... (docs/cluster.md)")
+                                "autoaug search ... (README: On a cluster)")
     if not address or address in ("auto", "local"):
         return
     host, _, port = address.rpartition(":")
