@@ -30,20 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from ray_harness import LocalCluster  # noqa: E402
-
-
-def trial_runs(workdir: Path, name: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    from autoaug.search.record_schema import ROLE_TRIAL, experiment_name, runs_filter
-    from autoaug.storage import resolve
-
-    client = MlflowClient(tracking_uri=resolve(workdir).tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name(name))
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], filter_string=runs_filter(ROLE_TRIAL, name), max_results=1000)
+from ray_harness import LocalCluster, trial_runs  # noqa: E402
 
 
 def one_search(cluster: LocalCluster, index: int, args, rng: random.Random, folder: Path) -> dict:

@@ -195,3 +195,17 @@ class LocalCluster:
         _kill_all([process for tree in trees for process in tree])  # whatever ignored SIGTERM, workers included
         self.nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def trial_runs(workdir: Path, name: str) -> list:
+    """The MLflow runs of the study's searched trials."""
+    from mlflow.tracking import MlflowClient
+
+    from autoaug.search.record_schema import ROLE_TRIAL, experiment_name, runs_filter
+    from autoaug.storage import resolve
+
+    client = MlflowClient(tracking_uri=resolve(workdir).tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(name))
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], filter_string=runs_filter(ROLE_TRIAL, name), max_results=1000)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_harness import LocalCluster
+from ray_harness import LocalCluster, trial_runs
 from conftest import TASK_PLUGINS, TASKS_MODULE
 
 TINY = ["--trials", "4", "--max-epochs", "2", "--no-calibrate", "--no-confirm", "--no-baselines", "--no-screen",
@@ -49,20 +49,6 @@ def search_command(cluster: LocalCluster, workdir: Path, name: str, *options: st
 
 def driver_env(cluster: LocalCluster) -> dict:
     return {**cluster.env, "PYTHONPATH": os.pathsep.join([str(TASK_PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
-
-
-def trial_runs(workdir: Path, name: str) -> list:
-    """The MLflow runs of the study's searched trials."""
-    from mlflow.tracking import MlflowClient
-
-    from autoaug.search.record_schema import ROLE_TRIAL, experiment_name, runs_filter
-    from autoaug.storage import resolve
-
-    client = MlflowClient(tracking_uri=resolve(workdir).tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name(name))
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], filter_string=runs_filter(ROLE_TRIAL, name), max_results=1000)
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from autoaug.policy import Policy
+from autoaug.search.mlflow_runs import log_stage_run
 from autoaug.search.record_schema import (METRIC, BASELINE_ATTR, CONFIRMATION_ATTR, CONFIRMATION_EXAMPLES_ATTR,
-                                          CONFIRMATION_RUNS_ATTR, PARENT_TAG, POLICY_ATTR, ROLE_CONFIRMATION, ROLE_TAG,
-                                          STATE_ATTR, STUDY_TAG, VERDICT_TAG, WINNER_TAG)
+                                          CONFIRMATION_RUNS_ATTR, POLICY_ATTR, ROLE_CONFIRMATION, STATE_ATTR,
+                                          VERDICT_TAG, WINNER_TAG)
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
 from autoaug.search.verdict import IMPROVES, Rule, decide, sd_floor, spreads_of
@@ -261,11 +262,6 @@ def confirm(context: SearchContext, top_k: int, seed_count: int, rule: Optional[
 def _log(context: SearchContext, record: dict) -> None:
     from mlflow.entities import Metric, Param
 
-    client = context.client
-    run = client.create_run(context.experiment_id, run_name="confirmation",
-                            tags={PARENT_TAG: context.parent, ROLE_TAG: ROLE_CONFIRMATION, STUDY_TAG: context.request.name,
-                                  VERDICT_TAG: record["verdict"], WINNER_TAG: record["winner"]})
-    run_id = run.info.run_id
     metrics = []
     for row in record["candidates"]:
         key = row["name"].replace(" ", "_")
@@ -277,7 +273,6 @@ def _log(context: SearchContext, record: dict) -> None:
               Param("learning_rate", str(record["learning_rate"])), Param("split", record["split"]),
               Param("min_effect", str(record["min_effect"])), Param("alpha", str(record["alpha"])),
               Param("correction", record["correction"])]
-    client.log_batch(run_id, metrics=metrics, params=params)
-    client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), "confirmation.json")
-    client.set_terminated(run_id, "FINISHED")
-    client.set_tag(context.parent, VERDICT_TAG, record["verdict"])
+    log_stage_run(context, ROLE_CONFIRMATION, record, metrics, params,
+                  tags={VERDICT_TAG: record["verdict"], WINNER_TAG: record["winner"]})
+    context.client.set_tag(context.parent, VERDICT_TAG, record["verdict"])

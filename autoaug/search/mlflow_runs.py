@@ -65,3 +65,18 @@ def parent_run(client, experiment_id: str, request, space, locations) -> str:
     if Path(str(request.space)).is_file():
         client.log_artifact(run_id, str(request.space), "search_space")
     return run_id
+
+
+def log_stage_run(context, role: str, record: dict, metrics=(), params=(), tags=None) -> str:
+    """One finished MLflow child run of the search's parent for a stage that decides from many runs
+    (race, confirmation): ``metrics`` and ``params`` (MLflow entities), the whole ``record`` as
+    ``<role>.json``, and ``tags`` beside the parent, role and study ones. Returns the run id."""
+    client = context.client
+    run = client.create_run(context.experiment_id, run_name=role,
+                            tags={PARENT_TAG: context.parent, ROLE_TAG: role, STUDY_TAG: context.request.name,
+                                  **(tags or {})})
+    run_id = run.info.run_id
+    client.log_batch(run_id, metrics=list(metrics), params=list(params))
+    client.log_text(run_id, json.dumps(record, indent=2, sort_keys=True), f"{role}.json")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

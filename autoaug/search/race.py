@@ -24,14 +24,14 @@ The race's runs are kept on the study as they end (a resumed search re-runs only
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from typing import Any, Optional
 
 from autoaug.errors import ParameterError
 from autoaug.search.confirmation import NONE, PRESETS_RANKED, Candidate, choose_candidates
-from autoaug.search.record_schema import (PARENT_TAG, RACE_ATTR, RACE_RUNS_ATTR, ROLE_RACE, ROLE_TAG, STUDY_TAG)
+from autoaug.search.mlflow_runs import log_stage_run
+from autoaug.search.record_schema import RACE_ATTR, RACE_RUNS_ATTR, ROLE_RACE
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.study import baseline_outcomes
 from autoaug.search.trainable import RunSpec
@@ -148,12 +148,6 @@ def _log(context: SearchContext, record: dict) -> None:
     """One MLflow child run: each candidate's mean paired gain over none and its seeds."""
     from mlflow.entities import Metric
 
-    client = context.client
-    run = client.create_run(context.experiment_id, run_name="race",
-                            tags={PARENT_TAG: context.parent, ROLE_TAG: ROLE_RACE, STUDY_TAG: context.request.name})
-    metrics = [Metric(f"{row['name'].replace(' ', '_')}.{key}", float(row[value]), 0, 0)
-               for row in record["candidates"] for key, value in (("mean_gain", "mean_gain"), ("n", "n"))
-               if row[value] is not None]
-    client.log_batch(run.info.run_id, metrics=metrics)
-    client.log_text(run.info.run_id, json.dumps(record, indent=2, sort_keys=True), "race.json")
-    client.set_terminated(run.info.run_id, "FINISHED")
+    metrics = [Metric(f"{row['name'].replace(' ', '_')}.{key}", float(row[key]), 0, 0)
+               for row in record["candidates"] for key in ("mean_gain", "n") if row[key] is not None]
+    log_stage_run(context, ROLE_RACE, record, metrics)
