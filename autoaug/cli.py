@@ -224,6 +224,15 @@ def _calibration_of(study_name: str, workdir: Path, storage: Optional[str]) -> d
     return {"learning_rate": record["learning_rate"], "epochs": record["trial_epochs"]}
 
 
+def parse_learning_rates(text: str) -> tuple[float, ...]:
+    """``--learning-rates`` as numbers ("3e-4,1e-3" -> (0.0003, 0.001)); empty parts are skipped, and
+    whether the numbers are usable (positive, at least one) is `SearchRequest.validate`'s to say."""
+    try:
+        return tuple(float(rate) for rate in text.split(",") if rate.strip())
+    except ValueError:
+        raise ParameterError("learning_rates", f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _quiet_library_banners() -> None:
     """Lightning's banners, Optuna's "A new study created" / "Using an existing study" (once per stage)
     and MLflow's table-creation notes stay off the terminal: our progress and summary say what
@@ -282,10 +291,7 @@ def search(
     from autoaug.trainers.tasks import require_task_or_data
 
     require_task_or_data(task, data, names=TASK_OR_DATA_FLAGS)  # the library's message names its parameters
-    try:
-        rates = tuple(float(rate) for rate in learning_rates.split(",") if rate.strip())
-    except ValueError:
-        raise AutoaugInputError(f"--learning-rates: expected comma-separated numbers, got {learning_rates!r}") from None
+    rates = parse_learning_rates(learning_rates)
     _quiet_library_banners()
     request = SearchRequest(space=space, name=name, task=task, data=str(data) if data else None, trials=trials,
                             sampler=sampler, scheduler=scheduler, cpus_per_trial=cpus_per_trial,

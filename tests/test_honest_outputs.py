@@ -18,10 +18,9 @@ import pytest
 
 from autoaug.errors import AutoaugInputError
 from autoaug.policy import Policy
-from autoaug.search.export import STOPPED_EPOCH_ATTR, export_from_storage, export_search
+from autoaug.search.export import STOPPED_EPOCH_ATTR, export_from_storage
 from autoaug.search.record_schema import (BASELINE_ATTR, CALIBRATION_ATTR, CONFIRMATION_ATTR, POLICY_ATTR,
                                           STATE_ATTR)
-from autoaug.search.summary import summarize
 
 SEEDS = [10_000, 10_001, 10_002]
 STOPPED_TRIAL, STOPPED_AT, TRIAL_LENGTH = 3, 17, 26
@@ -110,10 +109,13 @@ def test_export_of_a_complete_trial_keeps_its_value(tmp_path):
 
 # ---------------------------------------------------------------------- the search's JSON result
 def _summary(study, tmp_path: Path) -> dict:
-    exported = export_search(study, "honest", tmp_path / "exports")
+    """The search's own export and result step (`controller.export_and_summarize`) on the hand-made study."""
+    from autoaug.search.controller import export_and_summarize
+
     request = SimpleNamespace(name="honest", sampler="tpe", scheduler="asha")
-    locations = SimpleNamespace(tracking_uri="sqlite:///mlflow.db", optuna_url="sqlite:///optuna.db", workdir=tmp_path)
-    return summarize(study, request, locations, "1", 0, exported)
+    locations = SimpleNamespace(tracking_uri="sqlite:///mlflow.db", optuna_url="sqlite:///optuna.db", workdir=tmp_path,
+                                exports_dir=tmp_path / "exports")
+    return export_and_summarize(study, request, locations, "1", 0, None)
 
 
 def test_result_is_none_when_the_confirmation_rejected_the_best_single_seed_trial(tmp_path):
@@ -177,3 +179,50 @@ def test_a_trial_optuna_holds_pruned_gets_the_same_refusal_and_override(tmp_path
     path, _ = export_from_storage("honest", tmp_path / "p.yaml", storage=storage, trial=pruned, allow_stopped_early=True)
     config = Policy.load(path).config
     assert config.provenance.value is None and "stopped-early" in config.name
+
+
+# ---------------------------------------------------------------------- best_trial once per search
+def _count_best_trial_calls(monkeypatch) -> list:
+    """Every call of `autoaug.search.study.best_trial`, under whichever name a module imported it."""
+    import sys
+
+    from autoaug.search import study as study_module
+
+    original, calls = study_module.best_trial, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1:] or kwargs)
+        return original(*args, **kwargs)
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("autoaug") and getattr(module, "best_trial", None) is original:
+            monkeypatch.setattr(module, "best_trial", counted)
+    return calls
+
+
+@pytest.mark.parametrize("confirmed", [False, True], ids=["unconfirmed", "confirmed"])
+def test_a_finished_search_evaluates_best_trial_once(tmp_path, monkeypatch, confirmed):
+    # Catches: the export's check, its choice of the policy and the summary each recomputing
+    # best_trial (3 scans of every trial without a confirmation, 2 with one), and a plumbing that
+    # passes a different trial to the summary than the one exported (the keys below).
+    import autoaug.search.controller  # noqa: F401  (imported before counting, so its name is counted too)
+
+    study, _ = make_study(tmp_path, confirmation("trial 2") if confirmed else None)
+    calls = _count_best_trial_calls(monkeypatch)
+    result = _summary(study, tmp_path)
+    assert len(calls) == 1, calls
+    assert result["best_trial"] == 1 and result["best_value"] == pytest.approx(0.70)
+    exported = Policy.load(result["best_policy_path"]).config
+    assert exported.provenance.trial == (2 if confirmed else 1)
+
+
+def test_a_search_whose_trials_all_failed_exports_nothing_and_names_no_best(tmp_path):
+    # Catches: a summary that takes the best trial it was given although nothing was exported.
+    from autoaug.search.controller import export_and_summarize
+
+    study, _ = make_study(tmp_path)
+    request = SimpleNamespace(name="honest", sampler="tpe", scheduler="asha")
+    locations = SimpleNamespace(tracking_uri="sqlite:///m.db", optuna_url="sqlite:///o.db", workdir=tmp_path,
+                                exports_dir=tmp_path / "exports")
+    result = export_and_summarize(study, request, locations, "1", 0, "RuntimeError: every trial failed")
+    assert result["best_policy_path"] is None and result["best_trial"] is None and result["best_value"] is None
+    assert not (tmp_path / "exports").exists()

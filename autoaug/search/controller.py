@@ -41,7 +41,8 @@ from autoaug.search.screen import run_screen
 from autoaug.search.searched import run_searched_trials
 from autoaug.search.space import PbaScheduleSpace, SearchSpace, load_space
 from autoaug.search.stages import SearchContext
-from autoaug.search.study import all_failed_message, check_data_fingerprint, fail_stale_trials, open_search_study
+from autoaug.search.study import (all_failed_message, best_trial, check_data_fingerprint, fail_stale_trials,
+                                  open_search_study)
 from autoaug.search.summary import public_confirmation, summarize
 from autoaug.search.trainable import TrialSettings
 from autoaug.storage import Locations, optuna_storage, prepare_tracking, resolve, tracking_client
@@ -115,6 +116,15 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+def export_and_summarize(study, request: SearchRequest, locations: Locations, experiment_id: str, cleaned: int,
+                         failure: Optional[str]) -> dict[str, Any]:
+    """A finished search's export and its JSON result (`summarize`), from one `best_trial`: it scans
+    every trial (a Pareto front with two objectives), and the study does not change between the two."""
+    best = best_trial(study)
+    exported = export_search(study, request.name, locations.exports_dir, export=failure is None, best=best)
+    return summarize(study, request, locations, experiment_id, cleaned, exported, best=best)
+
+
 def _check_space_fits(request: SearchRequest, space: SearchSpace, console) -> None:
     """The scheduler and sampler accept this space (before anything is written)."""
     if request.scheduler == "pbt" and not isinstance(space.model, PbaScheduleSpace):
@@ -183,8 +193,7 @@ def _run_locked(request: SearchRequest, space: SearchSpace, locations: Locations
         status = "FINISHED" if failure is None else "FAILED"
     finally:
         client.set_terminated(parent, status)
-    exported = export_search(study, request.name, locations.exports_dir, export=failure is None)
-    result = summarize(study, request, locations, experiment_id, cleaned, exported)
+    result = export_and_summarize(study, request, locations, experiment_id, cleaned, failure)
     result["error"] = failure
     result["n_orphan_runs_marked_killed"] = orphans
     result["seconds"] = time.perf_counter() - started

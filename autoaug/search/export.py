@@ -12,7 +12,7 @@ from typing import Optional, Union
 from optuna.trial import TrialState
 
 from autoaug import __version__
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 from autoaug.policy import Policy
 from autoaug.search.record_schema import (BASELINE_ATTR, CALIBRATION_ATTR, CONFIRMATION_ATTR, MAX_EPOCHS_ATTR, METRIC,
                                           POLICY_ATTR, ROBUST_METRIC, SPACE_HASH_ATTR, SPACE_NAME_ATTR, STATE_ATTR,
@@ -123,20 +123,24 @@ def export_confirmed(study, out: Union[str, Path]) -> Path:
     return _write(policy, out)
 
 
-def export_best(study, out: Union[str, Path]) -> tuple[Path, Optional[int]]:
-    """The search's export: the confirmed winner when the search confirmed, else the best trial."""
+def export_best(study, out: Union[str, Path], best=None) -> tuple[Path, Optional[int]]:
+    """The search's export: the confirmed winner when the search confirmed, else the best trial.
+    ``best``: ``best_trial(study)`` when the caller has it already (a search computes it once);
+    None: computed here."""
     if CONFIRMATION_ATTR in study.user_attrs:
         return export_confirmed(study, out), study.user_attrs[CONFIRMATION_ATTR].get("winner_trial")
-    chosen = best_trial(study)
+    chosen = best if best is not None else best_trial(study)
     if chosen is None:
-        raise AutoaugInputError(f"--name {study.study_name}: the study has no complete trial to export yet")
+        raise ParameterError("name", f"{study.study_name}: the study has no complete trial to export yet")
     return export_policy(study, chosen.number, out), chosen.number
 
 
-def export_search(study, name: str, exports_dir: Path, export: bool = True) -> dict:
+def export_search(study, name: str, exports_dir: Path, export: bool = True, *, best) -> dict:
     """What a finished search exports into ``exports_dir``: ``<name>-best.yaml`` (the confirmed winner
     when the search confirmed, else the best trial) and, for a two-objective search, its Pareto front
     as one policy file per front trial. ``export=False`` (every searched trial failed) writes nothing.
+    ``best`` is ``best_trial(study)``, computed once by the caller (it scans every trial, and the
+    summary needs it too); None: the study has no complete full-length trial, nothing is exported.
     Returns the result's keys: ``best_policy_path`` (None when nothing was exported) and, with two
     objectives, ``pareto_front`` and ``export_rule``."""
     best_path = exports_dir / f"{name}-best.yaml"
@@ -144,10 +148,10 @@ def export_search(study, name: str, exports_dir: Path, export: bool = True) -> d
     # study (`exclusive`), so any temporary of this export is such a leftover
     for leftover in best_path.parent.glob(f".{best_path.name}.*.tmp"):
         leftover.unlink(missing_ok=True)
-    if not export or best_trial(study) is None:
+    if not export or best is None:
         return {"best_policy_path": None}
     exports_dir.mkdir(parents=True, exist_ok=True)
-    export_best(study, best_path)
+    export_best(study, best_path, best)
     exported: dict = {"best_policy_path": str(best_path)}
     if len(study.directions) > 1:
         exported.update(_export_front(study, exports_dir / f"{name}-pareto"))

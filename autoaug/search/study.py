@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autoaug import __version__
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 from autoaug.search.record_schema import (BASELINE_ATTR, DATA_FINGERPRINT_ATTR, DATA_SOURCE_ATTR, ERROR_ATTR,
                                           MAX_EPOCHS_ATTR, OBJECTIVES_ATTR, SAMPLER_ATTR, SCHEDULER_ATTR, SEED_ATTR,
                                           SPACE_HASH_ATTR, SPACE_NAME_ATTR, STALE_REASON, STATE_ATTR, TASK_ATTR)
@@ -30,8 +30,8 @@ def check_data_fingerprint(study, request, fingerprint: str) -> None:
         study.set_user_attr(DATA_FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(DATA_SOURCE_ATTR, source)
     elif recorded != fingerprint:
-        raise AutoaugInputError(
-            f"--name {request.name}: this study was searched on other data (recorded "
+        raise ParameterError(
+            "name", f"{request.name}: this study was searched on other data (recorded "
             f"{study.user_attrs.get(DATA_SOURCE_ATTR, 'an earlier source')}, fingerprint {recorded[:12]}; now {source}, "
             f"fingerprint {fingerprint[:12]}); resume it with the same data or choose another --name (nothing was changed)")
 
@@ -69,8 +69,8 @@ def open_search_study(storage, request, space, objectives: int):
                     "objectives": "objective (nsga2 has two objectives, other samplers one)",
                     "max_epochs": f"--max-epochs (recorded {recorded[key]}; now {value})",
                     "data_seed": f"--data-seed (recorded {recorded[key]}; now {value})"}[key]
-            raise AutoaugInputError(
-                f"--name {request.name}: this study exists with a different {what}; resume it with the same "
+            raise ParameterError(
+                "name", f"{request.name}: this study exists with a different {what}; resume it with the same "
                 "settings or choose another --name (nothing was changed)")
     return study
 

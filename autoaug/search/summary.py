@@ -17,17 +17,19 @@ from typing import Any, Optional
 
 from optuna.trial import TrialState
 
-from autoaug.search.study import baseline_outcomes, best_trial, searched_trials
+from autoaug.search.study import baseline_outcomes, searched_trials
 from autoaug.search.record_schema import BASELINE_ATTR, CONFIRMATION_ATTR, METRIC, RELIANCE_ATTR, STATE_ATTR
 from autoaug.storage import redact
 
 
-def summarize(study, request, locations, experiment_id: str, cleaned: int, exported: dict[str, Any]) -> dict[str, Any]:
+def summarize(study, request, locations, experiment_id: str, cleaned: int, exported: dict[str, Any], *,
+              best) -> dict[str, Any]:
     """The result; ``exported`` is what `export.export_search` wrote (``best_policy_path`` None when
-    every searched trial failed: no best trial then)."""
+    every searched trial failed: no best trial then). ``best`` is `autoaug.search.study.best_trial` of
+    the study, the same trial the export was given (computed once per search)."""
     searched = searched_trials(study)
     states = [trial.user_attrs.get(STATE_ATTR) for trial in searched]
-    best = best_trial(study) if exported.get("best_policy_path") else None
+    best = best if exported.get("best_policy_path") else None
     baselines = {trial.user_attrs[BASELINE_ATTR]: (trial.values[0] if trial.values else None)
                  for trial in study.get_trials(deepcopy=False) if BASELINE_ATTR in trial.user_attrs}
     return {
