@@ -101,3 +101,25 @@ def test_resuming_on_other_data_names_the_study_parameter():
     assert refused.value.parameter == "name"
     assert str(refused.value).startswith("name: s: this study was searched on other data")
     assert "nothing was changed" in str(refused.value)
+
+
+@pytest.mark.parametrize("scheduler, space_name, parameter", [("pbt", "vlm_default", "scheduler"),
+                                                              ("asha", "pba_schedule", "space")])
+def test_a_scheduler_and_space_that_do_not_fit_name_the_parameter(scheduler, space_name, parameter):
+    """Was `AutoaugInputError("--scheduler pbt ...")`: a library caller read a flag, the CLI could not map it."""
+    from types import SimpleNamespace
+
+    from autoaug.search.controller import _check_space_fits
+    from autoaug.search.space import load_space
+
+    with pytest.raises(ParameterError) as error:
+        _check_space_fits(SimpleNamespace(scheduler=scheduler, sampler="tpe"), load_space(space_name), None)
+    assert error.value.parameter == parameter and not str(error.value).startswith("--")
+
+
+def test_a_ray_client_address_names_the_parameter():
+    from autoaug.search.cluster import check_address
+
+    with pytest.raises(ParameterError) as error:
+        check_address("ray://127.0.0.1:10001")
+    assert error.value.parameter == "address" and "ray job submit" in str(error.value)

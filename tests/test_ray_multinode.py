@@ -173,7 +173,7 @@ def test_worker_with_another_autoaug_stops_the_search(cluster, tmp_path):
                             text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: --scheduler pbt on a Ray cluster of 2 nodes") and "--storage-path" in last, last
+    assert last.startswith("error: --scheduler: pbt on a Ray cluster of 2 nodes") and "--storage-path" in last, last
 
 
 @pytest.mark.parametrize("given, cluster_gpus, share", [

@@ -752,4 +752,4 @@ def test_unreachable_address_exits_2_with_one_line(background):
     err = (folder / "stderr.txt").read_text()
     assert process.returncode == 2, err
     line = one_error_line(err)
-    assert "--address 127.0.0.1:1" in line
+    assert "--address: 127.0.0.1:1" in line

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import ray
 from ray.tune import Callback
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 from autoaug.search.record_schema import NODE_ID_TAG, NODE_IP_TAG
 from autoaug.search.trainable import VERSION_MISMATCH, VersionMismatch
 from autoaug.trainers.tasks import import_task_plugin
@@ -49,19 +49,19 @@ def check_address(address: Optional[str]) -> None:
     """Fail fast on an unreachable ``--address`` (Ray itself retries for minutes), and refuse Ray Client
     (``ray://``): its driver would run on the head, away from the stores and files this process sees."""
     if address and address.startswith("ray://"):
-        raise AutoaugInputError(f"--address {address}: Ray Client (ray://) is not supported; from a laptop, submit the "
+        raise ParameterError("address", f"{address}: Ray Client (ray://) is not supported; from a laptop, submit the "
                                 "search as a Ray job: ray job submit --address http://HEAD:8265 --working-dir . -- "
                                 "autoaug search ... (README: On a cluster)")
     if not address or address in ("auto", "local"):
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise AutoaugInputError(f"--address {address}: expected HOST:PORT of a Ray head (ray start --head)")
+        raise ParameterError("address", f"{address}: expected HOST:PORT of a Ray head (ray start --head)")
     try:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
     except OSError as error:
-        raise AutoaugInputError(f"--address {address}: no Ray head answers there ({error.strerror or error})") from None
+        raise ParameterError("address", f"{address}: no Ray head answers there ({error.strerror or error})") from None
 
 
 MIN_OBJECT_STORE = 256 * 1024 * 1024  # a local Ray's store for the built-in proxy tasks (small machines, CI)
@@ -371,7 +371,7 @@ def ray_storage_path(request, locations, checkpoints: bool) -> str:
     if given:
         return str(given)
     if checkpoints and alive_nodes() > 1:
-        raise AutoaugInputError(f"--scheduler pbt on a Ray cluster of {alive_nodes()} nodes: PBT moves trial checkpoints "
+        raise ParameterError("scheduler", f"pbt on a Ray cluster of {alive_nodes()} nodes: PBT moves trial checkpoints "
                                 "between nodes; give --storage-path on storage every node sees (a shared folder, "
                                 "or s3://bucket/path)")
     return str(locations.ray_dir)

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import ParameterError
 from autoaug.search.baselines import run_baselines
 from autoaug.search.calibration import ImageSignalMissing, calibrate, refusal_message, reuse_recorded
 from autoaug.search.cluster import check_address, resolve_gpus, runtime_env, slot_count, start_ray
@@ -103,7 +103,7 @@ def _check_confirm_split(study, prepared) -> Optional[dict]:
     elif recorded != current:
         def describe(split):
             return "no held-out part" if split is None else f"a held-out part of {split['fraction']:g} ({split['confirm']} examples)"
-        raise AutoaugInputError(f"--name {study.study_name}: this search confirms on {describe(recorded)}, the command asks "
+        raise ParameterError("name", f"{study.study_name}: this search confirms on {describe(recorded)}, the command asks "
                                 f"for {describe(current)}; run it as it started (--confirm-fraction / --confirm-holdout) "
                                 "or under a new --name")
     return current
@@ -128,9 +128,9 @@ def export_and_summarize(study, request: SearchRequest, locations: Locations, ex
 def _check_space_fits(request: SearchRequest, space: SearchSpace, console) -> None:
     """The scheduler and sampler accept this space (before anything is written)."""
     if request.scheduler == "pbt" and not isinstance(space.model, PbaScheduleSpace):
-        raise AutoaugInputError(f"--scheduler pbt needs a pba_schedule space (e.g. --space pba_schedule), got {space.name} ({space.kind})")
+        raise ParameterError("scheduler", f"pbt needs a pba_schedule space (e.g. --space pba_schedule), got {space.name} ({space.kind})")
     if isinstance(space.model, PbaScheduleSpace) and request.scheduler != "pbt":
-        raise AutoaugInputError(f"--space {space.name} is a pba_schedule space: run it with --scheduler pbt")
+        raise ParameterError("space", f"{space.name} is a pba_schedule space: run it with --scheduler pbt")
     sampler_kind(request.sampler).check(space, console)
 
 

@@ -24,7 +24,7 @@ import socket
 import time
 from typing import Callable, Iterator, Optional
 
-from autoaug.errors import AutoaugInputError
+from autoaug.errors import AutoaugInputError, ParameterError
 
 
 class StudyBusy(AutoaugInputError):
@@ -68,7 +68,7 @@ def _sqlite_lock(url: str, name: str) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / f"{_key(name)[:24]}.lock", "a+")
     except OSError as error:
-        raise AutoaugInputError(f"--storage {url}: cannot create the study's lock file in {folder} "
+        raise ParameterError("storage", f"{url}: cannot create the study's lock file in {folder} "
                                 f"({error.strerror or error})") from None
     try:
         try:
