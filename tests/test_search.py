@@ -325,7 +325,7 @@ def _bad_cases(request: SearchRequest, tmp_path: Path) -> dict:
         "unknown sampler": (["search", "--space", "vlm_default", *base, "--sampler", "bayes", *workdir], 2,
                             ["--sampler", "tpe", "nsga2"]),
         "pbt with a policy space": (["search", "--space", "vlm_default", *base, "--scheduler", "pbt", *workdir], 2,
-                                    ["--scheduler pbt", "pba_schedule"]),
+                                    ["--scheduler: pbt", "pba_schedule"]),
         "unreachable postgres": (["search", "--space", "vlm_default", *base, *workdir, "--storage",
                                   "postgresql+psycopg://user:secret@127.0.0.1:1/db"], 2,
                                  ["--storage", "user:***@127.0.0.1:1/db"]),
