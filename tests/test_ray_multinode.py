@@ -305,3 +305,15 @@ def test_cluster_errors_go_to_stderr(monkeypatch, capsys):
     worker.print_to_stdstream({"lines": ["node marked dead"], "pid": "raylet", "is_err": False}, ignore_prefix=False)
     captured = capsys.readouterr()
     assert "node marked dead" in captured.err and "node marked dead" not in captured.out
+
+
+def test_the_object_store_size_counts_a_plug_in_task_with_local_functions():
+    """Ray ships data with cloudpickle; the size estimate used the standard pickle, which refuses a
+    plug-in's local function (every plug-in search died with "Can't pickle local object")."""
+    from autoaug.search.cluster import pickled_bytes
+
+    scale = 3
+
+    def build(value):  # a local function, as a plug-in task's builder is
+        return value * scale
+    assert pickled_bytes({"build": build, "data": b"x" * 1000}) > 1000

@@ -298,7 +298,7 @@ def test_same_name_with_another_space_or_task_is_refused(main_search, tmp_path, 
                          "--workdir", request.workdir], capsys)
     assert code == 2
     line = one_error_line(err)
-    assert f"--name {request.name}" in line and "different search space" in line
+    assert f"--name: {request.name}" in line and "different search space" in line
     assert "vlm_default" in line and "randaugment" in line and "nothing was changed" in line
 
     with pytest.raises(AutoaugInputError, match="different task/data"):

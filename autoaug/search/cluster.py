@@ -83,8 +83,9 @@ def object_store_bytes(data_bytes: int = 0) -> int:
 
 def pickled_bytes(value: Any) -> int:
     """How many bytes ``value`` takes once pickled (what Ray puts in its object store), counted as the
-    pickle streams out: nothing the size of ``value`` is held beside it."""
-    import pickle
+    pickle streams out: nothing the size of ``value`` is held beside it. Ray's own cloudpickle, as Ray
+    uses: a plug-in task's local functions pickle there and not with the standard pickle."""
+    from ray import cloudpickle
 
     class Count:
         size = 0
@@ -94,7 +95,7 @@ def pickled_bytes(value: Any) -> int:
             Count.size += written
             return written
 
-    pickle.Pickler(Count(), protocol=5).dump(value)
+    cloudpickle.CloudPickler(Count(), protocol=5).dump(value)
     return Count.size
 
 
