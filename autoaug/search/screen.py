@@ -8,7 +8,7 @@ at fixed, clearly-applied settings (its highest declared ``p``, a constant sched
 fraction the space allows) at two magnitudes, the middle and the top of its declared range
 (`LEVELS`: an op's response to magnitude is unknown — translate helps at mid range on the built-in
 task, while colour jitter must reach the top of its range to simulate washed-out test images; one
-probe at mid range missed that planted gain in every search), with the search's seed — the same
+probe at mid range missed that planted gain in the search where it was tried), with the search's seed — the same
 initialisation and data order as the ``none`` baseline, so the difference to ``none`` is paired
 (common random numbers). The screen's trials are searched trials of the study (enqueued with fixed
 parameters), so the sampler learns from them like from any other trial, and a single op can win
@@ -58,8 +58,14 @@ def screen_key(op: str, level: str) -> str:
     return op if level == "mid" else f"{op}@{level}"
 
 
+def split_key(key: str) -> tuple[str, str]:
+    """`screen_key`'s inverse: (op, level)."""
+    op, _, level = key.partition("@")
+    return op, level or "mid"
+
+
 def op_of(key: str) -> str:
-    return key.split("@", 1)[0]
+    return split_key(key)[0]
 
 
 def screen_points(space: SearchSpace) -> dict[str, dict[str, Any]]:
@@ -71,25 +77,23 @@ def screen_points(space: SearchSpace) -> dict[str, dict[str, Any]]:
     points = {}
     for op in model.ops:
         ranges = model.sampling_ranges(op)
+        alone: dict[str, Any] = {use_name(other): other == op for other in model.ops}
+        if model.entries.min < model.entries.max:
+            alone[MAX_OPS] = 1
+        alone[op_param(op, "p")] = ranges.p[1]
+        if len(model.schedules) > 1:
+            alone[op_param(op, "schedule")] = CONSTANT if CONSTANT in model.schedules else model.schedules[0]
+        for name, value, end in (("clean_fraction", model.clean_fraction, 0),
+                                 ("augmented_loss_weight", model.augmented_loss_weight, 1)):
+            if isinstance(value, tuple) and value[0] != value[1]:
+                alone[name] = value[end]
         low, high = ranges.magnitude
         seen: set[float] = set()
         for level, fraction in LEVELS.items():
             magnitude = round(low + fraction * (high - low), 6)
-            if magnitude in seen:
-                continue
-            seen.add(magnitude)
-            params: dict[str, Any] = {use_name(other): other == op for other in model.ops}
-            if model.entries.min < model.entries.max:
-                params[MAX_OPS] = 1
-            params[op_param(op, "p")] = ranges.p[1]
-            params[op_param(op, "magnitude")] = magnitude
-            if len(model.schedules) > 1:
-                params[op_param(op, "schedule")] = CONSTANT if CONSTANT in model.schedules else model.schedules[0]
-            for name, value, end in (("clean_fraction", model.clean_fraction, 0),
-                                     ("augmented_loss_weight", model.augmented_loss_weight, 1)):
-                if isinstance(value, tuple) and value[0] != value[1]:
-                    params[name] = value[end]
-            points[screen_key(op, level)] = params
+            if magnitude not in seen:
+                seen.add(magnitude)
+                points[screen_key(op, level)] = {**alone, op_param(op, "magnitude"): magnitude}
     return points
 
 
@@ -175,8 +179,7 @@ def best_levels(values: dict[str, Optional[float]]) -> tuple[dict[str, Optional[
     """Per op: its better level's value (None only when every level failed) and every level's value."""
     by_op: dict[str, dict] = {}
     for key, value in values.items():
-        op = op_of(key)
-        level = key.split("@", 1)[1] if "@" in key else "mid"
+        op, level = split_key(key)
         by_op.setdefault(op, {})[level] = value
     best = {op: max((value for value in levels.values() if value is not None), default=None)
             for op, levels in by_op.items()}
