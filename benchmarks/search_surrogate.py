@@ -159,10 +159,16 @@ def example_variants() -> list[Variant]:
     grid += [Variant(f"ex fixseq k1 ranked-preset {seeds}s", "new", seeds, 1, True, preset=False, procedure=FS,
                      evidence="examples", ranked_presets=True) for seeds in (16,)]
     races = {"race4x3": ((4, 3),), "race4x3 search-seed-left-out": ((4, 3),), "race6x2": ((6, 2),), "race6x1,3x2": ((6, 1), (3, 2)),
-             "race8x1,4x2": ((8, 1), (4, 2)), "race8x1,4x1,2x2": ((8, 1), (4, 1), (2, 2)), "race6x2,3x2": ((6, 2), (3, 2))}
+             "race8x1,4x2": ((8, 1), (4, 2)), "race8x1,4x1,2x2": ((8, 1), (4, 1), (2, 2)), "race6x2,3x2": ((6, 2), (3, 2)),
+             "race4x1,2x2": ((4, 1), (2, 2)), "race5x1,2x2": ((5, 1), (2, 2)), "race4x2": ((4, 2),)}
     grid += [Variant(f"ex fixseq k1 ranked-preset {label} 16s", "new", 16, 1, True, preset=False, procedure=FS,
                      evidence="examples", ranked_presets=True, race=rounds, race_own_seed="left-out" not in label)
              for label, rounds in races.items()]
+    # the budget trade: race runs against confirmation seeds (the default's 17 seeds x 2 runs, race 6x1,3x2 15 runs)
+    grid += [Variant(f"ex fixseq k1 ranked-preset {label} {seeds}s", "new", seeds, 1, True, preset=False, procedure=FS,
+                     evidence="examples", ranked_presets=True, race=races[label])
+             for label, seeds in (("race6x1,3x2", 17), ("race6x1,3x2", 15), ("race4x1,2x2", 17), ("race4x1,2x2", 15),
+                                  ("race5x1,2x2", 17), ("race4x2", 17))]
     grid += [Variant("ex fixseq k2 -preset 11s", "new", 11, 2, True, preset=False, procedure=FS, evidence="examples")]
     grid += [Variant("ex holm k2 -preset 10s, same val", "new", 10, 2, False, preset=False, evidence="examples")]
     grid += [Variant("ex-twice fixseq k2 -preset 10s", "new", 10, 2, True, preset=False, procedure=FS,

@@ -202,3 +202,48 @@ def test_confirmation_tests_the_races_best_first():
     assert [c.name for c in _ranked(study, 3, PRESETS_RANKED, {"order": ["trial 1", "trial 0"]})] == \
         ["trial 1", "trial 0", "trial 2", "none"]
     assert [c.name for c in _ranked(study, 1, PRESETS_RANKED, None)] == ["trial 0", "none"]
+
+
+# ====================================================================== race and confirmation runs validate once
+def test_race_and_confirmation_runs_validate_after_the_last_epoch_only(monkeypatch):
+    asked = _fake_runs(monkeypatch, lambda name, seed: 0.6)
+    run_race(_context(_study({"a": 0.7, "b": 0.65})), parse_rounds("2x1"))
+    # wrong implementation caught: race runs validating every epoch (a sixth of each epoch's time spent for nothing)
+    assert asked and all(spec.validate_each_epoch is False for spec in asked)
+
+
+class _ValidationLog:
+    """Records, per epoch, whether a validation pass ran and the logged val_accuracy."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        log = self
+
+        class Callback(L.Callback):
+            def on_validation_epoch_end(self, trainer, pl_module) -> None:
+                log.validated.append(trainer.current_epoch + 1)
+
+            def on_train_epoch_end(self, trainer, pl_module) -> None:
+                log.values.append(float(trainer.callback_metrics.get("val_accuracy", float("nan"))))
+
+        self.validated: list[int] = []
+        self.values: list[float] = []
+        self.callback = Callback()
+
+
+def test_validating_after_the_last_epoch_only_gives_the_same_final_value():
+    from autoaug.trainers.train import run_training
+
+    options = {"train_size": 64, "val_size": 48, "test_size": 16}
+    logs = {}
+    for each_epoch in (True, False):
+        log = _ValidationLog()
+        run_training(task="shapes-vqa", task_options=options, policy="moderate", seed=3, max_epochs=3,
+                     accelerator="cpu", evaluate=False, callbacks=[log.callback], validate_each_epoch=each_epoch)
+        logs[each_epoch] = log
+    assert logs[True].validated == [1, 2, 3]
+    # wrong implementations caught: validating every epoch anyway, or only after the first epoch
+    assert logs[False].validated == [3]
+    # validation draws no random numbers: training, and so the final value, is unchanged by skipping it
+    assert logs[False].values[-1] == logs[True].values[-1]

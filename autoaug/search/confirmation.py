@@ -238,7 +238,7 @@ def confirm(context: SearchContext, top_k: int, seed_count: int, rule: Optional[
             study.set_user_attr(CONFIRMATION_RUNS_ATTR, finished)
 
     specs = [RunSpec(role="confirmation", label=_label(candidate, seed, split), policy=candidate.policy, seed=seed,
-                     validate_on=split, report_examples=True)
+                     validate_on=split, report_examples=True, validate_each_epoch=False)
              for candidate in candidates for seed in seeds if _label(candidate, seed, split) not in finished]
     outcomes = run_specs(context, "confirmation", specs, on_finished=keep)
     labels = {(candidate.name, seed): _label(candidate, seed, split) for candidate in candidates for seed in seeds}

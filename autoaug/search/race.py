@@ -115,7 +115,7 @@ def run_race(context: SearchContext, rounds: Rounds, presets: str = PRESETS_RANK
         round_seeds = seeds[used:used + count]
         used += count
         specs = [RunSpec(role="race", label=_label(candidate, seed), policy=candidate.policy, seed=seed,
-                         validate_on=VALIDATION_SPLIT)
+                         validate_on=VALIDATION_SPLIT, validate_each_epoch=False)
                  for candidate in [*(contenders[name] for name in racing), none] for seed in round_seeds
                  if _label(candidate, seed) not in finished]
         outcomes = run_specs(context, "race", specs, on_finished=keep_run)

@@ -80,7 +80,9 @@ class RunSpec:
     confirmation run on the held-out part, `PreparedTask.with_confirm_split`); ``report_examples``: the
     final report also carries which examples of that split the finished model gets right
     (``EXAMPLES_KEY``; the confirmation's example-level evidence, `autoaug.search.verdict`). Off by
-    default: searched trials and calibration runs report exactly what they did before."""
+    default: searched trials and calibration runs report exactly what they did before.
+    ``validate_each_epoch=False``: validation after the last epoch only, for runs judged on their final
+    value (race, confirmation); calibration runs need the whole curve."""
 
     role: str
     label: str
@@ -91,6 +93,7 @@ class RunSpec:
     question_only: bool = False
     validate_on: str = "val"
     report_examples: bool = False
+    validate_each_epoch: bool = True
 
     def as_config(self) -> dict:
         return {RUN_KEY: dict(self.__dict__)}
@@ -288,6 +291,7 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
                                            report_reliance=run is None)],  # searched and baseline trials only
             evaluate=False, resume_from=resume,
             val_split=run.validate_on if run is not None else "val",
+            validate_each_epoch=run is None or run.validate_each_epoch,
         )
     finally:
         if resume is not None:
