@@ -260,7 +260,7 @@ def _calibrate(monkeypatch, study, curves, rates, *, force=False, cap=30):
     monkeypatch.setattr(cal, "run_specs", run_specs)
     monkeypatch.setattr(cal, "_log", lambda *args: None)
     context = SimpleNamespace(study=study, request=SimpleNamespace(force=force, name="s"),
-                              prepared=SimpleNamespace(splits={"val": [0] * 1000}), stage_seconds={})
+                              prepared=SimpleNamespace(splits={"train": [0] * 600, "val": [0] * 1000}), stage_seconds={})
     return cal.calibrate(context, rates, cap), runs
 
 
@@ -301,3 +301,80 @@ def test_reuse_reads_the_settings_of_records_made_before_they_were_stored():
     with pytest.raises(CalibrationSettingsChanged):
         reuse_recorded(old, (1e-3,), 30, n_trials=5, study_name="s")
     assert reuse_recorded(None, RATES, 30, n_trials=5, study_name="s") is False
+
+
+# ---------------------------------------------------------------------- the gap against held-out training examples
+# A planted shift (shapes-vqa fade=0.6: validation images faded, training images not): validation sits
+# 0.15 below unseen training data from the first epoch. Train and held-out training accuracy are the
+# OVERFIT curves shifted; validation is the held-out curve less 0.15.
+SHIFT = 0.15
+SHIFTED_TRAIN = OVERFIT_TRAIN
+SHIFTED_HOLDOUT = OVERFIT_VAL
+SHIFTED_VAL = [v - SHIFT for v in OVERFIT_VAL]
+
+
+def _holdout_run(train, val, holdout) -> RunOutcome:
+    results = [{"val_accuracy": v, "train_accuracy": t, "train_holdout_accuracy": h} for t, v, h in zip(train, val, holdout)]
+    return RunOutcome(RunSpec(role="calibration", label="x"), results, "complete")
+
+
+def test_a_shift_between_training_and_validation_data_is_not_read_as_overfitting():
+    """Catches the gap measured against validation: there the shift opens it at epoch 1 (train 0.35 vs
+    val 0.19), giving the 10-epoch floor; against the held-out training examples it opens at epoch 9,
+    as for the unshifted curves (18-epoch trials)."""
+    outcomes = {cal._label(1e-3, False): _holdout_run(SHIFTED_TRAIN, SHIFTED_VAL, SHIFTED_HOLDOUT),
+                cal._label(1e-3, True): _run([0.10] * 30, [0.05] * 30)}
+    record = decide(outcomes, (1e-3,), cap=30, n_val=1000)
+    assert record["gap_reference"] == "train_holdout"
+    assert record["regime"] == "gap" and record["regime_epoch"] == 9 and record["trial_epochs"] == 18
+    against_val = decide(_outcomes({1e-3: (SHIFTED_TRAIN, SHIFTED_VAL)}), (1e-3,), cap=30, n_val=1000)
+    assert against_val["gap_reference"] == "val" and against_val["regime_epoch"] == 1  # the misreading it replaces
+    row = record["by_learning_rate"]["0.001"]
+    # the shift is reported: held-out training accuracy minus validation at the end (smoothed)
+    assert row["shift_at_end"] == pytest.approx(SHIFT, abs=1e-4)
+    assert row["gap_at_end"] == pytest.approx(OVERFIT_TRAIN[-1] - OVERFIT_VAL[-1], abs=1e-4)
+    assert record["curves"]["none lr=0.001"]["train_holdout_accuracy"][:2] == [round(v, 4) for v in SHIFTED_HOLDOUT[:2]]
+    # the peak is still read on validation: a held-out curve that peaks and falls does not fire it
+    falling = [min(h, 0.5) - max(0, e - 20) * 0.01 for e, h in enumerate(SHIFTED_HOLDOUT, start=1)]
+    flat_train = [0.5] * 30
+    signals = Dynamics(tuple(flat_train), tuple([0.3] * 30), tuple(falling)).signals
+    assert "peak" not in signals
+
+
+def test_the_underfit_line_names_the_held_out_examples():
+    train, val = USER_UNDERFIT[3e-4]
+    outcomes = {}
+    for rate, (t, v) in USER_UNDERFIT.items():
+        outcomes[cal._label(rate, False)] = _holdout_run(t, v, [x + 0.01 for x in v])
+        outcomes[cal._label(rate, True)] = _run([0.25] * 30, [0.2] * 30)
+    message = str(refusal(decide(outcomes, RATES, cap=30, n_val=1000)))
+    assert "above held-out training examples" in message and "held-out train 0.3" in message
+
+
+@pytest.mark.parametrize("train_examples, expected", [(600, 0.2), (100, 0.2), (97, None), (40, None)])
+def test_examples_are_held_out_only_when_there_are_enough(train_examples, expected):
+    """20 % of the training split, when that is at least 20 examples (round(0.2 × 97) = 19: too few, the
+    gap is read against validation). Catches a fraction applied to any size (4 held-out examples)."""
+    assert cal.holdout_fraction(train_examples) == expected
+
+
+def test_calibration_runs_hold_out_the_same_training_examples(monkeypatch):
+    """Every calibration run (question-only ones too: the image check compares runs trained on the same
+    data) gets the held-out fraction. Catches question-only runs trained on the whole split."""
+    import optuna
+
+    asked = []
+
+    def run_specs(context, stage, specs, on_finished=None):
+        asked.extend(specs)
+        return {spec.label: _holdout_run(OVERFIT_TRAIN, OVERFIT_VAL, OVERFIT_VAL) if not spec.question_only
+                else _run([0.1] * 30, [0.05] * 30) for spec in specs}
+
+    monkeypatch.setattr(cal, "run_specs", run_specs)
+    study = optuna.create_study(direction="maximize")
+    context = SimpleNamespace(study=study, request=SimpleNamespace(force=False, name="s"), client=None,
+                              prepared=SimpleNamespace(splits={"train": [0] * 600, "val": [0] * 1000}), stage_seconds={})
+    monkeypatch.setattr(cal, "_log", lambda *args: None)
+    record = cal.calibrate(context, (1e-3,), 30)
+    assert len(asked) == 2 and {spec.holdout_fraction for spec in asked} == {0.2}
+    assert record["holdout_fraction"] == 0.2 and record["gap_reference"] == "train_holdout"

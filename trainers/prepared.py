@@ -33,6 +33,7 @@ QUESTION_ONLY_GREY = 128  # the constant image a question-only run sees (uint8)
 VALIDATION_SPLIT = "val"  # what `autoaug train`, calibration and search trials validate on
 CONFIRM_SPLIT = "confirm"  # the held-out part of validation only the confirmation validates on
 DEFAULT_CONFIRM_FRACTION = 0.5
+TRAIN_HOLDOUT_SPLIT = "train_holdout"  # training examples a calibration run holds out (`with_train_holdout`)
 
 
 @dataclass(frozen=True)
@@ -117,17 +118,7 @@ class PreparedTask:
         if self.confirm_record is not None:
             raise ParameterError("confirm_fraction", "the validation split is already carved")
         validation = self.splits[VALIDATION_SPLIT]
-        generator = torch.Generator().manual_seed(_order_seed(seed, -1))  # epoch -1: no training order uses it
-        labels = validation.labels
-        confirm_rows = []
-        for label in torch.unique(labels).tolist():
-            rows = torch.nonzero(labels == label).flatten()
-            rows = rows[torch.randperm(len(rows), generator=generator)]
-            confirm_rows.append(rows[:round(fraction * len(rows))])
-        confirm = torch.sort(torch.cat(confirm_rows)).values if confirm_rows else torch.zeros(0, dtype=torch.long)
-        keep = torch.ones(len(validation), dtype=torch.bool)
-        keep[confirm] = False
-        select = torch.nonzero(keep).flatten()
+        confirm, select = _stratified_carve(validation.labels, fraction, _order_seed(seed, -1))  # epoch -1: no training order uses it
         if len(confirm) == 0 or len(select) == 0:
             raise ParameterError("confirm_fraction", f"{fraction:g} of {len(validation)} validation examples leaves "
                                  f"{len(select)} to select on and {len(confirm)} to confirm on; both need at least one")
@@ -135,6 +126,20 @@ class PreparedTask:
         record = {"fraction": fraction, "seed": seed, "val": len(select), "confirm": len(confirm),
                   "confirm_rows": confirm.tolist()}
         return replace(self, splits=splits, confirm_record=record)
+
+    def with_train_holdout(self, fraction: float, seed: int = 0) -> "PreparedTask":
+        """The same task with ``fraction`` of its training examples (stratified by label, deterministic
+        in ``seed``) moved to `TRAIN_HOLDOUT_SPLIT`: data from the training distribution the model never
+        trains on. Calibration compares training accuracy with it, not with validation, so a shift
+        between training and validation data is not read as overfitting (`autoaug.search.calibration`)."""
+        if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+            raise ParameterError("holdout_fraction", f"expected a fraction in (0, 1), got {fraction!r}")
+        train = self.splits["train"]
+        held, kept = _stratified_carve(train.labels, fraction, _order_seed(seed, -2))  # epoch -2: apart from the confirm carve
+        if len(held) == 0 or len(kept) == 0:
+            raise ParameterError("holdout_fraction", f"{fraction:g} of {len(train)} training examples leaves "
+                                 f"{len(kept)} to train on and {len(held)} to hold out; both need at least one")
+        return replace(self, splits={**self.splits, "train": _rows(train, kept), TRAIN_HOLDOUT_SPLIT: _rows(train, held)})
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 epoch: Callable[[], int] = lambda: 0) -> "TensorBatches":
@@ -198,3 +203,18 @@ def stack_examples(examples: Sequence[Example], tokenizer: TextTokenizer) -> Ten
         text_special=~mask | tokenizer.special_mask(ids),
         labels=torch.tensor([example.label for example in examples], dtype=torch.long),
     )
+
+
+def _stratified_carve(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Rows ``(carved, rest)`` (each sorted): ``fraction`` of each class's rows (rounded per class),
+    drawn by a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    carved_rows = []
+    for label in torch.unique(labels).tolist():
+        rows = torch.nonzero(labels == label).flatten()
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        carved_rows.append(rows[:round(fraction * len(rows))])
+    carved = torch.sort(torch.cat(carved_rows)).values if carved_rows else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[carved] = False
+    return carved, torch.nonzero(keep).flatten()

@@ -13,6 +13,7 @@ ROBUST_METRIC = "robust_val_accuracy"  # accuracy on augmented validation batche
 VAL_LOSS = "val_loss"
 TRAIN_LOSS = "train_loss"
 TRAIN_ACCURACY = "train_accuracy"
+HOLDOUT_ACCURACY = "train_holdout_accuracy"  # a calibration run's accuracy on held-out training examples
 EPOCH_SECONDS = "epoch_seconds"  # one epoch's wall time, logged per epoch (stamped at the epoch's end)
 SEARCH_SECONDS = "search_seconds"  # on the parent run, once per driver session
 EPOCH_METRICS = (METRIC, VAL_LOSS, TRAIN_LOSS, TRAIN_ACCURACY, ROBUST_METRIC, EPOCH_SECONDS)  # per-epoch MLflow metrics

@@ -31,7 +31,7 @@ import torch
 
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy
-from autoaug.search.record_schema import METRIC, RELIANCE_METRICS, ROBUST_METRIC
+from autoaug.search.record_schema import HOLDOUT_ACCURACY, METRIC, RELIANCE_METRICS, ROBUST_METRIC
 from autoaug.search.space import SearchSpace
 
 BASELINE_KEY = "baseline"  # a trial config holding this key runs a preset instead of searched params
@@ -82,7 +82,9 @@ class RunSpec:
     (``EXAMPLES_KEY``; the confirmation's example-level evidence, `autoaug.search.verdict`). Off by
     default: searched trials and calibration runs report exactly what they did before.
     ``validate_each_epoch=False``: validation after the last epoch only, for runs judged on their final
-    value (race, confirmation); calibration runs need the whole curve."""
+    value (race, confirmation); calibration runs need the whole curve. ``holdout_fraction``: the run
+    trains on the rest of the training split and reports, every epoch, its accuracy on that fraction of
+    it (``HOLDOUT_ACCURACY``, `PreparedTask.with_train_holdout`): calibration's measure of overfitting."""
 
     role: str
     label: str
@@ -94,6 +96,7 @@ class RunSpec:
     validate_on: str = "val"
     report_examples: bool = False
     validate_each_epoch: bool = True
+    holdout_fraction: Optional[float] = None
 
     def as_config(self) -> dict:
         return {RUN_KEY: dict(self.__dict__)}
@@ -162,13 +165,15 @@ class TuneReporter(L.Callback):
     baseline trials), the last epoch's metrics also hold the accuracy on that split with the image
     blanked and with the text blanked (``RELIANCE_METRICS``; two extra validation passes, once): what
     shows a policy that taught the model to ignore a modality. A trial stopped early never reaches its
-    last epoch, so it has none.
+    last epoch, so it has none. With ``report_holdout`` (calibration's ``none`` runs), every epoch also
+    holds the accuracy on the held-out training examples (``HOLDOUT_ACCURACY``).
     """
 
     def __init__(self, settings: TrialSettings, clock: Optional["TrialClock"] = None,
                  policy: Optional[Policy] = None, report_examples: bool = False,
-                 report_reliance: bool = False) -> None:
+                 report_reliance: bool = False, report_holdout: bool = False) -> None:
         self.settings = settings
+        self.report_holdout = report_holdout
         self.report_examples = report_examples
         self.report_reliance = report_reliance
         self.clock = clock
@@ -197,6 +202,12 @@ class TuneReporter(L.Callback):
 
             robust = evaluation.robust_accuracies(pl_module.model, trainer.datamodule.loader(trainer.datamodule.val_split), pl_module.device)
             metrics[ROBUST_METRIC] = sum(robust.values()) / len(robust)
+        if self.report_holdout:
+            from autoaug.trainers import evaluation
+            from autoaug.trainers.prepared import TRAIN_HOLDOUT_SPLIT
+
+            metrics[HOLDOUT_ACCURACY] = evaluation.accuracy(pl_module.model, trainer.datamodule.loader(TRAIN_HOLDOUT_SPLIT),
+                                                            device=pl_module.device)
         if self.report_reliance and metrics["epoch"] >= trainer.max_epochs:
             metrics.update(_modality_reliance(trainer, pl_module))
         self.history.append(metrics)
@@ -271,6 +282,8 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
     torch.set_num_threads(max(1, settings.threads))  # trials share the machine's cores
     run = RunSpec.of(config)
     prepared = task.without_images() if run is not None and run.question_only else task
+    if run is not None and run.holdout_fraction:
+        prepared = prepared.with_train_holdout(run.holdout_fraction, seed=settings.seed)
     policy = settings.policy_for(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -288,7 +301,8 @@ def proxy_trial(config: dict[str, Any], settings: TrialSettings, task: Any = Non
             learning_rate=run.learning_rate if run is not None and run.learning_rate else settings.learning_rate,
             batch_size=settings.batch_size, accelerator=settings.trial_accelerator(),
             callbacks=[clock, TuneReporter(settings, clock, policy, report_examples=run is not None and run.report_examples,
-                                           report_reliance=run is None)],  # searched and baseline trials only
+                                           report_reliance=run is None,  # searched and baseline trials only
+                                           report_holdout=run is not None and bool(run.holdout_fraction))],
             evaluate=False, resume_from=resume,
             val_split=run.validate_on if run is not None else "val",
             validate_each_epoch=run is None or run.validate_each_epoch,
