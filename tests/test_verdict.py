@@ -175,6 +175,27 @@ def test_confirm_split_is_a_deterministic_stratified_disjoint_half_of_validation
         task.with_confirm_split(1.0)
 
 
+def test_train_holdout_is_a_deterministic_stratified_disjoint_fifth_of_training():
+    """`PreparedTask.with_train_holdout` (calibration's overfitting measure). Catches a slice that
+    overlaps what is trained on, one drawn from validation, and one that ignores the seed."""
+    from autoaug.trainers.prepared import TRAIN_HOLDOUT_SPLIT
+
+    task = PreparedTask.build(make_shapes_vqa(seed=0, train_size=100, val_size=8, test_size=8))
+    carved = task.with_train_holdout(0.2, seed=3)
+    kept, held, original = carved.splits["train"], carved.splits[TRAIN_HOLDOUT_SPLIT], task.splits["train"]
+    assert len(kept) + len(held) == len(original) and abs(len(held) - 20) <= len(original.labels.unique())
+    # every original training example lands in exactly one of the two (compared as whole images)
+    flat = lambda split: {bytes(image.numpy().tobytes()) for image in split.images}
+    assert flat(kept).isdisjoint(flat(held)) and flat(kept) | flat(held) == flat(original)
+    for label in original.labels.unique().tolist():  # stratified: each class within one example of a fifth
+        assert abs((held.labels == label).sum().item() - (original.labels == label).sum().item() / 5) <= 0.5
+    assert (task.with_train_holdout(0.2, seed=3).splits[TRAIN_HOLDOUT_SPLIT].images == held.images).all()
+    assert not torch.equal(task.with_train_holdout(0.2, seed=4).splits[TRAIN_HOLDOUT_SPLIT].images, held.images)
+    assert carved.splits["val"] is task.splits["val"] and TRAIN_HOLDOUT_SPLIT not in task.splits
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        task.with_train_holdout(0.0)
+
+
 # ---------------------------------------------------------------- example-level evidence (rule step 2b)
 def _two_way_by_sums_of_squares(candidate: np.ndarray, reference: np.ndarray, floor: float):
     """An independent route to the combined SE: the two-way ANOVA identity SS_total = SS_seed + SS_example
