@@ -59,6 +59,13 @@ OVERFIT_TRAIN = [min(0.98, 0.30 + 0.05 * e) for e in range(1, 31)]
 OVERFIT_VAL = [min(0.60, 0.30 + 0.04 * e) for e in range(1, 31)]
 
 
+def _prepared(train: int = 600, val: int = 1000) -> SimpleNamespace:
+    """A stand-in for the search's `PreparedTask`: split sizes, and the held-out carve's size."""
+    return SimpleNamespace(splits={"train": [0] * train, "val": [0] * val},
+                           with_train_holdout=lambda fraction, seed: SimpleNamespace(
+                               splits={"train_holdout": [0] * round(fraction * train)}))
+
+
 # ---------------------------------------------------------------------- regime and trial length
 def test_the_underfitting_user_curve_is_refused_with_both_numbers_and_what_to_try():
     """Catches the old plateau rule (it read this slow climb as a plateau at epoch 16 and ran 24-epoch
@@ -259,8 +266,8 @@ def _calibrate(monkeypatch, study, curves, rates, *, force=False, cap=30):
 
     monkeypatch.setattr(cal, "run_specs", run_specs)
     monkeypatch.setattr(cal, "_log", lambda *args: None)
-    context = SimpleNamespace(study=study, request=SimpleNamespace(force=force, name="s"),
-                              prepared=SimpleNamespace(splits={"train": [0] * 600, "val": [0] * 1000}), stage_seconds={})
+    context = SimpleNamespace(study=study, request=SimpleNamespace(force=force, name="s", seed=0),
+                              prepared=_prepared(), stage_seconds={})
     return cal.calibrate(context, rates, cap), runs
 
 
@@ -372,9 +379,39 @@ def test_calibration_runs_hold_out_the_same_training_examples(monkeypatch):
 
     monkeypatch.setattr(cal, "run_specs", run_specs)
     study = optuna.create_study(direction="maximize")
-    context = SimpleNamespace(study=study, request=SimpleNamespace(force=False, name="s"), client=None,
-                              prepared=SimpleNamespace(splits={"train": [0] * 600, "val": [0] * 1000}), stage_seconds={})
+    context = SimpleNamespace(study=study, request=SimpleNamespace(force=False, name="s", seed=0), client=None,
+                              prepared=_prepared(), stage_seconds={})
     monkeypatch.setattr(cal, "_log", lambda *args: None)
     record = cal.calibrate(context, (1e-3,), 30)
     assert len(asked) == 2 and {spec.holdout_fraction for spec in asked} == {0.2}
-    assert record["holdout_fraction"] == 0.2 and record["gap_reference"] == "train_holdout"
+    assert record["holdout_fraction"] == 0.2 and record["gap_reference"] == "train_holdout" and record["holdout_examples"] == 120
+
+
+def test_the_image_check_passes_on_held_out_training_examples_when_validation_is_shifted():
+    """A shift that washes out validation images: on validation none beats the question-only model by
+    0.04 (needed ~0.06 at 1000 examples), on 120 held-out training examples by 0.25 (needed ~0.13): the
+    images carry the answer, so the search goes on. Catches a check on validation alone (refuses the
+    planted-gain task) and one that passes without any question-only comparison on held-out data."""
+    none_val = [0.40] * 30
+    blind_val = [0.36] * 30
+    none = _holdout_run(OVERFIT_TRAIN, none_val, [0.65] * 30)
+    blind = RunOutcome(RunSpec(role="calibration", label="x"),
+                       [{"val_accuracy": v, "train_accuracy": 0.45, "train_holdout_accuracy": 0.40} for v in blind_val],
+                       "complete")
+    record = decide({cal._label(1e-3, False): none, cal._label(1e-3, True): blind}, (1e-3,), cap=30, n_val=1000,
+                    n_holdout=120)
+    assert record["image_margin"] == pytest.approx(0.04) and record["image_margin"] < record["image_margin_needed"]
+    assert record["image_margin_holdout"] == pytest.approx(0.25)
+    needed = 2 * math.sqrt(0.65 * 0.35 / 120 + 0.40 * 0.60 / 120)
+    assert record["image_margin_holdout_needed"] == pytest.approx(needed, abs=1e-4)
+    assert record["uses_images"] is True and record["holdout_examples"] == 120
+    # the same held-out margin on too few examples to pass (needed > 0.25 at 25 examples): refused, and
+    # the line gives both checks
+    small = decide({cal._label(1e-3, False): none, cal._label(1e-3, True): blind}, (1e-3,), cap=30, n_val=1000,
+                   n_holdout=25)
+    assert small["uses_images"] is False
+    message = cal.refusal_message(small)
+    assert "margin +0.040" in message and "on 25 held-out training examples margin +0.250" in message
+    # without held-out curves (an old record, or too few training examples) only validation counts
+    plain = decide(_outcomes({1e-3: (OVERFIT_TRAIN, none_val)}, blind_val=0.36), (1e-3,), cap=30, n_val=1000)
+    assert plain["uses_images"] is False and plain["image_margin_holdout"] is None

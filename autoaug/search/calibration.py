@@ -40,7 +40,9 @@ of trusting defaults tuned on the built-in task:
    - `ImageCheckFailed` (exit 1): every question-only run failed, so the image check cannot be made;
      the line gives each run's reason.
    - `ImageSignalMissing` (exit 1, raised by the controller from ``uses_images``): ``none`` does not beat
-     the question-only model by 2 binomial standard errors of the difference (at least 0.02).
+     the question-only model by 2 binomial standard errors of the difference (at least 0.02), neither on
+     validation nor on the held-out training examples (images that carry the answer in training data but
+     less in validation are a shift, which augmentation may fix, not images that carry nothing).
    Underfitting is checked first: an underfitting model may fail the image check only because it has
    not learned the images yet, and the remedy (train longer) differs.
 
@@ -65,6 +67,7 @@ from autoaug.search.record_schema import (CALIBRATION_ATTR, HOLDOUT_ACCURACY, ME
                                           ROLE_TAG, STUDY_TAG, TRAIN_ACCURACY)
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
+from autoaug.trainers.prepared import TRAIN_HOLDOUT_SPLIT
 
 DEFAULT_LEARNING_RATES: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
 SMOOTHING_EPOCHS = 3
@@ -238,7 +241,18 @@ def choose_learning_rate(dynamics: dict[float, Dynamics]) -> tuple[float, bool]:
 
 
 # ---------------------------------------------------------------------- the decision (pure)
-def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], cap: int, n_val: int) -> dict[str, Any]:
+def image_check(none_score: float, question_only: Optional[float], n: int) -> tuple[Optional[float], Optional[float], Optional[bool]]:
+    """(margin, margin needed, passed) of ``none`` over the question-only model on ``n`` examples: it
+    passes when the margin is at least 2 binomial SE of the difference and at least `MIN_IMAGE_MARGIN`.
+    All None when there is no question-only score (every such run failed)."""
+    if question_only is None:
+        return None, None, None
+    needed = max(MIN_IMAGE_MARGIN, 2 * math.sqrt(binomial_se(none_score, n) ** 2 + binomial_se(question_only, n) ** 2))
+    return none_score - question_only, needed, none_score - question_only >= needed
+
+
+def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], cap: int, n_val: int,
+           n_holdout: Optional[int] = None) -> dict[str, Any]:
     """Turn the calibration runs into the search's choices and figures (pure: tested on its own).
 
     Raises `AutoaugError` only when no ``none`` run trained at all; the refusals that ``--force`` can
@@ -255,8 +269,15 @@ def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], c
     blind_peaks = {r: max(smoothed(run.curve())) for r, run in blind.items() if _trained(run)}
     none_score = chosen.val_peak
     question_only = max(blind_peaks.values()) if blind_peaks else None
-    margin_needed = None if question_only is None else max(
-        MIN_IMAGE_MARGIN, 2 * math.sqrt(binomial_se(none_score, n_val) ** 2 + binomial_se(question_only, n_val) ** 2))
+    margin, margin_needed, on_val = image_check(none_score, question_only, n_val)
+    # The same check on the held-out training examples: images that carry the answer in the training
+    # distribution but not (as well) in validation are a shift, which augmentation may fix, not data
+    # whose images carry nothing. Either check passing is enough.
+    blind_holdout = [max(smoothed(run.curve(HOLDOUT_ACCURACY))) for run in blind.values()
+                     if _trained(run) and run.curve(HOLDOUT_ACCURACY)]
+    on_holdout = (None, None, None)
+    if chosen.gap_reference == "train_holdout" and blind_holdout and n_holdout:
+        on_holdout = image_check(max(chosen.smooth_held_out), max(blind_holdout), n_holdout)
     regime_epoch = chosen.regime_epoch if reached else None
     trials = trial_length(regime_epoch, cap)
     by_rate = {}
@@ -292,10 +313,13 @@ def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], c
         "none_val_accuracy": round(none_score, 4),
         "none_at_end": {key: _round(value) for key, value in chosen.at_end().items()},
         "question_only_val_accuracy": _round(question_only),
-        "image_margin": None if question_only is None else round(none_score - question_only, 4),
+        "image_margin": _round(margin),
         "image_margin_needed": _round(margin_needed),
+        "image_margin_holdout": _round(on_holdout[0]),
+        "image_margin_holdout_needed": _round(on_holdout[1]),
+        "holdout_examples": n_holdout,
         # None: unknown (every question-only run failed); `refusal` stops the search on it
-        "uses_images": None if question_only is None else none_score - question_only >= margin_needed,
+        "uses_images": None if on_val is None else bool(on_val or on_holdout[2]),
         "val_examples": n_val,
     }
 
@@ -346,9 +370,16 @@ def refusal_message(record: dict) -> str:
     return (f"calibration: the model does not learn from the images — with no augmentation it reaches val "
             f"accuracy {record['none_val_accuracy']:.3f}, a question-only model (images replaced by grey) "
             f"{record['question_only_val_accuracy']:.3f}: margin {record['image_margin']:+.3f}, needed "
-            f"{record['image_margin_needed']:.3f}. A search would rank noise. Try: more training examples, a "
+            f"{record['image_margin_needed']:.3f}{_holdout_margin_text(record)}. A search would rank noise. Try: more training examples, a "
             f"longer calibration (--max-epochs), other learning rates (--learning-rates), checking that the "
             f"images decode and match their questions; --force searches anyway.")
+
+
+def _holdout_margin_text(record: dict) -> str:
+    if record.get("image_margin_holdout") is None:
+        return ""
+    return (f"; on {record['holdout_examples']} held-out training examples margin {record['image_margin_holdout']:+.3f}, "
+            f"needed {record['image_margin_holdout_needed']:.3f}")
 
 
 # ---------------------------------------------------------------------- resume
@@ -404,7 +435,9 @@ def calibrate(context: SearchContext, learning_rates: tuple[float, ...], cap: in
                          epochs=cap, question_only=blind, holdout_fraction=holdout)
                  for rate in learning_rates for blind in (False, True)]
         outcomes = run_specs(context, "calibration", specs)
-        record = decide(outcomes, learning_rates, cap, n_val=len(context.prepared.splits["val"]))
+        n_holdout = None if holdout is None else \
+            len(context.prepared.with_train_holdout(holdout, seed=context.request.seed).splits[TRAIN_HOLDOUT_SPLIT])
+        record = decide(outcomes, learning_rates, cap, n_val=len(context.prepared.splits["val"]), n_holdout=n_holdout)
         record["holdout_fraction"] = holdout
         record["seconds"] = round(context.stage_seconds.get("calibration", 0.0), 1)
         study.set_user_attr(CALIBRATION_ATTR, record)
