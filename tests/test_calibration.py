@@ -415,3 +415,35 @@ def test_the_image_check_passes_on_held_out_training_examples_when_validation_is
     # without held-out curves (an old record, or too few training examples) only validation counts
     plain = decide(_outcomes({1e-3: (OVERFIT_TRAIN, none_val)}, blind_val=0.36), (1e-3,), cap=30, n_val=1000)
     assert plain["uses_images"] is False and plain["image_margin_holdout"] is None
+
+
+def _flat_run(train_end: float, val: float, holdout: float, epochs: int = 30) -> Dynamics:
+    """Train climbing linearly to ``train_end`` (so the gap to ``holdout`` opens), flat val and held-out."""
+    train = [0.3 + (train_end - 0.3) * e / epochs for e in range(1, epochs + 1)]
+    return Dynamics(tuple(train), tuple([val] * epochs), tuple([holdout] * epochs))
+
+
+def test_under_a_shift_the_learning_rate_is_chosen_on_held_out_training_examples():
+    """The planted-gain calibration (fade=0.6, seed 0, measured): validation peaks 0.450 at 3e-4 and 0.427
+    at 1e-3, held-out training examples 0.57 and 0.64. At 3e-4 the held-out peak is 0.12 above validation,
+    beyond 2 SE of the difference at 120 / 500 examples (0.101): a shift, so the rate is chosen where none
+    learns the training distribution best (1e-3). Catches a rule on validation alone (3e-4) and one that
+    always uses the held-out examples (at 60 of them the same 0.12 is within 2 SE (0.135): validation)."""
+    dynamics = {3e-4: _flat_run(0.75, 0.4498, 0.5714), 1e-3: _flat_run(0.85, 0.427, 0.6387)}
+    assert all(d.regime_epoch is not None for d in dynamics.values())
+    assert cal.learning_rate_choice(dynamics, n_val=500, n_holdout=120) == (1e-3, True, "train_holdout")
+    shift, needed = cal.shift_of(dynamics[3e-4], 500, 120)
+    assert shift == pytest.approx(0.5714 - 0.4498) and needed == pytest.approx(
+        2 * math.sqrt(0.5714 * 0.4286 / 120 + 0.4498 * 0.5502 / 500))
+    assert cal.learning_rate_choice(dynamics, n_val=500, n_holdout=60) == (3e-4, True, "val")
+    # no shift (held-out and validation agree): validation's choice, as before
+    agree = {3e-4: _flat_run(0.75, 0.4498, 0.46), 1e-3: _flat_run(0.85, 0.427, 0.43)}
+    assert cal.learning_rate_choice(agree, n_val=500, n_holdout=120) == (3e-4, True, "val")
+    # the record says what the rate was chosen on, and the shift
+    outcomes = {}
+    for rate, d in dynamics.items():
+        outcomes[cal._label(rate, False)] = _holdout_run(list(d.train), list(d.val), list(d.holdout))
+        outcomes[cal._label(rate, True)] = _run([0.3] * 30, [0.25] * 30)
+    record = decide(outcomes, (3e-4, 1e-3), cap=30, n_val=500, n_holdout=120)
+    assert record["learning_rate"] == 1e-3 and record["learning_rate_chosen_on"] == "train_holdout"
+    assert record["shift"] == pytest.approx(0.6387 - 0.427, abs=1e-4)  # at the chosen rate

@@ -26,7 +26,10 @@ of trusting defaults tuned on the built-in task:
 3. The learning rate: among the rates that reach the regime, the one whose smoothed validation
    accuracy peaks highest (a rate that never leaves the underfitting phase is not chosen over one
    that does, however close their peaks). Ties (equal peaks to 4 decimals) go to the rate that reaches
-   the regime first (shorter trials: more of them per budget), then to the smaller rate.
+   the regime first (shorter trials: more of them per budget), then to the smaller rate. Under a
+   shift — at that rate the held-out training examples peak above validation by more than 2 binomial SE
+   of the difference (at least `MIN_SHIFT`) — the peaks are read on the held-out training examples
+   instead (`learning_rate_choice` says why).
 4. The trial length: ``TRIAL_LENGTH_FACTOR × regime epoch`` (2×), at least `MIN_TRIAL_EPOCHS` (10),
    capped at the budget. Why 2×: trials anneal their learning rate to 0 over their own length, so a
    trial of 2g epochs has by its end had about as much learning (the integral of its cosine schedule)
@@ -82,6 +85,7 @@ MIN_IMAGE_MARGIN = 0.02
 PEAK_DECIMALS = 4  # peaks equal to this many decimals are ties
 HOLDOUT_FRACTION = 0.2  # of the training examples, held out of calibration runs to measure overfitting on
 MIN_HOLDOUT_EXAMPLES = 20  # fewer held-out examples than this: the gap is measured against validation
+MIN_SHIFT = 0.02  # the least held-out-minus-validation peak difference read as a shift
 
 
 class ImageSignalMissing(AutoaugError):
@@ -231,13 +235,49 @@ def trial_length(regime_epoch: Optional[int], cap: int) -> int:
     return max(1, min(cap, max(MIN_TRIAL_EPOCHS, math.ceil(TRIAL_LENGTH_FACTOR * regime_epoch))))
 
 
-def choose_learning_rate(dynamics: dict[float, Dynamics]) -> tuple[float, bool]:
+def choose_learning_rate(dynamics: dict[float, Dynamics], n_val: Optional[int] = None,
+                         n_holdout: Optional[int] = None) -> tuple[float, bool]:
     """The rate to search at, and whether it reaches the regime (see the module's step 3)."""
+    rate, reached, _ = learning_rate_choice(dynamics, n_val, n_holdout)
+    return rate, reached
+
+
+def shift_of(dynamics: Dynamics, n_val: int, n_holdout: int) -> tuple[Optional[float], Optional[float]]:
+    """(shift, shift needed): how far the smoothed peak on held-out training examples lies above the
+    smoothed validation peak, and what counts as a shift (2 binomial SE of the difference, at least
+    `MIN_SHIFT`). (None, None) without held-out curves."""
+    if dynamics.gap_reference != "train_holdout":
+        return None, None
+    held_out, val = max(dynamics.smooth_held_out), dynamics.val_peak
+    needed = max(MIN_SHIFT, 2 * math.sqrt(binomial_se(held_out, n_holdout) ** 2 + binomial_se(val, n_val) ** 2))
+    return held_out - val, needed
+
+
+def learning_rate_choice(dynamics: dict[float, Dynamics], n_val: Optional[int] = None,
+                         n_holdout: Optional[int] = None) -> tuple[float, bool, str]:
+    """The rate, whether it reaches the regime, and what its peak was read on (``"val"`` or
+    ``"train_holdout"``).
+
+    Among the rates that reach the regime (all of them when none does), the highest smoothed peak wins;
+    ties go to the earlier regime epoch, then the smaller rate. The peak is read on validation — unless,
+    at the rate validation picks, held-out training examples peak significantly higher than validation
+    (`shift_of`): validation then differs from training data, and its peak rewards the rate that is
+    least hurt by that difference, which is the rate that learns the training data least (measured on
+    the planted gain: lr 3e-4 by validation, where colour jitter gained nothing, against 1e-3 by the
+    held-out examples, where it gained +0.06). Augmentation is searched to close that difference, so
+    the rate is chosen where ``none`` learns the training distribution best."""
     reached = {rate: d for rate, d in dynamics.items() if d.regime_epoch is not None}
     pool = reached or dynamics
-    rate = max(pool, key=lambda r: (round(pool[r].val_peak, PEAK_DECIMALS),
-                                    -(pool[r].regime_epoch or math.inf), -r))
-    return rate, bool(reached)
+
+    def best(peak: Callable[[Dynamics], float]) -> float:
+        return max(pool, key=lambda r: (round(peak(pool[r]), PEAK_DECIMALS), -(pool[r].regime_epoch or math.inf), -r))
+
+    rate = best(lambda d: d.val_peak)
+    if n_val and n_holdout:
+        shift, needed = shift_of(pool[rate], n_val, n_holdout)
+        if shift is not None and shift >= needed and all(d.gap_reference == "train_holdout" for d in pool.values()):
+            return best(lambda d: max(d.smooth_held_out)), bool(reached), "train_holdout"
+    return rate, bool(reached), "val"
 
 
 # ---------------------------------------------------------------------- the decision (pure)
@@ -264,8 +304,9 @@ def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], c
     if not dynamics:
         errors = "; ".join(f"lr {rate:g}: {_error(run)}" for rate, run in full.items())
         raise AutoaugError(f"calibration: no learning rate trained ({errors})")
-    rate, reached = choose_learning_rate(dynamics)
+    rate, reached, peak_basis = learning_rate_choice(dynamics, n_val, n_holdout)
     chosen = dynamics[rate]
+    shift, shift_needed = shift_of(chosen, n_val, n_holdout) if n_holdout else (None, None)
     blind_peaks = {r: max(smoothed(run.curve())) for r, run in blind.items() if _trained(run)}
     none_score = chosen.val_peak
     question_only = max(blind_peaks.values()) if blind_peaks else None
@@ -289,6 +330,10 @@ def decide(outcomes: dict[str, RunOutcome], learning_rates: tuple[float, ...], c
     return {
         "settings": {"learning_rates": [float(r) for r in learning_rates], "max_epochs": cap},
         "learning_rate": rate,
+        "learning_rate_chosen_on": peak_basis,
+        # held-out training peak − validation peak at the chosen rate, and what counts as a shift
+        "shift": _round(shift),
+        "shift_needed": _round(shift_needed),
         "reaches_regime": reached,
         "regime": chosen.regime if reached else None,
         "regime_epoch": regime_epoch,
