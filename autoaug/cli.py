@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoaug.errors import AutoaugError, AutoaugInputError, ParameterError, one_line
+from autoaug.errors import AutoaugError, AutoaugInputError, Interrupted, ParameterError, one_line
 from autoaug.search.samplers import sampler_help
 from autoaug.storage import DEFAULT_WORKDIR, redact_url
 
@@ -303,7 +303,11 @@ def search(
                             confirm_seeds=confirm_seeds, confirm_holdout=confirm_holdout,
                             confirm_fraction=confirm_fraction, screen=screen, race=race, reuse_workers=reuse_workers, model=model,
                             max_failures=max_failures, storage_path=storage_path)
-    result = run_search(request, console=stderr)
+    try:
+        result = run_search(request, console=stderr)
+    except KeyboardInterrupt:  # Ctrl-C: every stage stores what finished as it finishes
+        raise Interrupted(f"search {name}: interrupted; finished runs are kept: run the same command again and "
+                          f"the search resumes") from None
     if result.get("error"):  # every searched trial failed: no best policy, exit 1 with the first error
         raise AutoaugError(result["error"])
     table = Table(title=f"search {name}")
@@ -544,7 +548,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         if isinstance(error, AutoaugInputError):
             label, code, text = "error", 2, invocation.message(error)
         elif isinstance(error, AutoaugError):
-            label, code, text = "stopped", 1, str(error)
+            label, code, text = "stopped", getattr(error, "exit_code", 1), str(error)
         else:
             # a library's error spans many lines (its first says what happened); a plug-in's error
             # carries the user's own traceback on purpose

@@ -56,3 +56,10 @@ class OpArgumentError(AutoaugInputError):
 class AutoaugError(RuntimeError):
     """A run that cannot go on for a reason the user should read (not bad input): the CLI prints the
     message as one line and exits 1."""
+
+
+class Interrupted(AutoaugError):
+    """The user stopped a run (Ctrl-C): the CLI prints the message and exits 130, the shell's code for an
+    interrupted command."""
+
+    exit_code = 130

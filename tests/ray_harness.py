@@ -2,8 +2,10 @@
 
 `LocalCluster` starts a head (`ray start --head`) and worker nodes (`ray start --address=...`), each
 its own set of processes with its own resources, under one private temp folder and on ports nobody
-else uses; `stop` kills every process it started and nothing else (each node runs in its own process
-group, which is what is killed: other sessions' Ray processes on this machine are never touched).
+else uses; `remove` and `stop` SIGKILL the process trees of the nodes it started, at once, and
+nothing else (other sessions' Ray processes on this machine are never touched; a test cluster needs
+no graceful shutdown). The health checks are fast (`FAST_HEALTH_CHECKS`), so a killed node is marked
+dead within ~2 s and a test module can share one head, adding and removing its own worker nodes.
 
 Ray 2.59+ turns on token authentication for clusters started with `ray start`; a loopback test
 cluster runs with RAY_AUTH_MODE=disabled, and the driver gets the same setting (`env`).
@@ -14,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,11 +27,25 @@ from typing import Optional
 
 RAY = Path(sys.executable).with_name("ray")
 
+# The GCS marks a node whose raylet stopped answering dead after its health checks fail: by default
+# 5 misses 3 s apart (and 10 s timeouts), so a killed worker node would stay "alive" for tens of seconds
+# and take placements meanwhile. A loopback test cluster answers in milliseconds when alive.
+FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+                      "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0"}
+
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _free_ports(count: int) -> list[int]:
@@ -85,16 +100,19 @@ class LocalCluster:
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rayc", dir="/tmp")))
     nodes: list[Node] = field(default_factory=list)
     port: int = 0
-    env: dict = field(default_factory=lambda: {**os.environ, "RAY_AUTH_MODE": "disabled"})
+    env: dict = field(default_factory=lambda: {**os.environ, "RAY_AUTH_MODE": "disabled", **FAST_HEALTH_CHECKS})
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start_head(self, num_cpus: int = 1, num_gpus: int = 0, resources: Optional[dict] = None,
-                   env: Optional[dict] = None, dashboard: bool = False) -> Node:
+                   env: Optional[dict] = None, dashboard: bool = False, port: Optional[int] = None) -> Node:
+        """Start the head (``port``: reuse a head port, as a restarted head machine does; default a free
+        one). ``dashboard``: serve Ray's dashboard and job server on ``self.dashboard_port``."""
         # Every port a node opens is chosen here: two clusters of parallel sessions never collide.
-        self.port, manager, dashboard_port, agent, metrics, runtime = _free_ports(6)
+        chosen, manager, dashboard_port, agent, metrics, runtime = _free_ports(6)
+        self.port = port or chosen
         self.dashboard_port = dashboard_port
         args = [f"--port={self.port}", f"--node-manager-port={manager}", f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
                 f"--runtime-env-agent-port={runtime}", f"--temp-dir={self.temp_dir}"]
@@ -103,7 +121,9 @@ class LocalCluster:
         else:
             args += ["--include-dashboard=false"]
         node = self._start("head", ["--head", *args], num_cpus, num_gpus, resources, env)
-        self._wait_until(lambda: self._status_answers(), 180, "the head's `ray status` did not answer")
+        self._wait_until(lambda: self.alive_nodes() >= 1, 180, "the head's GCS did not list the head")
+        if dashboard:  # the job server answers on it (`ray job submit`)
+            self._wait_until(lambda: _answers(self.dashboard_port), 180, "the head's dashboard did not answer")
         return node
 
     def add_worker(self, num_cpus: int = 1, num_gpus: int = 0, resources: Optional[dict] = None,
@@ -137,22 +157,29 @@ class LocalCluster:
         return node
 
     def alive_nodes(self) -> int:
-        """How many nodes the head's `ray status` lists as active (0 when it does not answer)."""
-        status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
-                                capture_output=True, text=True)
-        if status.returncode:
-            return 0
-        lines = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
-        return sum(1 for line in lines.splitlines() if line.strip().startswith("1 node_"))
+        """How many nodes the head's GCS lists as alive (0 when it does not answer)."""
+        return len(self.node_ids())
 
     def node_ids(self) -> set[str]:
-        """The hex ids of the active nodes (`ray status` lists each as ``1 node_<id>``)."""
-        status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
-                                capture_output=True, text=True)
-        if status.returncode:
+        """The hex ids of the nodes the head's GCS lists as alive, empty when it does not answer. Asked
+        in this process: `ray status` would start a Python per poll and read the autoscaler's summary,
+        which lags the GCS by seconds."""
+        import ray
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+        if not self.port or not _answers(self.port):
+            # a client made for a GCS that is not listening waits ~40 s in its constructor; one kept
+            # from a GCS that died would retry its calls for as long
+            self._gcs = (None, None)
             return set()
-        lines = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
-        return {line.strip()[len("1 node_"):] for line in lines.splitlines() if line.strip().startswith("1 node_")}
+        try:
+            if getattr(self, "_gcs", (None, None))[0] != self.port:  # a head restarted on another port
+                self._gcs = (self.port, ray._raylet.GcsClient(address=self.address))
+            nodes = self._gcs[1].get_all_node_info(timeout=5)
+        except Exception:  # a head that is not up (yet, or any more); a new client next time
+            self._gcs = (None, None)
+            return set()
+        return {node_id.hex() for node_id, info in nodes.items() if info.state == GcsNodeInfo.ALIVE}
 
     def used(self, resource: str) -> tuple[float, float]:
         """(in use, total) of ``resource`` over the cluster, from Ray's own accounting (`ray status`)."""
@@ -166,9 +193,6 @@ class LocalCluster:
                 return float(used), float(total)
         return 0.0, 0.0
 
-    def _status_answers(self) -> bool:
-        return self.alive_nodes() >= 1
-
     def _wait_until(self, condition, seconds: float, message: str) -> None:
         deadline = time.time() + seconds
         while not condition():
@@ -177,22 +201,25 @@ class LocalCluster:
                 logs = "".join((self.temp_dir / f"{node.name}.log").read_text()[-1500:] for node in dead)
                 self.stop()
                 raise RuntimeError(f"{message} within {seconds:.0f} s{' (a node exited)' if dead else ''}: {logs}")
-            time.sleep(1)
+            time.sleep(0.3)  # a poll is one GCS call in this process
+
+    def remove(self, node: Node) -> None:
+        """Kill one node's processes (SIGKILL: a lost machine) and forget it; the rest keep running."""
+        node.kill()
+        self.nodes.remove(node)
+        if node.name == "head":
+            self._gcs = (None, None)
 
     def stop(self) -> None:
-        """Kill every node this cluster started (workers first, then the head) and remove its folder."""
-        trees = [node.processes() for node in self.nodes]  # before anything dies: orphans leave the tree
-        for node in reversed(self.nodes):
-            try:
-                os.killpg(node.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for node in reversed(self.nodes):
-            try:
-                node.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        _kill_all([process for tree in trees for process in tree])  # whatever ignored SIGTERM, workers included
+        """Kill every process this cluster started, at once, and remove its folder. A test cluster needs
+        no graceful shutdown (nothing of it outlives the test), and `ray start`'s own SIGTERM handling
+        waited up to 20 s per node. The process trees are read before anything dies (orphans leave the
+        tree); a raylet killed first can start no new worker."""
+        self._gcs = (None, None)  # no client of this process keeps calling a GCS that is gone
+        trees = [node.processes() for node in self.nodes]
+        _kill_all([process for tree in trees for process in tree])
+        for node in self.nodes:
+            node.process.wait(timeout=30)
         self.nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

@@ -53,8 +53,11 @@ quantile_fraction: 0.5
 # ====================================================================== real searches
 def _search(workdir: Path, name: str, console=None, **options) -> dict:
     # calibration and confirmation are off (their own tests cover them; the confirmation's rendering is
-    # tested from its recorded contract below); baselines only where asked
-    options.setdefault("cpus_per_trial", 0.5)
+    # tested from its recorded contract below); baselines only where asked. One CPU per trial: every slot
+    # of a stage starts a worker process that imports torch and Lightning (seconds of CPU each), and the
+    # reports do not depend on how many trials ran at once; PBT asks for half a CPU (its population runs
+    # at once).
+    options.setdefault("cpus_per_trial", 1.0)
     if options.get("task", "shapes-vqa") == "shapes-vqa":
         options.setdefault("task_options", dict(SMALL))
     return run_search(search_request(workdir, name, **options), console=console)
@@ -75,7 +78,7 @@ def records(tmp_path_factory, plugin_dir):
     }
     space = workdir.parent / "pba_fast.yaml"
     space.write_text(PBA_FAST)
-    results["pbt"] = _search(workdir, "pbt", space=str(space), scheduler="pbt", trials=3, max_epochs=2)
+    results["pbt"] = _search(workdir, "pbt", space=str(space), scheduler="pbt", trials=3, max_epochs=2, cpus_per_trial=0.5)
     return SimpleNamespace(workdir=workdir, results=results, progress=progress_log.getvalue())
 
 

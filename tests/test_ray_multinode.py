@@ -1,10 +1,12 @@
 """A search on a real multi-node Ray cluster: a head and worker nodes started as separate `ray start`
 processes on this machine (`ray_harness.LocalCluster`), each with its own resources, so placement is
-observable. Every test kills every Ray process its cluster started (and nothing else).
+observable. The module shares one head without CPUs (`head`); each test adds the worker nodes it needs
+and they are killed when it ends (`cluster`); the head's processes are killed after the module.
 
 Issue 22: trials placed on both nodes with each trial's node on its MLflow run (item 2); a worker node
-lost mid-search (item 3); GPUs by default (item 6); a worker with another autoaug (item 7); PBT on two
-nodes needs --storage-path (item 4).
+lost mid-search (item 3); PBT on two nodes with --storage-path on a shared folder, and refused without
+it (item 4); GPUs by default (item 6); a worker with another autoaug (item 7); the rule of the head
+watch (item 3, the head; end to end in tests/test_ray_cluster.py).
 """
 
 from __future__ import annotations
@@ -25,13 +27,42 @@ TINY = ["--trials", "4", "--max-epochs", "2", "--no-calibrate", "--no-confirm", 
         "--scheduler", "none", "--json"]
 
 
-@pytest.fixture
-def cluster():
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """One head for the module's tests (a cluster start and stop is seconds of the suite's time each):
+    no CPU of its own, so trials run only on the worker nodes a test adds (`cluster`), which is what
+    makes placement observable. Trials of `make_held_task` wait while ``head.hold`` exists (the
+    variable is set before any node starts: every node's workers inherit it)."""
     started = LocalCluster()
+    started.hold = tmp_path_factory.mktemp("hold") / "hold"
+    started.env["AUTOAUG_TEST_HOLD"] = str(started.hold)
     try:
+        started.start_head(num_cpus=0)
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture
+def cluster(head):
+    """The module's head, with the worker nodes this test adds; each is killed when the test ends (the
+    next test starts from the bare head) and trials are not held unless the test touches ``hold``."""
+    assert len(head.nodes) == 1, "a test left worker nodes behind"
+    try:
+        yield head
+    finally:
+        head.hold.unlink(missing_ok=True)
+        for node in head.nodes[1:]:
+            head.remove(node)
+        _wait_for_nodes(head, 1)
+
+
+def _wait_for_nodes(cluster: LocalCluster, count: int) -> None:
+    """Until the head counts ``count`` alive nodes (a killed worker is marked dead within ~2 s:
+    `ray_harness.FAST_HEALTH_CHECKS`), so the next test's placements never target a dead node."""
+    deadline = time.time() + 60
+    while len(cluster.node_ids()) != count and time.time() < deadline:
+        time.sleep(0.5)
 
 
 def search_command(cluster: LocalCluster, workdir: Path, name: str, *options: str, task: str = "plugin") -> list[str]:
@@ -56,13 +87,10 @@ def summary_of(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def hold_trials(cluster: LocalCluster, folder: Path) -> Path:
-    """Trials of `make_held_task` wait in training while the returned file exists: set on the nodes (their
-    workers inherit it) and the driver (it builds the task) before the cluster starts."""
-    hold = folder / "hold"
-    hold.touch()
-    cluster.env["AUTOAUG_TEST_HOLD"] = str(hold)
-    return hold
+def hold_trials(cluster: LocalCluster) -> Path:
+    """Trials of `make_held_task` wait in training from now until the returned file is removed."""
+    cluster.hold.touch()
+    return cluster.hold
 
 
 def wait_for_runs(search: subprocess.Popen, workdir: Path, name: str, condition, what: str) -> list:
@@ -100,32 +128,33 @@ def finish(search: subprocess.Popen) -> dict:
 
 @pytest.mark.slow
 def test_trials_on_both_nodes_and_a_worker_node_lost(cluster, tmp_path):
-    """Items 2 and 3, on one cluster (a cluster start is a minute of the suite's time): one CPU on the
-    head and one on a worker node, one CPU per trial, trials held in training.
+    """Items 2 and 3, on one search: two worker nodes of one CPU each (the head has none), one CPU per
+    trial, trials held in training.
 
     Item 2: two trials run at once, which only both nodes together can do, and each trial's run names
-    its node. Item 3: the worker node's processes are then killed while its trial runs: that trial is
+    its node. Item 3: the second node's processes are then killed while its trial runs: that trial is
     recorded failed with a reason naming the node and replaced; the search ends with exactly --trials
     finished trials and no MLflow run left RUNNING.
     Catches: no node tag (or the IP only: both nodes share this machine's address); trials that cannot
-    be placed on the worker node (it never joined, or the plug-in does not reach it); a lost node's
+    be placed on a worker node (it never joined, or the plug-in does not reach it); a lost node's
     trial left RUNNING in MLflow or counted as finished; Ray's bare "actor unavailable" as the only
     reason (no node named); a search that ends one trial short or counts one twice."""
     from autoaug.search.cluster import NODE_LOST
     from autoaug.search.record_schema import NODE_ID_TAG, NODE_IP_TAG
     from autoaug.search.record_schema import ERROR_TAG, STATE_TAG
 
-    hold = hold_trials(cluster, tmp_path)
-    cluster.start_head(num_cpus=1)
-    (head_node,) = cluster.node_ids()
-    worker = cluster.add_worker(num_cpus=1, resources={"worker_node": 1})
-    (worker_node,) = cluster.node_ids() - {head_node}
+    hold = hold_trials(cluster)
+    before = cluster.node_ids()
+    cluster.add_worker(num_cpus=1)
+    (kept_node,) = cluster.node_ids() - before
+    worker = cluster.add_worker(num_cpus=1)
+    (worker_node,) = cluster.node_ids() - before - {kept_node}
     workdir = tmp_path / "runs"
     search = subprocess.Popen(search_command(cluster, workdir, "nodes", "--trials", "3"), env=driver_env(cluster),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_runs(search, workdir, "nodes", lambda runs: set(running_on(runs)) == {head_node, worker_node},
+    wait_for_runs(search, workdir, "nodes", lambda runs: set(running_on(runs)) == {kept_node, worker_node},
                   "no two trials ran at once on the two nodes")
-    worker.kill()
+    cluster.remove(worker)
     hold.unlink()
     summary = finish(search)
     assert summary["n_complete"] + summary["n_pruned"] == 3, summary
@@ -138,13 +167,62 @@ def test_trials_on_both_nodes_and_a_worker_node_lost(cluster, tmp_path):
     reason = lost[0].data.tags[ERROR_TAG]
     assert f"{NODE_LOST}: node " in reason and worker_node[:12] in reason, reason
     finished = [run for run in runs if run.info.status == "FINISHED"]
-    assert len(finished) == 3 and {run.data.tags.get(NODE_ID_TAG) for run in finished} == {head_node}
+    assert len(finished) == 3 and {run.data.tags.get(NODE_ID_TAG) for run in finished} == {kept_node}
+
+
+# Two ops, exploit/explore after every epoch, the worse half exploited: with 2 members, the worse one
+# clones the better one's checkpoint at each epoch boundary where both have reported
+PBA_EVERY_EPOCH = """\
+kind: pba_schedule
+name: pba_every_epoch
+ops:
+  vision_token_dropout: {p: [0.2, 1.0], magnitude: [0.0, 1.0]}
+  text_mask: {p: [0.2, 1.0], magnitude: [0.0, 1.0]}
+perturbation_interval: 1
+quantile_fraction: 0.5
+"""
+
+
+@pytest.mark.slow
+def test_pbt_on_two_nodes_with_a_shared_storage_path(cluster, tmp_path):
+    """Item 4: PBT on two worker nodes of one CPU each with --storage-path on a folder both see. The
+    population of 2 is held until one member trains on each node, so an exploit step (after every
+    epoch here), when Ray makes one, clones a checkpoint written on the other node; the search completes the population
+    and Ray's checkpoints are in the shared folder, not the workdir.
+    Catches: a --storage-path that Tune does not get (checkpoints in the driver's workdir, which a
+    clone on another node cannot read), PBT refused on several nodes even with the flag, a member lost
+    in the clone (the population finishes short)."""
+    from autoaug.search.record_schema import NODE_ID_TAG
+
+    hold = hold_trials(cluster)
+    before = cluster.node_ids()
+    cluster.add_worker(num_cpus=1)
+    cluster.add_worker(num_cpus=1)
+    workers = cluster.node_ids() - before
+    workdir, shared, space = tmp_path / "runs", tmp_path / "shared", tmp_path / "pba_fast.yaml"
+    space.write_text(PBA_EVERY_EPOCH)
+    search = subprocess.Popen(search_command(cluster, workdir, "pbt2", "--space", str(space), "--scheduler", "pbt",
+                                             "--trials", "2", "--max-epochs", "3", "--storage-path", str(shared)),
+                              env=driver_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_runs(search, workdir, "pbt2", lambda runs: set(running_on(runs)) == workers,
+                  "the two members never trained at once on the two nodes")
+    hold.unlink()
+    summary = finish(search)
+    assert summary["n_complete"] == 2, summary
+    # a member's node tag names where its last attempt ran (a clone restores it wherever Ray places it):
+    # both nodes were seen training at once above
+    assert {run.data.tags.get(NODE_ID_TAG) for run in trial_runs(workdir, "pbt2")} <= workers
+    from autoaug.storage import resolve
+
+    assert list(shared.rglob("checkpoint_*")) and not list(resolve(workdir).ray_dir.rglob("checkpoint_*"))
+    # Not asserted: that an exploit happened. Ray's PBT logged none in 1 of 3 runs here (2026-12-07),
+    # presumably tied scores: a 32-example validation set scores in steps of 1/32.
 
 
 @pytest.mark.slow
 def test_worker_with_another_autoaug_stops_the_search(cluster, tmp_path):
     """Item 7. The only node trials can run on has another autoaug installed (its package metadata says
-    9.9.9; the head has no CPU for trials): the first trial detects it and the search stops with one
+    9.9.9; the module's head has no CPU for trials): the first trial detects it and the search stops with one
     line naming both versions, exit 1.
     Catches: no check (the search trains on mixed code and exits 0), a check that only logs, the
     mismatch reported as 4 failed trials and an "all trials failed" error without the versions."""
@@ -153,7 +231,6 @@ def test_worker_with_another_autoaug_stops_the_search(cluster, tmp_path):
     fake = tmp_path / "other_autoaug"
     (fake / "autoaug-9.9.9.dist-info").mkdir(parents=True)
     (fake / "autoaug-9.9.9.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: autoaug\nVersion: 9.9.9\n")
-    cluster.start_head(num_cpus=0)
     cluster.add_worker(num_cpus=1, env={"PYTHONPATH": str(fake)})
     # Ray puts the driver's sys.path first on its workers: a driver started in the source tree would lend
     # them the tree's own metadata (autoaug.egg-info), so it starts elsewhere. The built-in task ships no
@@ -197,12 +274,11 @@ def test_gpus_used_by_default(cluster, tmp_path):
     """Item 6, on a cluster: a worker node with two (fake) GPUs beside a head without any, no
     --gpus-per-trial. The search says each trial gets one GPU and two run at once; while trials are
     held, Ray's own accounting shows both GPUs in use, and every trial ran on the GPU node.
-    Catches: trials left on CPU by default (no GPU in use, some trials on the head), a share of 2 or
+    Catches: trials left on CPU by default (no GPU in use), a share of 2 or
     of the whole cluster (one trial at a time), a count of trials at once that ignores the GPUs."""
     from autoaug.search.record_schema import NODE_ID_TAG
 
-    hold = hold_trials(cluster, tmp_path)
-    cluster.start_head(num_cpus=1)
+    hold = hold_trials(cluster)
     head_node = cluster.node_ids()
     cluster.add_worker(num_cpus=2, num_gpus=2)
     (gpu_node,) = cluster.node_ids() - head_node
@@ -211,6 +287,9 @@ def test_gpus_used_by_default(cluster, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_runs(search, workdir, "gpus", lambda runs: len(running_on(runs).get(gpu_node, [])) == 2,
                   "two trials never ran at once on the GPU node")
+    deadline = time.time() + 30  # `ray status` shows the autoscaler's summary, refreshed every few seconds
+    while cluster.used("GPU") != (2.0, 2.0) and time.time() < deadline:
+        time.sleep(1)
     assert cluster.used("GPU") == (2.0, 2.0)
     hold.unlink()
     out, err = search.communicate(timeout=600)
@@ -317,3 +396,39 @@ def test_the_object_store_size_counts_a_plug_in_task_with_local_functions():
     def build(value):  # a local function, as a plug-in task's builder is
         return value * scale
     assert pickled_bytes({"build": build, "data": b"x" * 1000}) > 1000
+
+
+def test_head_watch_reports_a_head_that_stops_answering(monkeypatch):
+    """Item 3, the rule of `watch_head`: a head that refuses connections for ``after`` seconds gets one
+    report naming its address; a head that answers gets none; Ray's reconnect timeout sets ``after``.
+    Catches: a watch that gives up at the first refused probe (a restarting head with GCS fault
+    tolerance), one that never reports (the driver waits for Ray's own abort and its C++ line), one
+    that reports twice."""
+    import socket
+    import threading
+
+    from autoaug.search.cluster import HEAD_LOST, head_lost_after, watch_head
+    from ray_harness import free_port
+
+    monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "8")
+    assert head_lost_after() == 6.0
+    monkeypatch.delenv("RAY_gcs_rpc_server_reconnect_timeout_s")
+    assert head_lost_after() == 45.0
+
+    reports, watching = [], threading.Event()
+    watching.set()
+    dead = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    watch_head(dead, after=1.0, on_lost=reports.append, watching=watching.is_set).join(timeout=10)
+    assert len(reports) == 1 and reports[0].startswith(HEAD_LOST) and dead in reports[0], reports
+    assert time.monotonic() - started >= 1.0  # not at the first refused probe
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        alive = f"127.0.0.1:{listening.getsockname()[1]}"
+        thread = watch_head(alive, after=0.5, on_lost=reports.append, watching=watching.is_set)
+        time.sleep(1.5)
+        watching.clear()
+        thread.join(timeout=5)
+    assert len(reports) == 1 and not thread.is_alive()

@@ -82,9 +82,16 @@ _request = search_request  # the suite's small search (conftest), stages around 
 
 
 @pytest.fixture(scope="module")
-def main_search(tmp_path_factory, plugin_dir):
+def workdir(tmp_path_factory) -> Path:
+    """The one workdir of the module's in-process searches, each under its own study name (a workdir
+    holds many studies: README). A fresh workdir costs each search the creation of MLflow's tables
+    (seconds under load); the tests read their own study and experiment, so sharing changes no check."""
+    return tmp_path_factory.mktemp("shared") / "runs"
+
+
+@pytest.fixture(scope="module")
+def main_search(workdir, plugin_dir):
     """The shared small search: vlm_default, TPE, ASHA, 3 trials of up to 3 epochs."""
-    workdir = tmp_path_factory.mktemp("main") / "runs"
     request = _request(workdir, "main", trials=3, max_epochs=3, sampler="tpe", scheduler="asha")
     result = run_search(request)
     return request, result
@@ -375,7 +382,7 @@ FAKE_CALIBRATION = {  # what calibration records when the model does not learn f
 
 
 def test_force_searches_past_the_image_refusal_and_train_from_search_uses_the_calibration(
-        plugin_dir, tmp_path, monkeypatch, capsys):
+        plugin_dir, workdir, monkeypatch, capsys):
     """README: calibration's image check stops the search unless ``--force``; ``train --from-search``
     trains with the calibrated learning rate and length (explicit flags win). Calibration itself is
     replaced by its record (stored where the real one stores it: tests/test_search_stages.py runs the
@@ -392,7 +399,6 @@ def test_force_searches_past_the_image_refusal_and_train_from_search_uses_the_ca
         return dict(FAKE_CALIBRATION)
 
     monkeypatch.setattr(controller, "calibrate", recorded_calibration)
-    workdir = tmp_path / "runs"
     request = _request(workdir, "blind", trials=1, max_epochs=3, calibrate=True)
     with pytest.raises(ImageSignalMissing, match="does not learn from the images"):
         run_search(request)
@@ -416,12 +422,12 @@ def test_force_searches_past_the_image_refusal_and_train_from_search_uses_the_ca
 
 # ====================================================================== failures inside trials
 @pytest.fixture(scope="module")
-def failing_search(tmp_path_factory, plugin_dir):
+def failing_search(tmp_path_factory, workdir, plugin_dir):
     """A search whose task plug-in breaks two trials: one raises in forward, one trains into NaN."""
     folder = tmp_path_factory.mktemp("failing")
     markers = folder / "markers"
     markers.mkdir()
-    request = _request(folder / "runs", "failing", task=f"{TASKS_MODULE}:make_breaking_task", sampler="random",
+    request = _request(workdir, "failing", task=f"{TASKS_MODULE}:make_breaking_task", sampler="random",
                        trials=3, task_options={"marker_dir": str(markers), "plan": ["ok", "raise", "nan"], **SMALL})
     return request, run_search(request), markers
 
@@ -489,12 +495,12 @@ def _front_and_choice(values: dict[int, tuple[float, float]]) -> tuple[list[int]
     return front, min(eligible, key=lambda number: (-values[number][0], -values[number][1], number))
 
 
-def test_nsga2_objective_pair(plugin_dir, tmp_path):
+def test_nsga2_objective_pair(plugin_dir, workdir):
     # ASHA is asked for, but a two-objective trial is never cut on clean accuracy alone: all run to the end.
     # --confirm is asked for too (2 seeds, so a wrong implementation stays cheap): "a two-objective search
     # has no confirmation stage" (README). The front rule itself is tested on hand-built studies in
     # tests/test_nsga2_front.py; here the real search's JSON must agree with it.
-    request = _request(tmp_path / "runs", "pareto", sampler="nsga2", trials=2, scheduler="asha", max_epochs=2,
+    request = _request(workdir, "pareto", sampler="nsga2", trials=2, scheduler="asha", max_epochs=2,
                        confirm=True, confirm_seeds=2)
     result = run_search(request)
     _check_result_contract(result, request)
@@ -522,11 +528,11 @@ def test_nsga2_objective_pair(plugin_dir, tmp_path):
     assert "confirmation" not in children  # no confirmation child run either
 
 
-def test_grid_sampler_runs_min_of_trials_and_grid(plugin_dir, tmp_path):
+def test_grid_sampler_runs_min_of_trials_and_grid(plugin_dir, workdir, tmp_path):
     space = tmp_path / "small_grid.yaml"
     space.write_text("kind: randaugment\nname: small_grid\nops: [vision_token_dropout, text_mask]\n"
                      "n: [1]\nm: [0.2, 0.6]\n")
-    request = _request(tmp_path / "runs", "grid", space=str(space), sampler="grid", trials=3)
+    request = _request(workdir, "grid", space=str(space), sampler="grid", trials=3)
     result = run_search(request)
     _check_result_contract(result, request)
     study = _study(request)
@@ -538,12 +544,12 @@ def test_grid_sampler_runs_min_of_trials_and_grid(plugin_dir, tmp_path):
     assert policy.config.provenance.search_space_hash == load_space(space).hash
 
 
-def test_cmaes_sampler_models_its_parameters_with_baselines_in_the_study(plugin_dir, tmp_path):
+def test_cmaes_sampler_models_its_parameters_with_baselines_in_the_study(plugin_dir, workdir):
     # 4 trials on 2 slots: Ray keeps one trial proposed ahead, so the third may be proposed before any has
     # finished, but the fourth only once a slot is free, after a searched trial has finished: CMA-ES has a
     # search space for every trial proposed from then on. The baselines (trials without parameters) used
     # to empty that space: CMA-ES then never ran.
-    request = _request(tmp_path / "runs", "cmaes", sampler="cmaes", trials=4, cpus_per_trial=1.0, baselines=True)
+    request = _request(workdir, "cmaes", sampler="cmaes", trials=4, cpus_per_trial=1.0, baselines=True)
     result = run_search(request)
     _check_result_contract(result, request)
     assert result["n_complete"] == 4 and result["n_failed"] == 0  # scheduler none: nothing is stopped early
@@ -576,12 +582,12 @@ quantile_fraction: 0.5
 
 
 @pytest.fixture(scope="module")
-def pbt_search(tmp_path_factory, plugin_dir):
+def pbt_search(tmp_path_factory, workdir, plugin_dir):
     """Population Based Training: 4 members, 3 epochs, exploit/explore after every epoch."""
     folder = tmp_path_factory.mktemp("pbt")
     space = folder / "pba_fast.yaml"
     space.write_text(PBA_FAST)
-    request = _request(folder / "runs", "pbt", space=str(space), scheduler="pbt", trials=4, max_epochs=3,
+    request = _request(workdir, "pbt", space=str(space), scheduler="pbt", trials=4, max_epochs=3,
                        cpus_per_trial=0.5)
     return request, run_search(request)
 

@@ -8,11 +8,13 @@ tests/test_calibration.py) are tested on constructed inputs whose answers are co
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -23,6 +25,7 @@ import torch
 from optuna.trial import TrialState
 from PIL import Image
 
+from autoaug.cli import main
 from autoaug.policy import Policy
 from autoaug.search.confirmation import Candidate, choose_candidates, confirmation_seeds, judge
 from autoaug.search.study import best_trial
@@ -278,9 +281,10 @@ CALIBRATION_ARGS = ["--space", "vlm_default", "--trials", "1", "--max-epochs", "
 
 
 @pytest.mark.slow
-def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_that_needs_them(tmp_path, capsys):
+def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_that_needs_them(
+        tmp_path, capsys, harmful_search):
     blind = _write_dataset(tmp_path / "blind.parquet", image_signal=False)
-    workdir = tmp_path / "runs"
+    workdir = harmful_search.workdir  # a workdir whose stores exist: creating MLflow's tables costs seconds
     code, out, err = run_cli(["search", "--data", str(blind), "--name", "blind", "--workdir", str(workdir),
                            *CALIBRATION_ARGS], capsys)
     assert code == 1, err
@@ -293,18 +297,18 @@ def test_calibration_refuses_data_whose_images_carry_no_signal_and_runs_on_data_
     assert record["image_margin"] < record["image_margin_needed"]
     assert not [t for t in study.trials if BASELINE_ATTR not in t.user_attrs]  # no trial budget spent
 
-    signal = _write_dataset(tmp_path / "signal.parquet", image_signal=True)
-    code, out, err = run_cli(["search", "--data", str(signal), "--name", "signal", "--workdir", str(workdir),
-                           *CALIBRATION_ARGS], capsys)
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    # Data whose answer is in the images: the module's calibrated search (`harmful_search`: the same
+    # calibration flags, on such data) passed the image check and ran its trials after it. One search
+    # serves both tests: a second search only for this check cost a calibration and a search stage.
+    result = harmful_search.result
     calibration = result["calibration"]
     assert calibration["uses_images"] is True
     assert calibration["none_val_accuracy"] - calibration["question_only_val_accuracy"] >= calibration["image_margin_needed"]
     assert calibration["learning_rate"] == 3e-3 and 1 <= calibration["trial_epochs"] <= 6
     # the real runs report train accuracy each epoch: the regime is decided on it and the record keeps it
     assert len(calibration["curves"]["none lr=0.003"]["train_accuracy"]) == 6 and calibration["reaches_regime"]
-    assert result["trial_epochs"] == calibration["trial_epochs"] and result["n_complete"] + result["n_pruned"] == 1
+    assert result["trial_epochs"] == calibration["trial_epochs"]
+    assert result["n_complete"] + result["n_pruned"] == harmful_search.trials
 
 
 HARMFUL_SPACE = """\
@@ -322,17 +326,33 @@ balance: {vision: 1.0, text: 1.0, cross: 1.0}
 """
 
 
-@pytest.mark.slow
-def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(tmp_path, capsys):
-    space = tmp_path / "harmful.yaml"
+@pytest.fixture(scope="module")
+def harmful_search(tmp_path_factory):
+    """One real search through the CLI, every stage on: calibration (6 epochs, one learning rate) on data
+    whose answer is in the images, a space whose only op destroys that answer, 2 trials, the default
+    race and a 2-seed confirmation of the top candidate. Read by the calibration test (the image check
+    passed, the trials ran) and the confirmation test (none is exported)."""
+    folder = tmp_path_factory.mktemp("harmful")
+    space = folder / "harmful.yaml"
     space.write_text(HARMFUL_SPACE)
-    data = _write_dataset(tmp_path / "signal.parquet", image_signal=True)
-    workdir = tmp_path / "runs"
-    code, out, err = run_cli(["search", "--space", str(space), "--data", str(data), "--name", "harmful",
-                           "--workdir", str(workdir), "--trials", "2", "--max-epochs", "6", "--learning-rates", "3e-3",
-                           "--no-baselines", "--confirm-top-k", "1", "--confirm-seeds", "2", "--json"], capsys)
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    data = _write_dataset(folder / "signal.parquet", image_signal=True)
+    workdir = folder / "runs"
+    trials = 2
+    # run_cli's capsys is per test: the module's search captures stdout and stderr the same way (the
+    # CLI's consoles write to whatever sys.stdout / sys.stderr are when they print)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as caught:
+        main(["search", "--space", str(space), "--data", str(data), "--name", "harmful", "--workdir", str(workdir),
+              "--trials", str(trials), "--max-epochs", "6", "--learning-rates", "3e-3", "--no-baselines",
+              "--confirm-top-k", "1", "--confirm-seeds", "2", "--json"])
+    assert caught.value.code == 0, err.getvalue()
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    return SimpleNamespace(workdir=workdir, result=result, err=err.getvalue(), trials=trials)
+
+
+@pytest.mark.slow
+def test_confirmation_exports_none_when_the_space_only_holds_harmful_ops(harmful_search, tmp_path, capsys):
+    result, err, workdir = harmful_search.result, harmful_search.err, harmful_search.workdir
     confirmation = result["confirmation"]
     assert confirmation["verdict"] == "no-gain" and confirmation["winner"] == "none"
     rows = {row["name"]: row for row in confirmation["candidates"]}

@@ -7,7 +7,8 @@ retries for minutes), and so does a search that `ray job submit` started (RAY_AD
 workers (`runtime_env`). On a cluster with GPUs each trial gets one unless ``--gpus-per-trial`` says
 otherwise (`gpus_per_trial`). `TrialPlacement` records each trial's node on its MLflow run, names a
 lost node in the reason its trials failed, and stops the search at the first worker that runs another
-autoaug (`check_worker_version`, called by every trial). `ray_storage_path`: ``--storage-path``, which
+autoaug (`check_worker_version`, called by every trial). A search that joined a cluster ends with one
+line when the cluster's head is gone (`watch_head`). `ray_storage_path`: ``--storage-path``, which
 PBT on several nodes requires. The README section "On a cluster" says how a team runs all this.
 """
 
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -132,6 +136,9 @@ def start_ray(address: Optional[str], runtime_env: Optional[dict], data: Any = N
         where = f"--address {address}" if address else "local Ray"
         raise AutoaugInputError(f"{where}: cannot start or reach Ray ({str(error).splitlines()[0][:300]})") from None
     _cluster_errors_to_stderr()
+    if address:  # a local Ray's head is this process's own child, and goes when the search ends
+        # the address Ray connected to (RAY_ADDRESS may say "auto"), named as the user gave it
+        watch_head(ray.get_runtime_context().gcs_address, shown=address if ":" in address else None)
 
 
 def _cluster_errors_to_stderr() -> None:
@@ -150,6 +157,89 @@ def _cluster_errors_to_stderr() -> None:
 
     to_stderr.autoaug_to_stderr = True
     worker.print_to_stdstream = to_stderr
+
+
+# ---------------------------------------------------------------------- the head lost
+
+HEAD_LOST = "Ray head lost"  # the start of the one line a search ends with when its cluster's head is gone
+HEAD_PROBE_SECONDS = 0.5
+RAY_GCS_RECONNECT_SECONDS = 60  # Ray's default gcs_rpc_server_reconnect_timeout_s
+
+
+def head_lost_after() -> float:
+    """Seconds the head may refuse connections before the search gives it up: three quarters of Ray's
+    own GCS reconnect timeout (``RAY_gcs_rpc_server_reconnect_timeout_s``, 60 s by default), at the
+    end of which Ray ends the driver process itself with a C++ log line ("Failed to connect to GCS
+    within 60 seconds ... The program will terminate"). Before it, a head that comes back (GCS fault
+    tolerance) is waited for, as Ray waits."""
+    try:
+        ray_seconds = float(os.environ.get("RAY_gcs_rpc_server_reconnect_timeout_s", RAY_GCS_RECONNECT_SECONDS))
+    except ValueError:
+        ray_seconds = RAY_GCS_RECONNECT_SECONDS
+    return max(1.0, 0.75 * ray_seconds)
+
+
+def head_lost_line(address: str, seconds: float) -> str:
+    return (f"{HEAD_LOST}: no Ray head has answered at {address} for {seconds:.0f} s (its node or its GCS is "
+            f"gone); finished trials are kept: run the same command again once a head listens there, and the "
+            f"search resumes")
+
+
+def _end_search(line: str) -> None:
+    """The search's end when its head is gone: the one line, and the process exits 1 (the CLI's code for
+    a stopped search) at once. Nothing finished is lost: each trial is in the study when it finishes;
+    trials still running stay RUNNING there and in MLflow, and the next driver marks them failed and
+    replaces them, as after any stopped driver. The main thread cannot be woken cleanly instead: it
+    waits inside Ray's own calls on the dead head, which Ray ends only by killing the process."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(f"stopped: {line}\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(1)
+
+
+def _still_joined(address: str) -> bool:
+    """This process's Ray is up and still the cluster at ``address`` (not shut down, not another one)."""
+    try:
+        return ray.is_initialized() and ray.get_runtime_context().gcs_address == address
+    except Exception:  # Ray shutting down under the question
+        return False
+
+
+def watch_head(address: str, after: Optional[float] = None, on_lost: Callable[[str], None] = _end_search,
+               watching: Optional[Callable[[], bool]] = None, shown: Optional[str] = None) -> threading.Thread:
+    """Watch the head's GCS at ``address`` (HOST:PORT) from a daemon thread: a TCP connect every
+    `HEAD_PROBE_SECONDS`; once it has been refused for ``after`` seconds in a row (`head_lost_after`)
+    ``on_lost`` gets `head_lost_line`, naming ``shown`` (the ``--address`` as given) or ``address``.
+    The thread ends when ``watching()`` turns false (default: this process's Ray shut down or joined
+    another cluster, `_still_joined`) or after ``on_lost``. Returns the started thread."""
+    after = head_lost_after() if after is None else after
+    watching = watching or (lambda: _still_joined(address))
+    host, _, port = address.rpartition(":")
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def watch() -> None:
+        refused_since = None
+        while watching():
+            if answers():
+                refused_since = None
+            else:
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= after and watching():
+                    on_lost(head_lost_line(shown or address, after))
+                    return
+            time.sleep(HEAD_PROBE_SECONDS)
+
+    thread = threading.Thread(target=watch, name="autoaug-head-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def slot_count(request) -> int:
