@@ -361,9 +361,16 @@ def _calibration_line(calibration: dict) -> str:
         why = "none never reached the overfitting regime within the budget (--force)"
     else:  # a record from before the regime rule
         why = f"none stops rising at epoch {calibration.get('plateau_epoch')}"
-    return (f"calibration: learning rate {calibration['learning_rate']:g}, trials of {calibration['trial_epochs']} "
+    line = (f"calibration: learning rate {calibration['learning_rate']:g}, trials of {calibration['trial_epochs']} "
             f"epochs ({why}); val accuracy none {score(calibration.get('none_val_accuracy'))} vs question-only "
             f"{score(calibration.get('question_only_val_accuracy'))}")
+    if calibration.get("learning_rate_chosen_on") == "train_holdout":
+        line += (f"; validation differs from training data (held-out training examples peak "
+                 f"{calibration['shift']:+.3f} above it): the rate was chosen on them")
+    if calibration.get("image_margin_holdout") is not None:
+        line += (f"; on {calibration['holdout_examples']} held-out training examples none beats question-only by "
+                 f"{calibration['image_margin_holdout']:+.3f} (needed {calibration['image_margin_holdout_needed']:.3f})")
+    return line
 
 
 def _race_line(record: dict) -> str:

@@ -447,3 +447,19 @@ def test_under_a_shift_the_learning_rate_is_chosen_on_held_out_training_examples
     record = decide(outcomes, (3e-4, 1e-3), cap=30, n_val=500, n_holdout=120)
     assert record["learning_rate"] == 1e-3 and record["learning_rate_chosen_on"] == "train_holdout"
     assert record["shift"] == pytest.approx(0.6387 - 0.427, abs=1e-4)  # at the chosen rate
+
+
+def test_the_search_line_says_when_the_rate_and_the_image_check_used_held_out_training_examples():
+    """Catches a line that shows only validation's margin (the planted task: none 0.427 vs question-only
+    0.430 on validation, which reads as a refusal the search did not make)."""
+    from autoaug.cli import _calibration_line
+
+    record = {"learning_rate": 1e-3, "trial_epochs": 30, "regime": "gap", "regime_epoch": 23,
+              "none_val_accuracy": 0.427, "question_only_val_accuracy": 0.430, "learning_rate_chosen_on": "train_holdout",
+              "shift": 0.2228, "image_margin_holdout": 0.1625, "image_margin_holdout_needed": 0.1267,
+              "holdout_examples": 119}
+    line = _calibration_line(record)
+    assert "peak +0.223 above it): the rate was chosen on them" in line
+    assert "on 119 held-out training examples none beats question-only by +0.163 (needed 0.127)" in line
+    plain = _calibration_line({**record, "learning_rate_chosen_on": "val", "image_margin_holdout": None})
+    assert "held-out" not in plain and plain.endswith("vs question-only 0.430")
