@@ -14,7 +14,7 @@ import pytest
 from autoaug.errors import AutoaugError, AutoaugInputError
 from autoaug.search import calibration as cal
 from autoaug.search.calibration import (CalibrationSettingsChanged, Dynamics, ImageCheckFailed, NoneUnderfits,
-                                        choose_learning_rate, decide, refusal, reuse_recorded, smoothed,
+                                        decide, learning_rate_choice, refusal, reuse_recorded, smoothed,
                                         trial_length)
 from autoaug.search.stages import RunOutcome
 from autoaug.search.trainable import RunSpec
@@ -62,8 +62,8 @@ OVERFIT_VAL = [min(0.60, 0.30 + 0.04 * e) for e in range(1, 31)]
 def _prepared(train: int = 600, val: int = 1000) -> SimpleNamespace:
     """A stand-in for the search's `PreparedTask`: split sizes, and the held-out carve's size."""
     return SimpleNamespace(splits={"train": [0] * train, "val": [0] * val},
-                           with_train_holdout=lambda fraction, seed: SimpleNamespace(
-                               splits={"train_holdout": [0] * round(fraction * train)}))
+                           train_holdout_rows=lambda fraction, seed: ([0] * round(fraction * train),
+                                                                      [0] * (train - round(fraction * train))))
 
 
 # ---------------------------------------------------------------------- regime and trial length
@@ -152,15 +152,15 @@ def test_the_learning_rate_prefers_a_rate_that_reaches_the_regime_over_a_slower_
     # among rates that reach the regime, the higher peak wins ...
     higher = ([min(0.98, 0.30 + 0.05 * e) for e in range(1, 31)], [min(0.64, 0.30 + 0.04 * e) for e in range(1, 31)])
     dynamics = {r: Dynamics(tuple(t), tuple(v)) for r, (t, v) in {1e-3: fast, 3e-3: higher}.items()}
-    assert choose_learning_rate(dynamics) == (3e-3, True)
+    assert learning_rate_choice(dynamics)[:2] == (3e-3, True)
     # ... and on equal peaks the one that reaches the regime first (shorter trials), then the smaller rate
     late = ([min(0.98, 0.30 + 0.03 * e) for e in range(1, 31)], [min(0.61, 0.30 + 0.025 * e) for e in range(1, 31)])
     dynamics = {3e-4: Dynamics(tuple(late[0]), tuple(late[1])), 3e-3: Dynamics(tuple(fast[0]), tuple(fast[1]))}
     assert dynamics[3e-4].val_peak == pytest.approx(dynamics[3e-3].val_peak)
     assert dynamics[3e-4].regime_epoch > dynamics[3e-3].regime_epoch
-    assert choose_learning_rate(dynamics) == (3e-3, True)
+    assert learning_rate_choice(dynamics)[:2] == (3e-3, True)
     same = {r: Dynamics(tuple(fast[0]), tuple(fast[1])) for r in (1e-3, 3e-3)}
-    assert choose_learning_rate(same) == (1e-3, True)
+    assert learning_rate_choice(same)[:2] == (1e-3, True)
 
 
 # ---------------------------------------------------------------------- the image check

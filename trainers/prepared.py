@@ -132,14 +132,20 @@ class PreparedTask:
         in ``seed``) moved to `TRAIN_HOLDOUT_SPLIT`: data from the training distribution the model never
         trains on. Calibration compares training accuracy with it, not with validation, so a shift
         between training and validation data is not read as overfitting (`autoaug.search.calibration`)."""
+        train = self.splits["train"]
+        held, kept = self.train_holdout_rows(fraction, seed)
+        return replace(self, splits={**self.splits, "train": _rows(train, kept), TRAIN_HOLDOUT_SPLIT: _rows(train, held)})
+
+    def train_holdout_rows(self, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """Rows ``(held out, kept)`` of the training split that `with_train_holdout` carves."""
         if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
             raise ParameterError("holdout_fraction", f"expected a fraction in (0, 1), got {fraction!r}")
-        train = self.splits["train"]
-        held, kept = _stratified_carve(train.labels, fraction, _order_seed(seed, -2))  # epoch -2: apart from the confirm carve
+        labels = self.splits["train"].labels
+        held, kept = _stratified_carve(labels, fraction, _order_seed(seed, -2))  # epoch -2: apart from the confirm carve
         if len(held) == 0 or len(kept) == 0:
-            raise ParameterError("holdout_fraction", f"{fraction:g} of {len(train)} training examples leaves "
+            raise ParameterError("holdout_fraction", f"{fraction:g} of {len(labels)} training examples leaves "
                                  f"{len(kept)} to train on and {len(held)} to hold out; both need at least one")
-        return replace(self, splits={**self.splits, "train": _rows(train, kept), TRAIN_HOLDOUT_SPLIT: _rows(train, held)})
+        return held, kept
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 epoch: Callable[[], int] = lambda: 0) -> "TensorBatches":

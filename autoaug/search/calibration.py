@@ -70,7 +70,6 @@ from autoaug.search.record_schema import (CALIBRATION_ATTR, HOLDOUT_ACCURACY, ME
                                           ROLE_TAG, STUDY_TAG, TRAIN_ACCURACY)
 from autoaug.search.stages import RunOutcome, SearchContext, run_specs
 from autoaug.search.trainable import RunSpec
-from autoaug.trainers.prepared import TRAIN_HOLDOUT_SPLIT
 
 DEFAULT_LEARNING_RATES: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
 SMOOTHING_EPOCHS = 3
@@ -235,11 +234,10 @@ def trial_length(regime_epoch: Optional[int], cap: int) -> int:
     return max(1, min(cap, max(MIN_TRIAL_EPOCHS, math.ceil(TRIAL_LENGTH_FACTOR * regime_epoch))))
 
 
-def choose_learning_rate(dynamics: dict[float, Dynamics], n_val: Optional[int] = None,
-                         n_holdout: Optional[int] = None) -> tuple[float, bool]:
-    """The rate to search at, and whether it reaches the regime (see the module's step 3)."""
-    rate, reached, _ = learning_rate_choice(dynamics, n_val, n_holdout)
-    return rate, reached
+def two_se_of_difference(a: float, n_a: int, b: float, n_b: int, floor: float) -> float:
+    """2 binomial SE of the difference of accuracies ``a`` on ``n_a`` and ``b`` on ``n_b`` examples, at
+    least ``floor``: what a difference must reach to count (the image check, a shift)."""
+    return max(floor, 2 * math.sqrt(binomial_se(a, n_a) ** 2 + binomial_se(b, n_b) ** 2))
 
 
 def shift_of(dynamics: Dynamics, n_val: int, n_holdout: int) -> tuple[Optional[float], Optional[float]]:
@@ -249,8 +247,7 @@ def shift_of(dynamics: Dynamics, n_val: int, n_holdout: int) -> tuple[Optional[f
     if dynamics.gap_reference != "train_holdout":
         return None, None
     held_out, val = max(dynamics.smooth_held_out), dynamics.val_peak
-    needed = max(MIN_SHIFT, 2 * math.sqrt(binomial_se(held_out, n_holdout) ** 2 + binomial_se(val, n_val) ** 2))
-    return held_out - val, needed
+    return held_out - val, two_se_of_difference(held_out, n_holdout, val, n_val, MIN_SHIFT)
 
 
 def learning_rate_choice(dynamics: dict[float, Dynamics], n_val: Optional[int] = None,
@@ -287,7 +284,7 @@ def image_check(none_score: float, question_only: Optional[float], n: int) -> tu
     All None when there is no question-only score (every such run failed)."""
     if question_only is None:
         return None, None, None
-    needed = max(MIN_IMAGE_MARGIN, 2 * math.sqrt(binomial_se(none_score, n) ** 2 + binomial_se(question_only, n) ** 2))
+    needed = two_se_of_difference(none_score, n, question_only, n, MIN_IMAGE_MARGIN)
     return none_score - question_only, needed, none_score - question_only >= needed
 
 
@@ -480,8 +477,8 @@ def calibrate(context: SearchContext, learning_rates: tuple[float, ...], cap: in
                          epochs=cap, question_only=blind, holdout_fraction=holdout)
                  for rate in learning_rates for blind in (False, True)]
         outcomes = run_specs(context, "calibration", specs)
-        n_holdout = None if holdout is None else \
-            len(context.prepared.with_train_holdout(holdout, seed=context.request.seed).splits[TRAIN_HOLDOUT_SPLIT])
+        # counted from the same rows the runs hold out, without carving the task's tensors here
+        n_holdout = None if holdout is None else len(context.prepared.train_holdout_rows(holdout, seed=context.request.seed)[0])
         record = decide(outcomes, learning_rates, cap, n_val=len(context.prepared.splits["val"]), n_holdout=n_holdout)
         record["holdout_fraction"] = holdout
         record["seconds"] = round(context.stage_seconds.get("calibration", 0.0), 1)
